@@ -1,0 +1,174 @@
+"""Multi-head causal self-attention with a key/value cache."""
+
+import keras
+from keras import ops
+from keras_hub.layers import RotaryEmbedding
+
+
+@keras.saving.register_keras_serializable(package="klm")
+class CausalSelfAttention(keras.layers.Layer):
+    """Multi-head causal self-attention with an optional key/value cache.
+
+    Written for klm rather than reusing `keras_hub`'s
+    `CachedMultiHeadAttention` (a `keras.layers.MultiHeadAttention` subclass)
+    because that layer projects queries, keys and values with three separate
+    `EinsumDense` layers and builds an explicit causal mask. Here one fused
+    `Dense` produces q, k and v (one matmul instead of three; the same
+    parameter layout as PyTorch's `nn.MultiheadAttention.in_proj_weight`), and
+    attention goes through `keras.ops.dot_product_attention` with
+    `is_causal=True`, which lets each backend pick a fused kernel (PyTorch
+    SDPA, cuDNN flash attention under JAX on GPU).
+
+    Padding is assumed to be trailing (right-padded sequences, as klm's
+    pipelines produce): under a causal mask a real token never attends to a
+    later position, so padded keys need no extra mask and the fused kernel
+    stays usable.
+
+    Args:
+        num_heads: int. Number of attention heads; must divide the hidden size.
+        dropout: float. Dropout on the attention probabilities (the seed's
+            `nn.MultiheadAttention(dropout=...)`). When it is non-zero and the
+            layer is training, attention is computed with explicit softmax so
+            the probabilities can be dropped; otherwise the fused op is used.
+        use_rotary: bool. Apply rotary position embeddings to q and k.
+        rotary_max_wavelength: int. Rotary base wavelength.
+        kernel_initializer: initializer for the projection kernels.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: float tensor `(batch, seq, hidden)`.
+        cache: optional float tensor `(batch, 2, max_len, heads, head_dim)`,
+            keys and values of earlier positions.
+        cache_update_index: int or int tensor, position of `inputs[:, 0]` in
+            the whole sequence (required with `cache`).
+        training: bool.
+
+    Returns:
+        `(batch, seq, hidden)` outputs, or `(outputs, cache)` when a cache is
+        given.
+
+    Examples:
+    ```python
+    attention = klm.layers.CausalSelfAttention(num_heads=2)
+    outputs = attention(np.random.rand(1, 5, 8).astype("float32"))
+    ```
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        dropout=0.0,
+        use_rotary=False,
+        rotary_max_wavelength=10000,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.use_rotary = use_rotary
+        self.rotary_max_wavelength = rotary_max_wavelength
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, inputs_shape):
+        hidden_dim = inputs_shape[-1]
+        if hidden_dim % self.num_heads != 0:
+            raise ValueError(
+                "Expected the hidden size to be divisible by num_heads. "
+                f"Received: hidden_dim={hidden_dim}, num_heads={self.num_heads}"
+            )
+        self.hidden_dim = hidden_dim
+        self.head_dim = hidden_dim // self.num_heads
+        self.qkv_dense = keras.layers.Dense(
+            3 * hidden_dim,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="qkv",
+        )
+        self.qkv_dense.build(inputs_shape)
+        self.output_dense = keras.layers.Dense(
+            hidden_dim,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="output",
+        )
+        self.output_dense.build(inputs_shape)
+        if self.use_rotary:
+            self.rotary_embedding = RotaryEmbedding(
+                max_wavelength=self.rotary_max_wavelength,
+                dtype=self.dtype_policy,
+                name="rotary",
+            )
+        self.probabilities_dropout = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy, name="probabilities_dropout"
+        )
+        self.built = True
+
+    def call(self, inputs, cache=None, cache_update_index=None, training=None):
+        batch_size, seq_len = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        qkv = self.qkv_dense(inputs)  # (batch, seq, 3 * hidden)
+        qkv = ops.reshape(qkv, (batch_size, seq_len, 3, self.num_heads, self.head_dim))
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (batch, seq, heads, head_dim)
+
+        start_index = 0 if cache_update_index is None else cache_update_index
+        if self.use_rotary:
+            query = self.rotary_embedding(query, start_index=start_index)
+            key = self.rotary_embedding(key, start_index=start_index)
+
+        if cache is not None:
+            if cache_update_index is None:
+                raise ValueError("`cache_update_index` is required when `cache` is given.")
+            # Write this step's keys/values into the cache, then attend over all
+            # of it; positions after the current one are masked below.
+            key_cache = ops.slice_update(cache[:, 0], [0, start_index, 0, 0], key)
+            value_cache = ops.slice_update(cache[:, 1], [0, start_index, 0, 0], value)
+            cache = ops.stack((key_cache, value_cache), axis=1)
+            key, value = key_cache, value_cache  # (batch, max_len, heads, head_dim)
+            # Query i (absolute position start + i) may see keys 0..start + i.
+            query_positions = ops.arange(seq_len) + start_index
+            key_positions = ops.arange(ops.shape(key)[1])
+            mask = ops.expand_dims(query_positions, 1) >= ops.expand_dims(key_positions, 0)
+            mask = mask[None, None, :, :]  # (1, 1, seq, max_len)
+            outputs = ops.dot_product_attention(query, key, value, mask=mask)
+        elif training and self.dropout > 0:
+            outputs = self._attention_with_dropout(query, key, value, training)
+        else:
+            outputs = ops.dot_product_attention(query, key, value, is_causal=True)
+
+        outputs = ops.reshape(outputs, (batch_size, seq_len, self.hidden_dim))
+        outputs = self.output_dense(outputs)
+        if cache is not None:
+            return outputs, cache
+        return outputs
+
+    def _attention_with_dropout(self, query, key, value, training):
+        # Explicit softmax attention, used only when attention dropout is on.
+        seq_len = ops.shape(query)[1]
+        scale = ops.cast(1.0 / (self.head_dim**0.5), query.dtype)
+        scores = ops.einsum("bqhd,bkhd->bhqk", query * scale, key)  # (batch, heads, seq, seq)
+        causal = ops.tril(ops.ones((seq_len, seq_len), dtype="bool"))
+        scores = ops.where(causal[None, None], scores, ops.cast(-1e9, scores.dtype))
+        probabilities = ops.softmax(ops.cast(scores, "float32"), axis=-1)
+        probabilities = self.probabilities_dropout(
+            ops.cast(probabilities, query.dtype), training=training
+        )
+        return ops.einsum("bhqk,bkhd->bqhd", probabilities, value)  # (batch, seq, heads, head_dim)
+
+    def compute_output_spec(self, inputs, cache=None, cache_update_index=None, training=None):
+        outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if cache is not None:
+            return outputs, keras.KerasTensor(cache.shape, dtype=self.compute_dtype)
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "dropout": self.dropout,
+                "use_rotary": self.use_rotary,
+                "rotary_max_wavelength": self.rotary_max_wavelength,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config

@@ -1,0 +1,177 @@
+"""One Transformer decoder block: causal self-attention + feed-forward."""
+
+import keras
+
+from klm.layers.causal_self_attention import CausalSelfAttention
+
+
+@keras.saving.register_keras_serializable(package="klm")
+class DecoderBlock(keras.layers.Layer):
+    """A causal Transformer block with pre- or post-LayerNorm.
+
+    Post-LN (`normalize_first=False`) is exactly PyTorch's
+    `nn.TransformerEncoderLayer` as the seed uses it:
+
+        x = norm1(x + dropout(attention(x)))
+        x = norm2(x + dropout(linear2(dropout(activation(linear1(x))))))
+
+    Pre-LN (`normalize_first=True`) is the GPT-2 arrangement, which trains
+    stably without warm-up tricks at depth:
+
+        x = x + dropout(attention(norm1(x)))
+        x = x + dropout(linear2(activation(linear1(norm2(x)))))
+
+    keras-hub's `TransformerDecoder` offers both orders too, but klm uses its
+    own block so that attention is the fused-QKV, `dot_product_attention`
+    layer (`CausalSelfAttention`) and so that the parameter layout matches the
+    seed's PyTorch model one to one.
+
+    Args:
+        num_heads: int. Attention heads.
+        intermediate_dim: int. Feed-forward hidden size.
+        dropout: float. Dropout on the residual branches and inside the
+            feed-forward network.
+        attention_dropout: float. Dropout on attention probabilities.
+        activation: str. Feed-forward activation (`"relu"`, `"gelu"`, ...).
+        normalize_first: bool. Pre-LN if `True`, post-LN if `False`.
+        layer_norm_epsilon: float.
+        use_rotary: bool. Rotary position embeddings in attention.
+        kernel_initializer: initializer for all kernels.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: `(batch, seq, hidden)`.
+        cache, cache_update_index: see `CausalSelfAttention`.
+        training: bool.
+
+    Examples:
+    ```python
+    block = klm.layers.DecoderBlock(num_heads=2, intermediate_dim=32)
+    outputs = block(np.random.rand(2, 5, 16).astype("float32"))
+    ```
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        intermediate_dim,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation="gelu",
+        normalize_first=True,
+        layer_norm_epsilon=1e-5,
+        use_rotary=False,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.activation = keras.activations.get(activation)
+        self.normalize_first = normalize_first
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.use_rotary = use_rotary
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, inputs_shape):
+        hidden_dim = inputs_shape[-1]
+        dtype = self.dtype_policy
+        self.attention = CausalSelfAttention(
+            num_heads=self.num_heads,
+            dropout=self.attention_dropout,
+            use_rotary=self.use_rotary,
+            kernel_initializer=self.kernel_initializer,
+            dtype=dtype,
+            name="attention",
+        )
+        self.attention.build(inputs_shape)
+        self.attention_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=dtype, name="attention_norm"
+        )
+        self.attention_norm.build(inputs_shape)
+        self.attention_dropout_layer = keras.layers.Dropout(
+            self.dropout, dtype=dtype, name="attention_dropout"
+        )
+        self.feedforward_intermediate = keras.layers.Dense(
+            self.intermediate_dim,
+            kernel_initializer=self.kernel_initializer,
+            dtype=dtype,
+            name="feedforward_intermediate",
+        )
+        self.feedforward_intermediate.build(inputs_shape)
+        self.feedforward_inner_dropout = keras.layers.Dropout(
+            self.dropout, dtype=dtype, name="feedforward_inner_dropout"
+        )
+        self.feedforward_output = keras.layers.Dense(
+            hidden_dim,
+            kernel_initializer=self.kernel_initializer,
+            dtype=dtype,
+            name="feedforward_output",
+        )
+        self.feedforward_output.build(tuple(inputs_shape[:-1]) + (self.intermediate_dim,))
+        self.feedforward_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=dtype, name="feedforward_norm"
+        )
+        self.feedforward_norm.build(inputs_shape)
+        self.feedforward_dropout = keras.layers.Dropout(
+            self.dropout, dtype=dtype, name="feedforward_dropout"
+        )
+        self.built = True
+
+    def _feedforward(self, x, training):
+        x = self.feedforward_intermediate(x)  # (batch, seq, intermediate)
+        x = self.activation(x)
+        # PyTorch's post-LN layer drops inside the FFN too; GPT-2 does not.
+        if not self.normalize_first:
+            x = self.feedforward_inner_dropout(x, training=training)
+        return self.feedforward_output(x)  # (batch, seq, hidden)
+
+    def call(self, inputs, cache=None, cache_update_index=None, training=None):
+        x = inputs
+        # === Self-attention ===
+        attention_input = self.attention_norm(x) if self.normalize_first else x
+        if cache is None:
+            attended = self.attention(attention_input, training=training)
+        else:
+            attended, cache = self.attention(
+                attention_input,
+                cache=cache,
+                cache_update_index=cache_update_index,
+                training=training,
+            )
+        x = x + self.attention_dropout_layer(attended, training=training)
+        if not self.normalize_first:
+            x = self.attention_norm(x)
+        # === Feed-forward ===
+        feedforward_input = self.feedforward_norm(x) if self.normalize_first else x
+        x = x + self.feedforward_dropout(self._feedforward(feedforward_input, training), training=training)
+        if not self.normalize_first:
+            x = self.feedforward_norm(x)
+        if cache is not None:
+            return x, cache
+        return x
+
+    def compute_output_spec(self, inputs, cache=None, cache_update_index=None, training=None):
+        outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if cache is not None:
+            return outputs, keras.KerasTensor(cache.shape, dtype=self.compute_dtype)
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "intermediate_dim": self.intermediate_dim,
+                "dropout": self.dropout,
+                "attention_dropout": self.attention_dropout,
+                "activation": keras.activations.serialize(self.activation),
+                "normalize_first": self.normalize_first,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "use_rotary": self.use_rotary,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config

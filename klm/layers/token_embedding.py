@@ -1,0 +1,88 @@
+"""Token embedding that doubles as the language-model output projection."""
+
+import keras
+from keras import ops
+from keras_hub.layers import ReversibleEmbedding
+
+
+@keras.saving.register_keras_serializable(package="klm")
+class TokenEmbedding(ReversibleEmbedding):
+    """Token embedding with optional weight tying to the output projection.
+
+    Built on `keras_hub.layers.ReversibleEmbedding`: called normally it maps
+    token ids to vectors, called with `reverse=True` it maps hidden states to
+    vocabulary logits. klm adds two things the seed's model needs:
+
+    - `embeddings_scale`: the forward output is multiplied by this constant
+      (the seed multiplies by `sqrt(hidden_dim)`; GPT-style models use 1).
+    - `use_output_bias`: a bias on the reverse (output) projection, as in the
+      seed's untied `nn.Linear(hidden_dim, vocabulary_size)` decoder.
+
+    Args:
+        input_dim: int. Vocabulary size.
+        output_dim: int. Hidden size.
+        tie_weights: bool. If `True` the output projection is the transposed
+            embedding matrix; if `False` it has its own weights.
+        embeddings_scale: float. Multiplier applied to the embedded tokens.
+        use_output_bias: bool. Whether the output projection has a bias.
+        **kwargs: other `ReversibleEmbedding` / `keras.layers.Embedding`
+            arguments (`embeddings_initializer`, `dtype`, `name`, ...).
+
+    Examples:
+    ```python
+    embedding = klm.layers.TokenEmbedding(100, 16, tie_weights=False)
+    hidden = embedding(np.array([[1, 2, 3]]))     # (1, 3, 16)
+    logits = embedding(hidden, reverse=True)      # (1, 3, 100)
+    ```
+    """
+
+    def __init__(
+        self,
+        input_dim,
+        output_dim,
+        tie_weights=True,
+        embeddings_scale=1.0,
+        use_output_bias=False,
+        **kwargs,
+    ):
+        super().__init__(input_dim, output_dim, tie_weights=tie_weights, **kwargs)
+        self.embeddings_scale = float(embeddings_scale)
+        self.use_output_bias = bool(use_output_bias)
+
+    def build(self, inputs_shape=None):
+        super().build(inputs_shape)
+        if self.use_output_bias:
+            self.output_bias = self.add_weight(
+                shape=(self.input_dim,),
+                initializer="zeros",
+                name="output_bias",
+                trainable=True,
+            )
+
+    @property
+    def variable_serialization_spec(self):
+        # The parent saves an explicit list of variables per quantization mode;
+        # the output bias must be added to it or it would not be saved.
+        spec = super().variable_serialization_spec
+        if self.use_output_bias:
+            spec = {mode: list(names) + ["output_bias"] for mode, names in spec.items()}
+        return spec
+
+    def call(self, inputs, reverse=False):
+        outputs = super().call(inputs, reverse=reverse)
+        if reverse:
+            if self.use_output_bias:
+                outputs = ops.add(outputs, ops.cast(self.output_bias, outputs.dtype))
+        elif self.embeddings_scale != 1.0:
+            outputs = ops.multiply(outputs, ops.cast(self.embeddings_scale, outputs.dtype))
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "embeddings_scale": self.embeddings_scale,
+                "use_output_bias": self.use_output_bias,
+            }
+        )
+        return config

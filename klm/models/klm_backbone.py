@@ -1,0 +1,212 @@
+"""The klm causal Transformer backbone."""
+
+import math
+
+import keras
+from keras_hub.layers import PositionEmbedding, SinePositionEncoding
+from keras_hub.models import Backbone
+
+from klm.layers.decoder_block import DecoderBlock
+from klm.layers.token_embedding import TokenEmbedding
+from klm.models.describe import ParameterCountRepr
+
+POSITION_ENCODINGS = ("sinusoidal", "learned", "rotary")
+
+
+@keras.saving.register_keras_serializable(package="klm")
+class KlmBackbone(ParameterCountRepr, Backbone):
+    """A decoder-only (causal) Transformer: token ids -> hidden states.
+
+    The same class expresses the seed's model (post-LN, ReLU, sinusoidal
+    positions, embeddings scaled by `sqrt(hidden_dim)`, untied output with a
+    bias) and GPT-style models (pre-LN, GELU, learned or rotary positions, tied
+    embeddings). Named configurations live in `klm.models.presets`.
+
+    The output projection lives in `token_embedding` (a `TokenEmbedding`,
+    called with `reverse=True`) so that tied and untied models share one code
+    path and the classifier can reuse a pretrained backbone unchanged.
+
+    Args:
+        vocabulary_size: int. Size of the token vocabulary.
+        num_layers: int. Number of decoder blocks.
+        num_heads: int. Attention heads per block.
+        hidden_dim: int. Model width (`d_model`).
+        intermediate_dim: int. Feed-forward width.
+        dropout: float. Dropout after embeddings, on residual branches and in
+            the feed-forward network.
+        attention_dropout: float or `None`. Dropout on attention probabilities;
+            `None` uses `dropout` (as PyTorch's encoder layer does).
+        max_sequence_length: int. Longest sequence (learned positions need it;
+            sinusoidal and rotary encodings extrapolate).
+        position_encoding: `"sinusoidal"`, `"learned"` or `"rotary"`.
+        normalize_first: bool. Pre-LN (`True`) or post-LN (`False`) blocks.
+        activation: str. Feed-forward activation.
+        layer_norm_epsilon: float.
+        tie_embeddings: bool. Share input embedding and output projection.
+        scale_embeddings: bool. Multiply embeddings by `sqrt(hidden_dim)`.
+        output_bias: bool. Bias on the output projection.
+        dtype: dtype policy for the whole model.
+
+    Examples:
+    ```python
+    backbone = klm.models.KlmBackbone(
+        vocabulary_size=1000, num_layers=2, num_heads=2,
+        hidden_dim=64, intermediate_dim=128,
+    )
+    hidden = backbone({
+        "token_ids": np.ones((1, 12), "int32"),
+        "padding_mask": np.ones((1, 12), "int32"),
+    })  # (1, 12, 64)
+    ```
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        num_layers,
+        num_heads,
+        hidden_dim,
+        intermediate_dim,
+        dropout=0.1,
+        attention_dropout=None,
+        max_sequence_length=1024,
+        position_encoding="learned",
+        normalize_first=True,
+        activation="gelu",
+        layer_norm_epsilon=1e-5,
+        tie_embeddings=True,
+        scale_embeddings=False,
+        output_bias=False,
+        dtype=None,
+        **kwargs,
+    ):
+        if position_encoding not in POSITION_ENCODINGS:
+            raise ValueError(
+                f"Expected position_encoding in {POSITION_ENCODINGS}. "
+                f"Received: position_encoding={position_encoding!r}"
+            )
+        if hidden_dim % num_heads != 0:
+            raise ValueError(
+                "Expected hidden_dim to be divisible by num_heads. "
+                f"Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
+            )
+        if attention_dropout is None:
+            attention_dropout = dropout
+
+        # === Layers ===
+        self.token_embedding = TokenEmbedding(
+            input_dim=vocabulary_size,
+            output_dim=hidden_dim,
+            tie_weights=tie_embeddings,
+            embeddings_scale=math.sqrt(hidden_dim) if scale_embeddings else 1.0,
+            use_output_bias=output_bias,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            dtype=dtype,
+            name="token_embedding",
+        )
+        if position_encoding == "learned":
+            self.position_embedding = PositionEmbedding(
+                sequence_length=max_sequence_length,
+                initializer=keras.initializers.RandomNormal(stddev=0.02),
+                dtype=dtype,
+                name="position_embedding",
+            )
+        elif position_encoding == "sinusoidal":
+            self.position_embedding = SinePositionEncoding(dtype=dtype, name="position_embedding")
+        else:
+            self.position_embedding = None  # rotary: applied inside attention
+        # Only additive encodings need the Add layer (an unused layer would be
+        # left unbuilt and confuse Keras's build checks).
+        self.embeddings_add = (
+            keras.layers.Add(dtype=dtype, name="embeddings_add") if self.position_embedding is not None else None
+        )
+        self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")
+        self.transformer_layers = [
+            DecoderBlock(
+                num_heads=num_heads,
+                intermediate_dim=intermediate_dim,
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+                activation=activation,
+                normalize_first=normalize_first,
+                layer_norm_epsilon=layer_norm_epsilon,
+                use_rotary=position_encoding == "rotary",
+                kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+                dtype=dtype,
+                name=f"transformer_layer_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        # Post-LN blocks already end in a LayerNorm; pre-LN needs a final one.
+        self.layer_norm = (
+            keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name="layer_norm")
+            if normalize_first
+            else None
+        )
+
+        # === Functional Model ===
+        token_id_input = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        padding_mask_input = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+        x = self.embed(token_id_input)
+        for transformer_layer in self.transformer_layers:
+            x = transformer_layer(x)
+        if self.layer_norm is not None:
+            x = self.layer_norm(x)
+        super().__init__(
+            inputs={"token_ids": token_id_input, "padding_mask": padding_mask_input},
+            outputs=x,
+            dtype=dtype,
+            **kwargs,
+        )
+
+        # === Config ===
+        self.vocabulary_size = vocabulary_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.max_sequence_length = max_sequence_length
+        self.position_encoding = position_encoding
+        self.normalize_first = normalize_first
+        self.activation = activation
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.tie_embeddings = tie_embeddings
+        self.scale_embeddings = scale_embeddings
+        self.output_bias = output_bias
+
+    def embed(self, token_ids, start_index=0, training=None):
+        """Token embedding + position encoding + dropout, `(batch, seq, hidden)`.
+
+        Shared by the functional graph and cached decoding (`start_index` is
+        the absolute position of `token_ids[:, 0]`).
+        """
+        x = self.token_embedding(token_ids)  # (batch, seq, hidden)
+        if self.position_embedding is not None:
+            positions = self.position_embedding(x, start_index=start_index)
+            x = self.embeddings_add((x, positions))
+        return self.embeddings_dropout(x, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "num_layers": self.num_layers,
+                "num_heads": self.num_heads,
+                "hidden_dim": self.hidden_dim,
+                "intermediate_dim": self.intermediate_dim,
+                "dropout": self.dropout,
+                "attention_dropout": self.attention_dropout,
+                "max_sequence_length": self.max_sequence_length,
+                "position_encoding": self.position_encoding,
+                "normalize_first": self.normalize_first,
+                "activation": self.activation,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "tie_embeddings": self.tie_embeddings,
+                "scale_embeddings": self.scale_embeddings,
+                "output_bias": self.output_bias,
+            }
+        )
+        return config

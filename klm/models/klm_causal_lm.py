@@ -1,0 +1,133 @@
+"""Causal language-model task on top of `KlmBackbone`."""
+
+import keras
+from keras import ops
+from keras_hub.models import CausalLM
+from keras_hub.src.utils.tensor_utils import any_equal
+
+from klm.models.describe import ParameterCountRepr
+from klm.models.klm_backbone import KlmBackbone
+
+
+@keras.saving.register_keras_serializable(package="klm")
+class KlmCausalLM(ParameterCountRepr, CausalLM):
+    """Next-token prediction: token ids -> logits over the vocabulary.
+
+    A `keras_hub.models.CausalLM`, so `compile(sampler=...)` and `generate()`
+    work with every keras-hub sampler (`"greedy"`, `"top_k"`, `"top_p"`,
+    temperature via the sampler's `temperature=`). Generation uses a
+    key/value cache: each new token costs one position's worth of compute.
+
+    Training maximises `sum_t log P(w_t | w_<t)`: fit on `(x, y)` with `y`
+    the inputs shifted left by one, loss sparse categorical cross-entropy
+    from logits (the default set by `compile()`).
+
+    Args:
+        backbone: a `KlmBackbone`.
+        preprocessor: `None`; klm tokenizes in its tf.data pipelines, so the
+            task takes token ids. Kept for keras-hub API compatibility.
+
+    Examples:
+    ```python
+    backbone = klm.models.backbone_from_preset("tiny", vocabulary_size=100)
+    lm = klm.models.KlmCausalLM(backbone)
+    lm.compile(sampler="greedy")
+    out = lm.generate(
+        {"token_ids": np.array([[5, 6, 0, 0]]), "padding_mask": np.array([[1, 1, 0, 0]])},
+        stop_token_ids=None,
+    )
+    ```
+    """
+
+    backbone_cls = KlmBackbone
+
+    def __init__(self, backbone, preprocessor=None, **kwargs):
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+
+        # === Functional Model ===
+        inputs = backbone.input
+        hidden_states = backbone(inputs)
+        outputs = backbone.token_embedding(hidden_states, reverse=True)  # (batch, seq, vocab)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+    def call_with_cache(self, token_ids, cache, cache_update_index):
+        """Forward pass over `token_ids` that reads and extends a KV cache.
+
+        Args:
+            token_ids: int tensor `(batch, seq)`.
+            cache: float tensor `(batch, num_layers, 2, max_len, heads, head_dim)`.
+            cache_update_index: int (tensor), absolute position of
+                `token_ids[:, 0]`.
+
+        Returns:
+            `(logits, hidden_states, cache)`.
+        """
+        backbone = self.backbone
+        x = backbone.embed(token_ids, start_index=cache_update_index)
+        caches = []
+        for i, transformer_layer in enumerate(backbone.transformer_layers):
+            x, next_cache = transformer_layer(
+                x, cache=cache[:, i, ...], cache_update_index=cache_update_index
+            )
+            caches.append(next_cache)
+        cache = ops.stack(caches, axis=1)
+        if backbone.layer_norm is not None:
+            x = backbone.layer_norm(x)
+        hidden_states = x
+        logits = backbone.token_embedding(x, reverse=True)
+        return logits, hidden_states, cache
+
+    def _build_cache(self, token_ids):
+        """Runs the prompt once to fill a fresh cache."""
+        backbone = self.backbone
+        batch_size, max_length = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
+        head_dim = backbone.hidden_dim // backbone.num_heads
+        shape = [batch_size, backbone.num_layers, 2, max_length, backbone.num_heads, head_dim]
+        cache = ops.zeros(shape, dtype=self.compute_dtype)
+        _, hidden_states, cache = self.call_with_cache(token_ids, cache, 0)
+        return hidden_states, cache
+
+    def generate_step(self, inputs, stop_token_ids=None):
+        """One compilable generation pass over a batch (see keras-hub's `CausalLM`).
+
+        Args:
+            inputs: dict with `"token_ids"` and `"padding_mask"`, the prompts
+                right-padded to the total length to generate.
+            stop_token_ids: tuple of ids that end a sequence, or `None`.
+        """
+        token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
+        hidden_states, cache = self._build_cache(token_ids)
+        # Generation starts after the shortest prompt; longer prompts keep
+        # their own tokens where the mask is set.
+        row_lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
+        index = ops.min(row_lengths)
+
+        def next(prompt, cache, index):
+            cache_update_index = index - 1
+            batch_size = ops.shape(prompt)[0]
+            prompt = ops.slice(prompt, [0, cache_update_index], [batch_size, 1])
+            logits, hidden_states, cache = self.call_with_cache(prompt, cache, cache_update_index)
+            return ops.squeeze(logits, axis=1), ops.squeeze(hidden_states, axis=1), cache
+
+        token_ids = self.sampler(
+            next=next,
+            prompt=token_ids,
+            cache=cache,
+            index=index,
+            mask=padding_mask,
+            stop_token_ids=stop_token_ids,
+            hidden_states=hidden_states,
+            model=self,
+        )
+        if stop_token_ids is not None:
+            # Mask everything after the first stop token each row generated.
+            end_locations = any_equal(token_ids, stop_token_ids, ops.logical_not(padding_mask))
+            end_locations = ops.cast(end_locations, "int32")
+            cumsum = ops.cast(ops.cumsum(end_locations, axis=-1), "int32")
+            overflow = cumsum - end_locations
+            padding_mask = ops.logical_not(ops.cast(overflow, "bool"))
+        else:
+            padding_mask = ops.ones_like(token_ids, dtype="bool")
+        return {"token_ids": token_ids, "padding_mask": padding_mask}

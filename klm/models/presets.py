@@ -1,0 +1,100 @@
+"""Named model sizes.
+
+| preset | layers | hidden | heads | ffn  | positions  | norm | act  | output           |
+|--------|--------|--------|-------|------|------------|------|------|------------------|
+| seed   | 2      | 200    | 2     | 200  | sinusoidal | post | relu | untied, bias     |
+| tiny   | 2      | 32     | 2     | 64   | learned    | pre  | gelu | tied             |
+| small  | 6      | 384    | 6     | 1536 | rotary     | pre  | gelu | tied             |
+| base   | 12     | 768    | 12    | 3072 | learned    | pre  | gelu | tied (GPT-2 124M)|
+
+`seed` is exactly the founding document's PyTorch model (emsize 200, nhid 200,
+2 layers, 2 heads, dropout 0.2, `nn.TransformerEncoderLayer` post-LN with
+ReLU, embeddings scaled by sqrt(200), an untied `nn.Linear` decoder with
+bias), so its parameter count equals the PyTorch model's for the same
+vocabulary. `small` has about 10-20M parameters for vocabularies of 8k-30k;
+`base` is GPT-2 small's shape (124M with GPT-2's 50,257-token vocabulary).
+"""
+
+PRESETS = {
+    "seed": dict(
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=200,
+        intermediate_dim=200,
+        dropout=0.2,
+        max_sequence_length=4096,
+        position_encoding="sinusoidal",
+        normalize_first=False,
+        activation="relu",
+        tie_embeddings=False,
+        scale_embeddings=True,
+        output_bias=True,
+    ),
+    "tiny": dict(
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        dropout=0.0,
+        max_sequence_length=256,
+        position_encoding="learned",
+        normalize_first=True,
+        activation="gelu",
+        tie_embeddings=True,
+    ),
+    "small": dict(
+        num_layers=6,
+        num_heads=6,
+        hidden_dim=384,
+        intermediate_dim=1536,
+        dropout=0.1,
+        max_sequence_length=1024,
+        position_encoding="rotary",
+        normalize_first=True,
+        activation="gelu",
+        tie_embeddings=True,
+    ),
+    "base": dict(
+        num_layers=12,
+        num_heads=12,
+        hidden_dim=768,
+        intermediate_dim=3072,
+        dropout=0.1,
+        max_sequence_length=1024,
+        position_encoding="learned",
+        normalize_first=True,
+        activation="gelu",
+        tie_embeddings=True,
+    ),
+}
+
+
+def preset_config(name, vocabulary_size, **overrides):
+    """Returns the `KlmBackbone` constructor arguments of preset `name`.
+
+    Args:
+        name: one of `PRESETS`.
+        vocabulary_size: int. The tokenizer's vocabulary size.
+        **overrides: any `KlmBackbone` argument to change (e.g. `dropout`).
+    """
+    if name not in PRESETS:
+        raise ValueError(
+            f"Expected a preset in {sorted(PRESETS)}. Received: preset={name!r}"
+        )
+    config = dict(PRESETS[name], vocabulary_size=int(vocabulary_size))
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    return config
+
+
+def backbone_from_preset(name, vocabulary_size, **overrides):
+    """Builds a `KlmBackbone` of preset `name` for a vocabulary size.
+
+    Examples:
+    ```python
+    backbone = klm.models.backbone_from_preset("seed", vocabulary_size=28_782)
+    print(backbone)  # <KlmBackbone 13,... params vocabulary_size=28782 ...>
+    ```
+    """
+    from klm.models.klm_backbone import KlmBackbone
+
+    return KlmBackbone(**preset_config(name, vocabulary_size, **overrides))
