@@ -16,8 +16,6 @@ COMMANDS = {
     "evaluate": ("klm.cli.eval_cmd", "evaluate", "Perplexity or accuracy of a run on a data file."),
     "generate": ("klm.cli.eval_cmd", "generate", "Generate text from a language-model run."),
     "export": ("klm.cli.export_cmd", "export", "Export a run as a TF SavedModel for serving."),
-    "estimate": ("klm.cli.train_cmd", "estimate", "Estimate parameters, FLOPs, memory and time of a run."),
-    "demo": ("klm.cli.demo_cmd", "demo", "Build and train a tiny model on a text file for a few steps."),
 }
 
 

@@ -179,3 +179,72 @@ def accelerator_name():
 
     gpus = tf.config.list_physical_devices("GPU")
     return gpus[0].name if gpus else "cpu"
+
+
+class _NullScope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def distribution_scope(strategy="auto"):
+    """A context manager under which klm builds and compiles its models.
+
+    Args:
+        strategy: `"auto"` spreads the batch over all local accelerators when
+            there are several (TF `MirroredStrategy`, JAX
+            `keras.distribution.DataParallel`) and uses one device otherwise;
+            `"single"` always uses one device; `"data"`/`"mirrored"` ask for
+            data parallelism explicitly.
+
+    Returns:
+        `(scope, description)`: the context manager and a short text for logs.
+
+    Raises:
+        BackendError: for strategies the backend does not offer (PyTorch has
+            no Keras distribution in Keras 3.15; TensorFlow's multi-worker
+            strategy fails inside Keras 3 `fit`, keras-team/keras#20585).
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if strategy == "multi-worker":
+        raise BackendError(
+            "--strategy multi-worker is not supported: TensorFlow's MultiWorkerMirroredStrategy fails "
+            "inside Keras 3 fit ('Attempt to convert a value (PerReplica ...)', keras-team/keras#20585), "
+            "and klm does not fall back silently to one worker. For several hosts use "
+            "--backend jax (keras.distribution). Received: --strategy=multi-worker"
+        )
+    if strategy in ("model", "fsdp"):
+        raise BackendError(
+            f"--strategy {strategy} (sharded weights) is not available yet; use --strategy data or auto. "
+            f"Received: --strategy={strategy}"
+        )
+    if backend == "torch":
+        if strategy in ("data", "mirrored"):
+            raise BackendError(
+                f"--strategy {strategy} needs several devices, but Keras {keras.__version__} has no "
+                "distribution support for the PyTorch backend; use --backend jax or --backend "
+                f"tensorflow for data parallelism, or --strategy single. Received: --strategy={strategy}"
+            )
+        return _NullScope(), f"single device ({accelerator_name()})"
+    if strategy == "single":
+        return _NullScope(), f"single device ({accelerator_name()})"
+    if backend == "jax":
+        import jax
+
+        devices = jax.devices()
+        if strategy == "auto" and len(devices) == 1:
+            return _NullScope(), f"single device ({devices[0].device_kind})"
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        return _NullScope(), f"keras.distribution.DataParallel over {len(devices)} devices"
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if strategy == "auto" and len(gpus) <= 1:
+        return _NullScope(), f"single device ({accelerator_name()})"
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    mirrored = tf.distribute.MirroredStrategy(devices=devices)
+    return mirrored.scope(), f"tf.distribute.MirroredStrategy over {len(devices)} devices"

@@ -1,0 +1,131 @@
+"""`evaluate_run`: perplexity of a language model, accuracy/F1 of a classifier."""
+
+import math
+
+import numpy as np
+
+from klm import runs
+
+
+def classification_metrics(model, dataset, labels, multi_label):
+    """Accuracy, macro-F1 and (single-label) confusion matrix over a dataset."""
+    import keras
+
+    predictions, targets = [], []
+    for x, y in dataset:
+        logits = keras.ops.convert_to_numpy(model(x, training=False))
+        predictions.append(logits)
+        targets.append(np.asarray(y))
+    logits = np.concatenate(predictions)
+    y = np.concatenate(targets)
+    num_classes = len(labels)
+    if multi_label:
+        predicted = logits > 0.0
+        truth = y > 0.5
+        f1s = []
+        for c in range(num_classes):
+            tp = np.sum(predicted[:, c] & truth[:, c])
+            fp = np.sum(predicted[:, c] & ~truth[:, c])
+            fn = np.sum(~predicted[:, c] & truth[:, c])
+            f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+        return {
+            "examples": int(len(y)),
+            "accuracy": float(np.mean(predicted == truth)),
+            "exact_match": float(np.mean(np.all(predicted == truth, axis=1))),
+            "macro_f1": float(np.mean(f1s)),
+            "f1_per_label": {labels[c]: float(f1s[c]) for c in range(num_classes)},
+        }
+    predicted = np.argmax(logits, axis=-1)
+    y = y.astype("int64").reshape(-1)
+    confusion = np.zeros((num_classes, num_classes), dtype="int64")
+    np.add.at(confusion, (y, predicted), 1)
+    f1s = []
+    for c in range(num_classes):
+        tp = confusion[c, c]
+        fp = confusion[:, c].sum() - tp
+        fn = confusion[c, :].sum() - tp
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return {
+        "examples": int(len(y)),
+        "accuracy": float(np.mean(predicted == y)),
+        "macro_f1": float(np.mean(f1s)),
+        "confusion_matrix": confusion.tolist(),
+        "labels": list(labels),
+    }
+
+
+def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text", label_field="label"):
+    """Evaluates a finished run on a data file.
+
+    Language model: mean next-token loss, perplexity and token count over the
+    file (contiguous windows of the run's `seq_len`, like validation).
+    Classifier: accuracy, macro-F1 and a confusion matrix.
+
+    Returns:
+        A dict of results (the `--json` output of `klm evaluate`).
+    """
+    from klm import backend as backend_lib
+
+    backend = backend_lib.use_backend(backend)
+    import keras
+
+    from klm import data as data_lib
+
+    run = runs.load_run(run_dir)
+    result = {"run_dir": str(run.path), "data": str(data), "task": run.task, "backend": backend}
+    if run.task == "causal_lm":
+        seq_len = run.seq_len
+        batch = batch_size or int(run.config.get("eval_batch_size", 10))
+        from klm.train import lm_model_inputs
+        from klm.train import num_tokens as count_tokens
+
+        corpus = data_lib.load_corpus(
+            data, tokenizer=run.tokenizer, text_field=text_field,
+            eos_between_documents=run.config.get("eos_between_documents"), verbose=False,
+        )
+        tokens, num_tokens = corpus.train, count_tokens(corpus.train)
+        steps = data_lib.lm_steps_per_epoch(num_tokens, seq_len, batch, mode="contiguous")
+        if steps < 1:  # a short file: fall back to one column
+            batch = 1
+            steps = data_lib.lm_steps_per_epoch(num_tokens, seq_len, batch, mode="contiguous")
+        dataset = lm_model_inputs(data_lib.lm_dataset(tokens, seq_len, batch, mode="contiguous"))
+        model = run.model
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[])
+        loss = float(model.evaluate(dataset, verbose=0, return_dict=True)["loss"])
+        result.update(
+            tokens=int(num_tokens),
+            evaluated_tokens=int(steps * batch * seq_len),
+            loss=loss,
+            perplexity=math.exp(min(loss, 700)),
+        )
+        return result
+    examples = data_lib.read_labelled_texts(data, text_field=text_field, label_field=label_field)
+    vocabulary = data_lib.LabelVocabulary(run.labels, multi_label=run.multi_label)
+    labels = vocabulary.encode(examples.labels, path=str(data), line_numbers=examples.line_numbers)
+    dataset = data_lib.classification_dataset(
+        examples.texts, labels, run.tokenizer, run.seq_len, batch_size or 64, shuffle=False
+    )
+    result.update(classification_metrics(run.model, dataset, run.labels, run.multi_label))
+    return result
+
+
+def format_result(result):
+    """Human-readable text for `klm evaluate`."""
+    lines = [f"run:  {result['run_dir']}", f"data: {result['data']}"]
+    if result["task"] == "causal_lm":
+        lines += [
+            f"tokens:     {result['tokens']:,} ({result['evaluated_tokens']:,} evaluated)",
+            f"loss:       {result['loss']:.4f}",
+            f"perplexity: {result['perplexity']:.2f}",
+        ]
+        return "\n".join(lines)
+    lines += [f"examples:  {result['examples']:,}", f"accuracy:  {result['accuracy']:.4f}",
+              f"macro-F1:  {result['macro_f1']:.4f}"]
+    if "confusion_matrix" in result:
+        labels = result["labels"]
+        width = max(8, *(len(str(l)) + 1 for l in labels))
+        lines.append("confusion matrix (rows: true, columns: predicted):")
+        lines.append(" " * width + "".join(f"{str(l):>{width}}" for l in labels))
+        for label, row in zip(labels, result["confusion_matrix"]):
+            lines.append(f"{str(label):>{width}}" + "".join(f"{v:>{width}}" for v in row))
+    return "\n".join(lines)

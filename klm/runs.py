@@ -1,0 +1,191 @@
+"""Run folders: what a training run leaves on disk, and how to load it back.
+
+Layout of `runs/NAME/` (written by `klm.train`):
+
+    config.json       the fully resolved config ("task": "causal_lm" | "classifier")
+    tokenizer/        tokenizer assets (`klm.data.save_tokenizer`)
+    labels.json       classifier only: {"labels": [...], "multi_label": bool}
+    last.keras        model after the most recent epoch (or interruption)
+    best.keras        model with the best validation score so far
+    backup/           Keras BackupAndRestore state, for resuming after a kill
+    metrics.csv       one row per logged step / epoch
+    tensorboard/      TensorBoard event files
+    curves.png        loss and perplexity (or accuracy) curves
+    summary.json      written last: a run with it is finished
+
+Every file is written to a temporary name in the same folder and renamed into
+place, so a kill never leaves a half-written checkpoint.
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from klm.errors import RunDirError
+
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
+LABELS_FILE = "labels.json"
+TOKENIZER_DIR = "tokenizer"
+TASKS = ("causal_lm", "classifier")
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yields a temporary path beside `path`; renames it onto `path` on success.
+
+    Works for files and folders. On error the temporary path is removed and
+    `path` keeps its previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        yield tmp
+        if Path(tmp).is_dir() and path.is_dir():
+            import shutil
+
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.isdir(tmp):
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path, data):
+    """Writes JSON atomically (temp file + rename)."""
+    with atomic_path(path, ".json") as tmp:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_model(model, path):
+    """Saves a `.keras` file atomically (a kill leaves the old file intact)."""
+    with atomic_path(path, ".keras") as tmp:
+        model.save(tmp)
+
+
+def load_model(path):
+    """Loads a `.keras` checkpoint for inference or further training (safe mode).
+
+    The optimizer state saved beside the weights is for `BackupAndRestore`
+    resumes; a model loaded here gets a fresh `compile()`, so Keras's
+    warning about skipping that state is silenced.
+    """
+    import warnings
+
+    import keras
+
+    import klm.layers  # noqa: F401 - registers klm's serializable classes
+    import klm.models  # noqa: F401
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+
+
+@dataclasses.dataclass
+class Run:
+    """A loaded run folder.
+
+    Attributes:
+        path: the run folder.
+        config: the resolved config dict (`config.json`).
+        task: `"causal_lm"` or `"classifier"`.
+        model: the Keras model (`KlmCausalLM` or `KlmClassifier`).
+        tokenizer: the tokenizer layer.
+        labels: class names (classifier) or `None`.
+        multi_label: bool.
+        summary: `summary.json` content.
+    """
+
+    path: Path
+    config: dict
+    task: str
+    model: object
+    tokenizer: object
+    labels: list = None
+    multi_label: bool = False
+    summary: dict = None
+
+    @property
+    def seq_len(self):
+        return int(self.config.get("seq_len", 128))
+
+
+def read_run_config(run_dir):
+    """Reads `config.json` of a run folder with clear errors; imports no Keras."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise RunDirError(f"Run folder does not exist. Received: run_dir={str(run_dir)!r}")
+    if not run_dir.is_dir():
+        raise RunDirError(f"Expected a run folder, got a file. Received: run_dir={str(run_dir)!r}")
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.exists():
+        raise RunDirError(
+            f"{run_dir} is not a klm run folder (no {CONFIG_FILE}). "
+            f"Expected the --run-dir of `klm pretrain` or `klm finetune`. Received: run_dir={str(run_dir)!r}"
+        )
+    config = read_json(config_path)
+    if config.get("task") not in TASKS:
+        raise RunDirError(f"{config_path}: expected task in {TASKS}. Received: task={config.get('task')!r}")
+    return config
+
+
+def checkpoint_path(run_dir, which="best"):
+    """Path of `best.keras` (falling back to `last.keras`) or `last.keras`."""
+    run_dir = Path(run_dir)
+    candidates = ["best.keras", "last.keras"] if which == "best" else [f"{which}.keras"]
+    for name in candidates:
+        if (run_dir / name).exists():
+            return run_dir / name
+    raise RunDirError(
+        f"{run_dir} holds no checkpoint ({' or '.join(candidates)}): the run has not finished an epoch yet. "
+        f"Resume it with the same `klm pretrain`/`klm finetune` command. Received: run_dir={str(run_dir)!r}"
+    )
+
+
+def load_run(run_dir, which="best", require_finished=True):
+    """Loads a run folder: config, tokenizer, labels and a checkpoint.
+
+    Args:
+        run_dir: path of the run folder.
+        which: `"best"` (falls back to `"last"`) or `"last"`.
+        require_finished: refuse runs without `summary.json`.
+
+    Raises:
+        RunDirError: missing, unfinished or malformed run folder.
+    """
+    from klm.data import load_tokenizer
+
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    summary_path = run_dir / SUMMARY_FILE
+    if require_finished and not summary_path.exists():
+        raise RunDirError(
+            f"{run_dir} is an unfinished run (no {SUMMARY_FILE}). Finish or resume it first. "
+            f"Received: run_dir={str(run_dir)!r}"
+        )
+    model = load_model(checkpoint_path(run_dir, which))
+    tokenizer = load_tokenizer(str(run_dir / TOKENIZER_DIR))
+    labels, multi_label = None, False
+    if config["task"] == "classifier":
+        label_info = read_json(run_dir / LABELS_FILE)
+        labels, multi_label = label_info["labels"], bool(label_info.get("multi_label", False))
+    summary = read_json(summary_path) if summary_path.exists() else None
+    return Run(run_dir, config, config["task"], model, tokenizer, labels, multi_label, summary)

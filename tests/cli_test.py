@@ -1,0 +1,200 @@
+"""End-to-end: the `klm` commands on tiny data, on the backend of this process."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import REPO, run_in_backend
+from klm.cli.main import main
+
+BACKEND = keras.backend.backend()
+WORDS = "the a cat dog sat ran on under mat log big small red blue and then".split()
+
+
+def make_corpus(path, lines=400, seed=0):
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for _ in range(lines):
+            n = rng.integers(4, 12)
+            f.write(" ".join(rng.choice(WORDS, size=n)) + " .\n")
+    return str(path)
+
+
+def make_labelled(path, lines=120, seed=0):
+    rng = np.random.default_rng(seed)
+    good, bad = ["good", "great", "fine", "nice"], ["bad", "awful", "poor", "sad"]
+    with open(path, "w") as f:
+        for i in range(lines):
+            label = i % 2
+            words = list(rng.choice(WORDS, size=4)) + list(rng.choice(good if label else bad, size=2))
+            rng.shuffle(words)
+            f.write(f"{label} {' '.join(words)}\n")
+    return str(path)
+
+
+def invoke(args):
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    return result
+
+
+TINY = ["--preset", "tiny", "--batch-size", "4", "--seq-len", "8", "--log-every", "5", "--verbose", "lines"]
+
+
+def test_help_lists_commands_without_importing_keras():
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from klm.cli.main import main; sys.argv=['klm','--help'];\n"
+         "try:\n main()\nexcept SystemExit: pass\nprint('KERAS_IMPORTED', 'keras' in sys.modules)"],
+        capture_output=True, text=True,
+    )
+    assert "pretrain" in proc.stdout and "finetune" in proc.stdout
+    assert "KERAS_IMPORTED False" in proc.stdout
+
+
+def test_pretrain_evaluate_generate_finetune_evaluate(tmp_path):
+    train = make_corpus(tmp_path / "train.txt")
+    valid = make_corpus(tmp_path / "valid.txt", lines=60, seed=1)
+    run = str(tmp_path / "lm")
+    result = invoke(["pretrain", "--data", train, "--valid", valid, "--test", valid, "--run-dir", run,
+                     "--max-steps", "30", "--optimizer", "adamw", "--lr", "3e-3", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "| epoch   1 |" in result.output and "test ppl" in result.output
+    summary = json.load(open(os.path.join(run, "summary.json")))
+    assert summary["backend"] == BACKEND and summary["steps"] == 30
+    assert summary["test_ppl"] < len(WORDS) + 5  # far better than uniform over the vocabulary
+    for name in ("config.json", "last.keras", "best.keras", "metrics.csv", "curves.png", "tokenizer"):
+        assert os.path.exists(os.path.join(run, name)), name
+    assert json.load(open(os.path.join(run, "config.json")))["lr"] == 3e-3
+
+    result = invoke(["evaluate", run, "--data", valid, "--json"])
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads(result.output)
+    assert evaluation["perplexity"] == pytest.approx(summary["test_ppl"], rel=1e-3)
+
+    result = invoke(["generate", run, "--prompt", "the cat", "--max-new-tokens", "5", "--sampler", "greedy"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("the cat ") and len(result.output.split()) >= 3
+
+    labelled = make_labelled(tmp_path / "labels.txt")
+    clf = str(tmp_path / "clf")
+    result = invoke(["finetune", "--from", run, "--train", labelled, "--valid", labelled, "--test", labelled,
+                     "--run-dir", clf, "--epochs", "10", "--lr", "5e-3", "--batch-size", "8", "--seq-len", "16",
+                     "--log-every", "5", "--verbose", "lines"])
+    assert result.exit_code == 0, result.output
+    clf_summary = json.load(open(os.path.join(clf, "summary.json")))
+    assert clf_summary["labels"] == ["0", "1"]
+    result = invoke(["evaluate", clf, "--data", labelled, "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["accuracy"] == pytest.approx(clf_summary["test_accuracy"], abs=1e-6)
+    assert metrics["accuracy"] > 0.8
+    assert np.sum(metrics["confusion_matrix"]) == 120
+
+
+def test_run_folder_of_another_preset_is_refused(tmp_path):
+    train = make_corpus(tmp_path / "train.txt", lines=100)
+    run = str(tmp_path / "lm")
+    assert invoke(["pretrain", "--data", train, "--run-dir", run, "--max-steps", "2", *TINY]).exit_code == 0
+    result = invoke(["pretrain", "--data", train, "--run-dir", run, "--max-steps", "2", *TINY[2:], "--preset", "seed"])
+    assert result.exit_code != 0
+    assert "preset" in result.output and "--restart" in result.output
+    assert json.load(open(os.path.join(run, "config.json")))["preset"] == "tiny"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seq-len", "1"], "--seq-len"),
+        (["--lr", "-1"], "--lr"),
+        (["--data", "/nonexistent/file.txt"], "/nonexistent/file.txt"),
+    ],
+)
+def test_bad_flags_are_clear_errors(tmp_path, args, message):
+    train = make_corpus(tmp_path / "train.txt", lines=20)
+    result = invoke(["pretrain", "--data", train, "--run-dir", str(tmp_path / "r"), *args])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_kill_and_resume(tmp_path):
+    train = make_corpus(tmp_path / "train.txt", lines=400)
+    run = tmp_path / "lm"
+    command = [sys.executable, "-m", "klm.cli.main", "pretrain", "--data", train, "--run-dir", str(run),
+               "--max-steps", "150", "--backup-every", "10", "--jit", "off", *TINY]
+    env = dict(os.environ, KERAS_BACKEND=BACKEND)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metadata = run / "backup" / "training_metadata.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        rows = list(csv.DictReader(open(run / "metrics.csv"))) if (run / "metrics.csv").exists() else []
+        if metadata.exists() and rows and int(rows[-1]["step"]) >= 30:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed:\n" + proc.stdout.read()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rows_before = list(csv.DictReader(open(run / "metrics.csv")))
+    killed_at = max(int(r["step"]) for r in rows_before)
+    assert not (run / "summary.json").exists()
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "resuming" in rerun.stderr
+    new_rows = list(csv.DictReader(open(run / "metrics.csv")))[len(rows_before):]
+    first_step = int(next(r for r in new_rows if r["loss"])["step"])
+    # A fresh run would log step 5 first; the resumed one continues from the
+    # last backup (every 10 steps, so at most 10 steps before the kill).
+    assert killed_at - 10 < first_step <= killed_at + 5, (killed_at, first_step)
+    summary = json.load(open(run / "summary.json"))
+    assert summary["steps"] == 150
+    model = keras.saving.load_model(str(run / "last.keras"), safe_mode=True)
+    assert model.count_params() > 0
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="spans all three backends in subprocesses; runs once, in the jax suite")
+def test_pretrain_jax_finetune_torch_evaluate_tensorflow(tmp_path):
+    train = make_corpus(tmp_path / "train.txt", lines=100)
+    labelled = make_labelled(tmp_path / "labels.txt", lines=40)
+    steps = [
+        ("jax", ["pretrain", "--data", train, "--run-dir", str(tmp_path / "lm"), "--max-steps", "5", *TINY]),
+        ("torch", ["finetune", "--from", str(tmp_path / "lm"), "--train", labelled, "--run-dir", str(tmp_path / "clf"),
+                   "--epochs", "1", "--batch-size", "8", "--seq-len", "12", "--verbose", "quiet"]),
+        ("tensorflow", ["evaluate", str(tmp_path / "clf"), "--data", labelled, "--json"]),
+    ]
+    for backend, args in steps:
+        proc = run_in_backend(backend, ["-m", "klm.cli.main", *args, "--backend", backend])
+        assert proc.returncode == 0, f"{backend}: {proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+    assert json.load(open(tmp_path / "lm" / "summary.json"))["backend"] == "jax"
+    assert json.load(open(tmp_path / "clf" / "summary.json"))["backend"] == "torch"
+    assert json.loads(proc.stdout)["backend"] == "tensorflow"
+
+
+def test_finetune_refuses_a_different_tokenizer(tmp_path):
+    train = make_corpus(tmp_path / "train.txt", lines=100)
+    run = str(tmp_path / "lm")
+    assert invoke(["pretrain", "--data", train, "--run-dir", run, "--max-steps", "2", *TINY]).exit_code == 0
+    labelled = make_labelled(tmp_path / "labels.txt", lines=20)
+    result = invoke(["finetune", "--from", run, "--train", labelled, "--run-dir", str(tmp_path / "clf"),
+                     "--tokenizer", "byte"])
+    assert result.exit_code != 0
+    assert "--tokenizer" in result.output and "pretrained run" in result.output
+    assert not (tmp_path / "clf" / "summary.json").exists()
+
+
+def test_diverging_loss_stops_with_a_clear_error(tmp_path):
+    train = make_corpus(tmp_path / "train.txt", lines=100)
+    run = tmp_path / "lm"
+    result = invoke(["pretrain", "--data", train, "--run-dir", str(run), "--max-steps", "40", "--lr", "1e30",
+                     "--optimizer", "sgd", "--clipnorm", "1e30", "--schedule", "constant", *TINY])
+    assert result.exit_code != 0
+    assert "NaN" in result.output
+    assert not (run / "summary.json").exists()
