@@ -1,10 +1,10 @@
 """Keras callbacks that make a klm run folder: logs, checkpoints, resume, curves."""
 
 import csv
-import json
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,8 +20,13 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     leaves a truncated file that cannot be restored. This subclass writes the
     weights and the metadata to temporary files and renames them into place
     (an atomic operation on POSIX file systems), and never backs up a model
-    whose loss has become NaN/inf.
+    whose loss has become NaN/inf. With `write=False` (processes other than
+    0 in a multi-process run) it only restores.
     """
+
+    def __init__(self, backup_dir, write=True, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.write = write
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -30,6 +35,11 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         super().on_train_batch_end(batch, logs)
 
     def _save_model(self):
+        if not self.write:
+            # Join the collective read of the weights, keep nothing.
+            with tempfile.TemporaryDirectory(prefix="klm-scratch-") as scratch:
+                self.model.save_weights(os.path.join(scratch, "w.weights.h5"))
+            return
         os.makedirs(self.backup_dir, exist_ok=True)
         with runs.atomic_path(self._weights_path, ".weights.h5") as tmp:
             self.model.save_weights(tmp, overwrite=True)
@@ -158,7 +168,7 @@ class StepLogger(keras.callbacks.Callback):
         if self.stream is not None:
             print(
                 f"| epoch {self.epoch + 1:3d} | {seen:5d}/{self.steps_per_epoch:5d} batches | "
-                f"lr {row['lr']:02.2g} | ms/batch {ms:6.2f} | loss {window_loss:5.2f} | {tail}",
+                f"lr {_format_lr(row['lr'])} | ms/batch {ms:6.2f} | loss {window_loss:5.2f} | {tail}",
                 file=self.stream,
                 flush=True,
             )
@@ -197,10 +207,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
         run_dir: the run folder.
         monitor: log key to minimise (e.g. `"val_loss"`).
         guard: a `NonFiniteLoss` callback; nothing is saved after a NaN.
+        write: `False` on processes other than 0 of a multi-process run.
     """
 
-    def __init__(self, run_dir, monitor="val_loss", guard=None):
+    def __init__(self, run_dir, monitor="val_loss", guard=None, write=True):
         super().__init__()
+        self.write = write
         self.run_dir = Path(run_dir)
         self.monitor = monitor
         self.guard = guard
@@ -208,7 +220,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.best = runs.read_json(best_file)["value"] if best_file.exists() else float("inf")
 
     def save_last(self):
-        runs.save_model(self.model, self.run_dir / "last.keras")
+        runs.save_model(self.model, self.run_dir / "last.keras", write=self.write)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.guard is not None and self.guard.bad_step is not None:
@@ -216,13 +228,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.save_last()
         value = (logs or {}).get(self.monitor)
         if value is None:
-            runs.save_model(self.model, self.run_dir / "best.keras")
+            runs.save_model(self.model, self.run_dir / "best.keras", write=self.write)
             return
         value = float(value)
         if math.isfinite(value) and value < self.best:
             self.best = value
-            runs.save_model(self.model, self.run_dir / "best.keras")
-            runs.write_json(self.run_dir / "best.json", {"monitor": self.monitor, "value": value, "epoch": epoch + 1})
+            runs.save_model(self.model, self.run_dir / "best.keras", write=self.write)
+            if self.write:
+                runs.write_json(
+                    self.run_dir / "best.json", {"monitor": self.monitor, "value": value, "epoch": epoch + 1}
+                )
 
 
 def plot_curves(metrics_csv, out_png, metric="ppl"):
@@ -256,3 +271,8 @@ def plot_curves(metrics_csv, out_png, metric="ppl"):
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
 
+
+
+def _format_lr(lr):
+    # The seed prints `lr 5.00`; tiny modern learning rates need exponents.
+    return f"{lr:02.2f}" if lr >= 0.01 else f"{lr:.2e}"

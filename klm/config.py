@@ -60,6 +60,11 @@ class TrainingOptions:
     jit: str = "auto"
     steps_per_execution: int = 1
     strategy: str = "auto"
+    mesh: Optional[str] = None
+    cpu_devices: Optional[int] = None
+    coordinator: Optional[str] = None
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
     seed: int = 0
     log_every: int = 200
     backup_every: int = 200
@@ -71,6 +76,13 @@ class TrainingOptions:
         for name in ("epochs", "batch_size", "grad_accum", "log_every", "backup_every", "steps_per_execution"):
             _check_positive(name, getattr(self, name))
         _check_positive("max_steps", self.max_steps, allow_none=True)
+        _check_positive("cpu_devices", self.cpu_devices, allow_none=True)
+        _check_positive("num_processes", self.num_processes, allow_none=True)
+        _check_positive("process_id", self.process_id, allow_none=True, allow_zero=True)
+        if self.num_processes and self.process_id is not None and self.process_id >= self.num_processes:
+            raise ConfigError(
+                f"Expected --process-id < --num-processes ({self.num_processes}). Received: --process-id={self.process_id}"
+            )
         _check_positive("lr", self.lr)
         _check_positive("weight_decay", self.weight_decay, allow_zero=True)
         _check_positive("clipnorm", self.clipnorm, allow_none=True)

@@ -21,16 +21,13 @@ def make_sampler(name, temperature=1.0, top_k=10, top_p=0.9, seed=None):
     raise ConfigError(f"Expected --sampler in greedy, top_k, top_p, random. Received: --sampler={name!r}")
 
 
-def _prompt_ids(tokenizer, prompt):
-    ids = np.asarray(tokenizer.tokenize([prompt]))
-    ids = ids.to_list()[0] if hasattr(ids, "to_list") else list(np.asarray(ids).reshape(-1))
-    return [int(i) for i in ids]
-
-
 def _tokens_to_list(tokenized):
-    if hasattr(tokenized, "to_list"):
+    """Token ids per prompt as Python lists (ragged: prompts differ in length)."""
+    if hasattr(tokenized, "to_list"):  # tf.RaggedTensor
         return tokenized.to_list()
-    return [list(map(int, row)) for row in np.asarray(tokenized)]
+    if isinstance(tokenized, (list, tuple)):  # ragged output on JAX/PyTorch
+        return [[int(i) for i in np.asarray(row).reshape(-1)] for row in tokenized]
+    return [[int(i) for i in row] for row in np.asarray(tokenized)]
 
 
 def generate_text(run, prompts, max_new_tokens=50, sampler="greedy", temperature=1.0, top_k=10,

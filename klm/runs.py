@@ -74,8 +74,18 @@ def read_json(path):
         return json.load(f)
 
 
-def save_model(model, path):
-    """Saves a `.keras` file atomically (a kill leaves the old file intact)."""
+def save_model(model, path, write=True):
+    """Saves a `.keras` file atomically (a kill leaves the old file intact).
+
+    With `write=False` (processes other than 0 of a multi-process run) the
+    model is still serialised, to a scratch file that is then deleted:
+    reading sharded weights is a collective operation that every process
+    must join, but only process 0 keeps the file.
+    """
+    if not write:
+        with tempfile.TemporaryDirectory(prefix="klm-scratch-") as scratch:
+            model.save(os.path.join(scratch, "model.keras"))
+        return
     with atomic_path(path, ".keras") as tmp:
         model.save(tmp)
 

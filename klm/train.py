@@ -9,7 +9,6 @@ import dataclasses
 import math
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from klm import backend as backend_lib
@@ -168,18 +167,30 @@ def _fit(model, config, run_dir, train_ds, valid_ds, steps_per_epoch, tokens_per
     from klm import callbacks as cb
 
     verbose, stream = _verbosity(config)
+    # In a multi-process run every process trains; only process 0 writes.
+    chief = backend_lib.process_index() == 0
+    if not chief:
+        verbose, stream = 0, None
     guard = cb.NonFiniteLoss()
     logger = cb.StepLogger(
-        run_dir / "metrics.csv", steps_per_epoch, tokens_per_step, every=config.log_every, stream=stream, metric=metric
+        run_dir / "metrics.csv" if chief else None, steps_per_epoch, tokens_per_step, every=config.log_every,
+        stream=stream, metric=metric,
     )
-    checkpoint = cb.EpochCheckpoint(run_dir, monitor="val_loss" if valid_ds is not None else None, guard=guard)
+    checkpoint = cb.EpochCheckpoint(
+        run_dir, monitor="val_loss" if valid_ds is not None else None, guard=guard, write=chief
+    )
     callbacks = [
         guard,
-        cb.AtomicBackupAndRestore(str(run_dir / "backup"), save_freq=config.backup_every, delete_checkpoint=False),
+        cb.AtomicBackupAndRestore(
+            str(run_dir / "backup"), save_freq=config.backup_every, delete_checkpoint=False, write=chief
+        ),
         logger,
         checkpoint,
-        keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), update_freq=config.log_every, write_graph=False),
     ]
+    if chief:
+        callbacks.append(
+            keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), update_freq=config.log_every, write_graph=False)
+        )
     if config.max_steps:
         callbacks.append(cb.MaxSteps(config.max_steps))
     epochs = config.epochs
@@ -209,16 +220,23 @@ def _fit(model, config, run_dir, train_ds, valid_ds, steps_per_epoch, tokens_per
         )
     # fit() may stop mid-epoch (--max-steps): keep that state too.
     checkpoint.save_last()
+    # (every process checks the same shared folder, so all join the save)
+    backend_lib.barrier("klm-last-saved")
     if not (run_dir / "best.keras").exists():
-        runs.save_model(model, run_dir / "best.keras")
+        runs.save_model(model, run_dir / "best.keras", write=chief)
     return history, logger
 
 
 def _setup(config):
-    """Backend, seed, precision; returns the keras module."""
+    """Backend, devices, cluster, seed, precision; returns (backend, keras)."""
     backend = backend_lib.use_backend(config.backend)
-    import keras
+    try:
+        backend_lib.configure_cpu_devices(config.cpu_devices, backend)
+        import keras
 
+        backend_lib.initialize_cluster(config.coordinator, config.num_processes, config.process_id)
+    except backend_lib.BackendError as e:
+        raise ConfigError(str(e))
     backend_lib.set_seed(config.seed)
     keras.config.set_dtype_policy(config.precision)
     return backend, keras
@@ -239,9 +257,17 @@ def _finish(run_dir, config, backend, logger, model, extra):
     summary.update(extra)
     from klm.callbacks import plot_curves
 
-    plot_curves(run_dir / "metrics.csv", run_dir / "curves.png", metric="ppl" if "test_ppl" in extra else "accuracy")
-    runs.write_json(run_dir / runs.SUMMARY_FILE, summary)
+    if backend_lib.process_index() == 0:
+        plot_curves(run_dir / "metrics.csv", run_dir / "curves.png", metric="ppl" if "test_ppl" in extra else "accuracy")
+        runs.write_json(run_dir / runs.SUMMARY_FILE, summary)
     return summary
+
+
+def _distribution(config):
+    try:
+        return backend_lib.distribution_scope(config.strategy, config.mesh)
+    except backend_lib.BackendError as e:
+        raise ConfigError(str(e))
 
 
 def _evaluate_loss(model, dataset):
@@ -274,7 +300,12 @@ def pretrain(config: PretrainConfig):
 
     run_dir = Path(config.run_dir)
     resolved = dict(config.to_dict(), task="causal_lm", backend=backend)
-    resumed = prepare_run_dir(run_dir, resolved, config.restart)
+    chief = backend_lib.process_index() == 0
+    if chief:
+        resumed = prepare_run_dir(run_dir, resolved, config.restart)
+    backend_lib.barrier("klm-run-dir")
+    if not chief:
+        resumed = (run_dir / runs.CONFIG_FILE).exists()
     tokenizer = None
     if resumed and (run_dir / runs.TOKENIZER_DIR).exists():
         tokenizer = data_lib.load_tokenizer(str(run_dir / runs.TOKENIZER_DIR))
@@ -296,7 +327,7 @@ def pretrain(config: PretrainConfig):
     )
     tokenizer = corpus.tokenizer
     vocabulary_size = int(tokenizer.vocabulary_size())
-    if not (run_dir / runs.TOKENIZER_DIR).exists():
+    if chief and not (run_dir / runs.TOKENIZER_DIR).exists():
         with runs.atomic_path(run_dir / runs.TOKENIZER_DIR) as tmp:
             data_lib.save_tokenizer(tokenizer, tmp)
     resolved.update(
@@ -305,7 +336,8 @@ def pretrain(config: PretrainConfig):
         eos_between_documents=corpus.eos_between_documents,
         cleaning_report=corpus.cleaning_report,
     )
-    runs.write_json(run_dir / runs.CONFIG_FILE, resolved)
+    if chief:
+        runs.write_json(run_dir / runs.CONFIG_FILE, resolved)
 
     steps_per_epoch = data_lib.lm_steps_per_epoch(
         num_tokens(corpus.train), config.seq_len, config.batch_size, mode=config.batching
@@ -330,7 +362,7 @@ def pretrain(config: PretrainConfig):
             )
     total_steps = config.max_steps or steps_per_epoch * config.epochs
 
-    scope, description = backend_lib.distribution_scope(config.strategy)
+    scope, description = _distribution(config)
     with scope:
         backbone = KlmBackbone(**preset_config(config.preset, vocabulary_size, dropout=config.dropout))
         model = KlmCausalLM(backbone)
@@ -353,6 +385,7 @@ def pretrain(config: PretrainConfig):
         config.batch_size * config.seq_len, metric="ppl",
     )
     # Report the best checkpoint on held-out data, as the seed does.
+    backend_lib.barrier("klm-checkpoints-written")
     best = runs.load_model(runs.checkpoint_path(run_dir, "best"))
     best.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[])
     valid_loss = _evaluate_loss(best, eval_ds.get("valid"))
@@ -462,7 +495,7 @@ def finetune(config: FinetuneConfig):
     test_ds = dataset(labelled.test, False) if labelled.test is not None else None
     total_steps = config.max_steps or steps_per_epoch * config.epochs
 
-    scope, description = backend_lib.distribution_scope(config.strategy)
+    scope, description = _distribution(config)
     with scope:
         if pretrained is not None:
             lm = runs.load_model(runs.checkpoint_path(config.from_run, "best"))

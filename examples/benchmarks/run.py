@@ -1,0 +1,781 @@
+#!/usr/bin/env python
+"""klm's benchmark suite: klm on every Keras backend, side by side with plain PyTorch.
+
+One command measures everything in one run and prints a table (and writes
+JSON with every raw figure)::
+
+    python examples/benchmarks/run.py [--quick] [--json OUT]
+
+What it measures (each figure a median of repeated timings after warm-up):
+
+* training ms/step and tokens/s through the real klm training step
+  (`KlmCausalLM` compiled as `klm.train.pretrain` compiles it, `model.fit` on
+  a `klm.data.lm_dataset` tf.data pipeline), for each backend, against the
+  plain-PyTorch loops of `reference_torch.py` at the same shape:
+  - `seed` preset (vocab 12,000, batch 20 x 35, SGD lr 5 + global clipnorm
+    0.5) vs `SeedTransformer`; float32 and bfloat16 (klm `mixed_bfloat16`,
+    torch autocast bf16);
+  - `small` preset (seq 256, AdamW) vs `GPTReference` with the preset's sizes;
+* achieved FLOP/s and MFU = flops_per_token x tokens/s / peak, with
+  `flops_per_token` from reference_torch.py (6N + attention, matmuls only)
+  and the peak a square matmul of the row's dtype on the same device,
+  measured during the same run (between measurement rounds);
+* generation tokens/s, 128 new tokens: `KlmCausalLM.generate` (greedy, KV
+  cache) vs a loop that re-runs the whole sequence for every token;
+* `klm.data.lm_dataset` tokens/s alone vs what training consumes;
+* peak memory (max RSS, and device memory on a GPU) of each training run.
+
+How it measures: every model runs in its own subprocess (the Keras backend
+is fixed at import; the PyTorch reference gets one too). The subprocesses of
+one comparison are started together, warmed up, and then measured in
+interleaved rounds (a few steps each, in a rotating order), so all of them
+see the same machine load; ratios are taken within each round and the
+median over rounds is reported. A ratio > 1 means klm is faster.
+
+On a CUDA machine the same command uses the GPU (each framework picks it up
+by itself; the peak is measured on it) and also runs bfloat16 for `small`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+MARK = "@@klm-bench@@ "
+BACKENDS = ("jax", "tensorflow", "torch")
+VOCAB = 12000
+
+# ==========================================================================
+# Workers (run in subprocesses).
+# ==========================================================================
+
+
+def _peak_rss_mb():
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def _median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+class KlmTrainWorker:
+    """The real klm training step: `model.fit` on a `lm_dataset` pipeline."""
+
+    def __init__(self, spec):
+        from klm import backend as backend_lib
+
+        self.backend = backend_lib.use_backend(None)
+        import keras
+        import numpy as np
+
+        self.rss_after_import_mb = _peak_rss_mb()
+        from klm.config import PretrainConfig
+        from klm.data import lm_dataset
+        from klm.models import KlmBackbone, KlmCausalLM, preset_config
+        from klm.train import _jit, build_optimizer, lm_model_inputs
+
+        self.keras, self.spec = keras, spec
+        backend_lib.set_seed(spec.get("seed", 0))
+        keras.config.set_dtype_policy(spec["precision"])
+        batch, seq = spec["batch_size"], spec["seq_len"]
+        config = PretrainConfig(
+            data="benchmark", preset=spec["preset"], batch_size=batch, seq_len=seq,
+            optimizer=spec["optimizer"], lr=spec["lr"], clipnorm=spec["clipnorm"],
+            schedule=spec["schedule"], precision=spec["precision"], jit=spec.get("jit", "auto"),
+            steps_per_execution=spec.get("steps_per_execution", 1),
+        )
+        self.spe = config.steps_per_execution
+        overrides = {"dropout": spec["dropout"]} if spec.get("dropout") is not None else {}
+        backbone = KlmBackbone(**preset_config(spec["preset"], spec["vocab_size"], **overrides))
+        self.model = KlmCausalLM(backbone)
+        if spec.get("loss", "keras") == "klm":
+            from klm.losses import SparseCrossEntropyFromLogits
+
+            loss = SparseCrossEntropyFromLogits()
+        else:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        steps_per_epoch = 1000
+        self.model.compile(
+            optimizer=build_optimizer(config, steps_per_epoch, 10 * steps_per_epoch),
+            loss=loss, weighted_metrics=[], jit_compile=_jit(config),
+            steps_per_execution=self.spe, sampler="greedy",
+        )
+        rng = np.random.default_rng(spec.get("seed", 0))
+        tokens = rng.integers(0, spec["vocab_size"], size=batch * (seq * 200 + 1), dtype=np.int32)
+        ds = lm_dataset(tokens, seq, batch, mode="contiguous")
+        self.dataset = lm_model_inputs(ds).repeat()
+        self.tokens_per_step = batch * seq
+        self._fit(spec.get("warmup", 3))
+        self.info = {
+            "backend": self.backend, "params": int(self.model.count_params()),
+            "jit_compile": str(self.model.jit_compile), "steps_per_execution": self.spe,
+            "device": backend_lib.accelerator_name(), "rss_after_import_mb": self.rss_after_import_mb,
+        }
+
+    def _fit(self, steps):
+        keras = self.keras
+        stamps, cpu, losses = [], [], []
+
+        class Timer(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                if not stamps:
+                    stamps.append(time.perf_counter())
+                    cpu.append(time.process_time())
+
+            def on_train_batch_end(self, batch, logs=None):
+                losses.append(float(logs["loss"]))  # syncs, like loss.item()
+                stamps.append(time.perf_counter())
+                cpu.append(time.process_time())
+
+        steps = max(self.spe, steps - steps % self.spe)
+        self.model.fit(self.dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[Timer()])
+        diffs = [(b - a) / self.spe for a, b in zip(stamps, stamps[1:])]
+        cpu_diffs = [(b - a) / self.spe for a, b in zip(cpu, cpu[1:])]
+        return diffs, losses, cpu_diffs
+
+    def measure(self, steps):
+        # One extra execution first: its time includes fit()'s start-up.
+        diffs, losses, cpu = self._fit(steps + self.spe)
+        return {"times": diffs[1:], "cpu_times": cpu[1:], "losses": losses}
+
+    def finish(self):
+        return {"peak_rss_mb": _peak_rss_mb(), "device_peak_mb": _device_peak_mb(self.backend)}
+
+
+def _device_peak_mb(backend):
+    """Peak accelerator memory of this process in MiB, or None on CPU."""
+    try:
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+        if backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            if device.platform == "cpu":
+                return None
+            return device.memory_stats()["peak_bytes_in_use"] / 2**20
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            if not tf.config.list_physical_devices("GPU"):
+                return None
+            return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    except Exception:  # noqa: BLE001 - memory stats are best effort
+        return None
+    return None
+
+
+def _reference_module():
+    sys.path.insert(0, str(HERE))
+    import reference_torch
+
+    return reference_torch
+
+
+def _torch_device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class RefTrainWorker:
+    """The plain-PyTorch reference training step of reference_torch.py.
+
+    The step is `benchmark_seed_step`'s / `benchmark_gpt`'s (zero_grad,
+    forward + loss under autocast for bf16, backward, clip_grad_norm_,
+    optimizer step, loss.item()), run step by step so that it can be
+    interleaved with klm, and on the GPU when there is one.
+    """
+
+    def __init__(self, spec):
+        import torch
+        from torch import nn
+
+        ref = _reference_module()
+        self.rss_after_import_mb = _peak_rss_mb()
+        self.torch, self.ref, self.spec = torch, ref, spec
+        self.device = _torch_device()
+        torch.manual_seed(spec.get("seed", 0))
+        V, batch, seq = spec["vocab_size"], spec["batch_size"], spec["seq_len"]
+        if spec["model"] == "seed":
+            self.model = ref.SeedTransformer(V, dropout=spec["dropout"]).to(self.device)
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=spec["lr"])
+            criterion = nn.CrossEntropyLoss()
+
+            def loss_fn(x, y):
+                output = self.model(x)
+                return criterion(output.float().view(-1, V), y)
+
+            def batch_fn(gen):
+                x = torch.randint(0, V, (seq, batch), generator=gen)
+                y = torch.randint(0, V, (seq * batch,), generator=gen)
+                return x.to(self.device), y.to(self.device)
+        else:
+            cfg = dict(spec["gpt"], vocab_size=V, dropout=spec["dropout"], max_sequence_length=seq)
+            self.model = ref.GPTReference(**cfg).to(self.device)
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=spec["lr"], weight_decay=0.01)
+
+            def loss_fn(x, y):
+                return self.model(x, y)[1]
+
+            def batch_fn(gen):
+                x = torch.randint(0, V, (batch, seq), generator=gen)
+                y = torch.randint(0, V, (batch, seq), generator=gen)
+                return x.to(self.device), y.to(self.device)
+
+        self.model.train()
+        self.loss_fn, self.batch_fn = loss_fn, batch_fn
+        self.gen = torch.Generator().manual_seed(spec.get("seed", 0))
+        self.tokens_per_step = batch * seq
+        self.measure(spec.get("warmup", 3))
+        self.info = {
+            "backend": "pytorch-reference", "params": sum(p.numel() for p in self.model.parameters()),
+            "device": str(self.device), "num_threads": torch.get_num_threads(),
+            "rss_after_import_mb": self.rss_after_import_mb,
+        }
+
+    def _autocast(self):
+        import contextlib
+
+        if self.spec["precision"] == "float32":
+            return contextlib.nullcontext()
+        return self.torch.autocast(self.device.type, dtype=self.torch.bfloat16)
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def measure(self, steps):
+        torch = self.torch
+        times, cpu, losses = [], [], []
+        for _ in range(steps):
+            x, y = self.batch_fn(self.gen)
+            self._sync()
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            self.optimizer.zero_grad()
+            with self._autocast():
+                loss = self.loss_fn(x, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec["clipnorm"])
+            self.optimizer.step()
+            losses.append(loss.item())
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        return {"times": times, "cpu_times": cpu, "losses": losses}
+
+    def peak(self, dtype):
+        cuda = self.device.type == "cuda"
+        n = 8192 if cuda else (1024 if dtype == "float32" else 512)
+        gflops = self.ref.measure_matmul_peak(dtype, str(self.device), n=n, repeats=3, warmup=1)
+        return {"gflops": gflops, "n": n}
+
+    def finish(self):
+        dev = self.torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else None
+        return {"peak_rss_mb": _peak_rss_mb(), "device_peak_mb": dev}
+
+
+class DataWorker:
+    """`klm.data.lm_dataset` alone: batches per second, nothing consuming them."""
+
+    def __init__(self, spec):
+        from klm import backend as backend_lib
+
+        backend_lib.use_backend("tensorflow")
+        import numpy as np
+
+        from klm.data import lm_dataset
+
+        batch, seq = spec["batch_size"], spec["seq_len"]
+        tokens = np.random.default_rng(0).integers(0, spec["vocab_size"], size=batch * (seq * 2000 + 1), dtype=np.int32)
+        self.dataset = lm_dataset(tokens, seq, batch, mode="contiguous").repeat()
+        self.iterator = iter(self.dataset)
+        self.tokens_per_step = batch * seq
+        self.measure(20)
+        self.info = {"backend": "tf.data", "device": "cpu"}
+
+    def measure(self, steps):
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            next(self.iterator)
+            times.append(time.perf_counter() - t0)
+        return {"times": times, "losses": []}
+
+    def finish(self):
+        return {"peak_rss_mb": _peak_rss_mb(), "device_peak_mb": None}
+
+
+class GenerateWorker:
+    """Generation of `new_tokens` tokens: KV cache (`generate`) vs recompute."""
+
+    def __init__(self, spec):
+        from klm import backend as backend_lib
+
+        self.backend = backend_lib.use_backend(None)
+        import keras
+        import numpy as np
+
+        from klm.models import KlmBackbone, KlmCausalLM, preset_config
+
+        self.np, self.spec = np, spec
+        backend_lib.set_seed(0)
+        keras.config.set_dtype_policy(spec["precision"])
+        self.model = KlmCausalLM(KlmBackbone(**preset_config(spec["preset"], spec["vocab_size"])))
+        self.model.compile(sampler="greedy")
+        prompt, new = spec["prompt_len"], spec["new_tokens"]
+        self.total = prompt + new
+        ids = np.random.default_rng(0).integers(1, spec["vocab_size"], size=(1, prompt)).astype("int32")
+        self.prompt = ids
+        self.info = {"backend": self.backend, "device": backend_lib.accelerator_name(),
+                     "params": int(self.model.count_params())}
+        self.kv_ids = self.cached()[1]
+        self.recompute_ids = self.recompute()[1]
+        self.info["outputs_match"] = bool((self.kv_ids == self.recompute_ids).all())
+
+    def _padded(self):
+        np = self.np
+        ids = np.zeros((1, self.total), "int32")
+        mask = np.zeros((1, self.total), "int32")
+        n = self.prompt.shape[1]
+        ids[:, :n], mask[:, :n] = self.prompt, 1
+        return ids, mask
+
+    def cached(self):
+        ids, mask = self._padded()
+        t0 = time.perf_counter()
+        out = self.model.generate({"token_ids": ids, "padding_mask": mask}, stop_token_ids=None)
+        dt = time.perf_counter() - t0
+        return dt, self.np.asarray(out["token_ids"])[0, self.prompt.shape[1]:]
+
+    def recompute(self):
+        """Greedy decoding that runs the whole (fixed-length, right-padded)
+        sequence through the compiled forward pass for every new token."""
+        np = self.np
+        ids, mask = self._padded()
+        n = self.prompt.shape[1]
+        t0 = time.perf_counter()
+        for index in range(n, self.total):
+            logits = self.model.predict_on_batch({"token_ids": ids, "padding_mask": mask})
+            ids[0, index] = int(np.argmax(np.asarray(logits)[0, index - 1]))
+            mask[0, index] = 1
+        dt = time.perf_counter() - t0
+        return dt, ids[0, n:]
+
+    def measure(self, steps):
+        cached = [self.cached()[0] for _ in range(steps)]
+        recompute = [self.recompute()[0] for _ in range(steps)]
+        return {"times": cached, "recompute_times": recompute, "losses": []}
+
+    def finish(self):
+        return {"peak_rss_mb": _peak_rss_mb(), "device_peak_mb": _device_peak_mb(self.backend)}
+
+
+WORKERS = {"klm_train": KlmTrainWorker, "ref_train": RefTrainWorker, "data": DataWorker,
+           "generate": GenerateWorker}
+
+
+def worker_main(spec_json):
+    spec = json.loads(spec_json)
+    out = sys.stdout
+    sys.stdout = sys.stderr  # library chatter must not reach the protocol stream
+
+    def reply(obj):
+        out.write(MARK + json.dumps(obj) + "\n")
+        out.flush()
+
+    try:
+        worker = WORKERS[spec["kind"]](spec)
+        reply({"ready": True, "info": worker.info})
+        for line in sys.stdin:
+            cmd = json.loads(line)
+            if cmd["cmd"] == "measure":
+                reply(worker.measure(cmd["steps"]))
+            elif cmd["cmd"] == "peak":
+                reply(worker.peak(cmd["dtype"]))
+            elif cmd["cmd"] == "finish":
+                reply(worker.finish())
+                return 0
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        import traceback
+
+        traceback.print_exc()
+        reply({"error": f"{type(e).__name__}: {e}"})
+        return 1
+    return 0
+
+
+# ==========================================================================
+# Orchestration.
+# ==========================================================================
+
+
+class Worker:
+    """A benchmark subprocess and its line protocol."""
+
+    def __init__(self, name, spec, backend="tensorflow"):
+        self.name, self.spec = name, spec
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
+                   XLA_PYTHON_CLIENT_PREALLOCATE="false", TF_FORCE_GPU_ALLOW_GROWTH="true",
+                   PYTHONPATH=os.pathsep.join([str(REPO), str(HERE), os.environ.get("PYTHONPATH", "")]))
+        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"klm-bench-{name}-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
+        )
+        self.info, self.error = None, None
+
+    def _read(self):
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.log.flush()
+                self.log.seek(0)
+                tail = self.log.read()[-3000:]
+                raise RuntimeError(f"worker {self.name} exited ({self.proc.poll()}):\n{tail}")
+            if line.startswith(MARK):
+                msg = json.loads(line[len(MARK):])
+                if "error" in msg:
+                    self.log.flush()
+                    self.log.seek(0)
+                    raise RuntimeError(f"worker {self.name}: {msg['error']}\n{self.log.read()[-3000:]}")
+                return msg
+
+    def ready(self):
+        self.info = self._read()["info"]
+        return self.info
+
+    def call(self, **cmd):
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self):
+        try:
+            return self.call(cmd="finish")
+        finally:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+            os.unlink(self.log.name)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def detect_device():
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda", torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return "cpu", f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+
+
+def run_group(title, workers, rounds, steps, ref_name=None, peak_dtype=None, log=print):
+    """Starts `workers` (name -> Worker), then measures them in interleaved rounds.
+
+    Returns name -> {"info", "times", "losses", "round_medians", "final", ...}
+    plus "_peaks" (matmul GFLOP/s measured between rounds by `ref_name`).
+    """
+    log(f"\n== {title}: starting {', '.join(workers)}")
+    t0 = time.perf_counter()
+    results = {}
+    try:
+        for name, w in workers.items():
+            results[name] = {"info": w.ready(), "times": [], "losses": [], "round_medians": [],
+                             "recompute_times": [], "recompute_round_medians": []}
+        log(f"   ready after {time.perf_counter() - t0:.0f}s; {rounds} rounds x {steps} steps")
+        names = list(workers)
+        peaks = []
+        for r in range(rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for name in order:
+                m = workers[name].call(cmd="measure", steps=steps)
+                res = results[name]
+                res["times"] += m["times"]
+                res["losses"] += m["losses"]
+                res["round_medians"].append(_median(m["times"]))
+                if "recompute_times" in m:
+                    res["recompute_times"] += m["recompute_times"]
+                    res["recompute_round_medians"].append(_median(m["recompute_times"]))
+                time.sleep(0.2)  # let the last process's thread pools go idle
+            if ref_name and peak_dtype:
+                peaks.append(workers[ref_name].call(cmd="peak", dtype=peak_dtype)["gflops"])
+            log("   round %d: %s" % (r + 1, "  ".join(
+                f"{n} {1000 * results[n]['round_medians'][-1]:.0f}ms" for n in names)))
+        for name, w in workers.items():
+            results[name]["final"] = w.close()
+        results["_peaks"] = peaks
+    finally:
+        for w in workers.values():
+            w.kill()
+    log(f"   done in {time.perf_counter() - t0:.0f}s")
+    return results
+
+
+def _ratio(ref_rounds, rounds):
+    """Median over rounds of ref_time / time (> 1: faster than the reference)."""
+    pairs = [a / b for a, b in zip(ref_rounds, rounds) if b > 0]
+    return _median(pairs)
+
+
+def flops_per_token(preset, vocab, seq_len):
+    """reference_torch.flops_per_token at the klm preset's sizes."""
+    dims = _preset_dims(preset)
+    return _reference_module().flops_per_token(vocab, dims["hidden_dim"], dims["num_layers"],
+                                               dims["intermediate_dim"], seq_len)
+
+
+def _preset_dims(preset):
+    # klm.models.presets is plain Python (no Keras import).
+    sys.path.insert(0, str(REPO))
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("klm_presets", REPO / "klm" / "models" / "presets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.PRESETS[preset]
+
+
+TRAIN_SHAPES = {
+    # preset -> optimizer settings shared by klm and the reference.
+    "seed": dict(optimizer="sgd", lr=5.0, clipnorm=0.5, schedule="step", seq_len=35),
+    "small": dict(optimizer="adamw", lr=3e-4, clipnorm=1.0, schedule="constant", seq_len=256),
+}
+
+
+def train_group(preset, precision, batch_size, backends, rounds, steps, warmup, device,
+                variants=None, log=print):
+    """klm on each backend (and variants) vs the PyTorch reference at one shape."""
+    shape = TRAIN_SHAPES[preset]
+    dims = _preset_dims(preset)
+    common = dict(vocab_size=VOCAB, batch_size=batch_size, seq_len=shape["seq_len"], lr=shape["lr"],
+                  clipnorm=shape["clipnorm"], warmup=warmup, dropout=dims["dropout"])
+    ref_spec = dict(common, kind="ref_train", model="seed" if preset == "seed" else "gpt",
+                    precision="float32" if precision == "float32" else "bfloat16",
+                    gpt={k: dims[k] for k in ("hidden_dim", "num_layers", "num_heads", "intermediate_dim")})
+    klm_spec = dict(common, kind="klm_train", preset=preset, optimizer=shape["optimizer"],
+                    schedule=shape["schedule"], precision=precision)
+    workers = {"pytorch": Worker("pytorch", ref_spec)}
+    variants = variants or {b: {} for b in backends}
+    try:
+        for name, extra in variants.items():
+            backend = extra.get("backend", name)
+            spec = dict(klm_spec, **{k: v for k, v in extra.items() if k != "backend"})
+            workers[name] = Worker(name, spec, backend=backend)
+    except Exception:
+        for w in workers.values():
+            w.kill()
+        raise
+    peak_dtype = "float32" if precision == "float32" else "bfloat16"
+    title = f"train {preset} {precision} batch {batch_size}x{shape['seq_len']} on {device}"
+    results = run_group(title, workers, rounds, steps, ref_name="pytorch", peak_dtype=peak_dtype, log=log)
+    fpt = flops_per_token(preset, VOCAB, shape["seq_len"])
+    peak = _median(results.pop("_peaks"))
+    tokens = batch_size * shape["seq_len"]
+    ref_rounds = results["pytorch"]["round_medians"]
+    rows = []
+    for name, res in results.items():
+        ms = 1000 * _median(res["times"])
+        tps = tokens / (ms / 1000)
+        rows.append({
+            "section": "train", "preset": preset, "precision": precision, "name": name,
+            "batch": f"{batch_size}x{shape['seq_len']}", "ms_per_step": ms, "tokens_per_s": tps,
+            "ratio_vs_pytorch": _ratio(ref_rounds, res["round_medians"]),
+            "gflops_per_s": fpt * tps / 1e9, "mfu": fpt * tps / (peak * 1e9) if peak else None,
+            "peak_gflops": peak, "flops_per_token": fpt,
+            "peak_rss_mb": res["final"]["peak_rss_mb"], "device_peak_mb": res["final"]["device_peak_mb"],
+            "params": res["info"].get("params"), "info": res["info"], "spec": variants.get(name, {}),
+            "round_ms": [1000 * t for t in res["round_medians"]], "losses": res["losses"],
+        })
+    return rows
+
+
+def generate_group(preset, backends, rounds, prompt_len, new_tokens, log=print):
+    spec = dict(kind="generate", preset=preset, vocab_size=VOCAB, precision="float32",
+                prompt_len=prompt_len, new_tokens=new_tokens)
+    workers = {b: Worker(f"gen-{b}", spec, backend=b) for b in backends}
+    results = run_group(f"generate {preset} prompt {prompt_len} + {new_tokens} new tokens", workers,
+                        rounds, 1, log=log)
+    results.pop("_peaks")
+    rows = []
+    for name, res in results.items():
+        kv, full = _median(res["times"]), _median(res["recompute_times"])
+        rows.append({
+            "section": "generate", "preset": preset, "name": name, "new_tokens": new_tokens,
+            "prompt_len": prompt_len, "kv_tokens_per_s": new_tokens / kv,
+            "recompute_tokens_per_s": new_tokens / full,
+            "kv_speedup": _median([b / a for a, b in zip(res["round_medians"], res["recompute_round_medians"])]),
+            "outputs_match": res["info"].get("outputs_match"), "peak_rss_mb": res["final"]["peak_rss_mb"],
+        })
+    return rows
+
+
+def data_rows(train_rows, rounds, log=print):
+    """lm_dataset alone, at each training shape, vs the fastest training consumer."""
+    shapes = sorted({(r["preset"], r["batch"]) for r in train_rows})
+    workers = {}
+    for preset, batch in shapes:
+        b, s = (int(v) for v in batch.split("x"))
+        workers[f"{preset}-{batch}"] = Worker(f"data-{preset}", dict(kind="data", vocab_size=VOCAB, batch_size=b, seq_len=s))
+    results = run_group("data pipeline (klm.data.lm_dataset alone)", workers, rounds, 50, log=log)
+    results.pop("_peaks")
+    rows = []
+    for (preset, batch), name in zip(shapes, workers):
+        b, s = (int(v) for v in batch.split("x"))
+        tps = b * s / _median(results[name]["times"])
+        consumers = [r for r in train_rows if r["preset"] == preset and r["batch"] == batch]
+        fastest = max(consumers, key=lambda r: r["tokens_per_s"])
+        rows.append({"section": "data", "preset": preset, "batch": batch, "pipeline_tokens_per_s": tps,
+                     "fastest_training": f"{fastest['name']} {fastest['precision']}",
+                     "training_tokens_per_s": fastest["tokens_per_s"],
+                     "headroom": tps / fastest["tokens_per_s"]})
+    return rows
+
+
+# ==========================================================================
+# Report.
+# ==========================================================================
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def print_report(report, out=print):
+    m = report["machine"]
+    out("\n" + "=" * 100)
+    out(f"klm benchmarks | {m['device']} | {m['device_name']} | torch threads {m.get('torch_threads')} | "
+        f"{report['mode']} | {report['wall_seconds']:.0f}s")
+    out("ratio = klm tokens/s / PyTorch tokens/s (median of per-round ratios); "
+        "MFU = flops_per_token x tokens/s / matmul peak (same dtype, same device, this run)")
+    out(f"{'preset':6} {'precision':15} {'run':22} {'batch':7} {'ms/step':>9} {'tokens/s':>9} "
+        f"{'ratio':>6} {'GFLOP/s':>8} {'MFU':>6} {'peak RSS MiB':>12} {'dev MiB':>8}")
+    for r in report["train"]:
+        out(f"{r['preset']:6} {r['precision']:15} {r['name']:22} {r['batch']:7} {r['ms_per_step']:9.1f} "
+            f"{r['tokens_per_s']:9.0f} {r['ratio_vs_pytorch']:6.2f} {r['gflops_per_s']:8.1f} "
+            f"{_fmt(r['mfu'] and 100 * r['mfu'], '5.1f')}% {r['peak_rss_mb']:12.0f} {_fmt(r['device_peak_mb'], '8.0f')}")
+    peaks = sorted({(r["precision"], round(r["peak_gflops"], 1)) for r in report["train"] if r["peak_gflops"]})
+    out("matmul peak GFLOP/s (median over rounds): " + ", ".join(f"{p} {g}" for p, g in peaks))
+    if report.get("generate"):
+        out(f"\n{'generation':28} {'KV cache tok/s':>15} {'recompute tok/s':>16} {'speed-up':>9} {'same tokens':>12}")
+        for r in report["generate"]:
+            out(f"{r['preset'] + ' ' + r['name']:28} {r['kv_tokens_per_s']:15.1f} {r['recompute_tokens_per_s']:16.1f} "
+                f"{r['kv_speedup']:9.2f} {str(r['outputs_match']):>12}")
+    if report.get("data"):
+        out(f"\n{'data pipeline':22} {'lm_dataset tok/s':>17} {'fastest training':>28} {'tok/s':>9} {'headroom':>9}")
+        for r in report["data"]:
+            out(f"{r['preset'] + ' ' + r['batch']:22} {r['pipeline_tokens_per_s']:17.0f} {r['fastest_training']:>28} "
+                f"{r['training_tokens_per_s']:9.0f} {r['headroom']:8.0f}x")
+    out("=" * 100)
+
+
+# ==========================================================================
+# Main.
+# ==========================================================================
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="a few minutes on a small CPU: fewer rounds and steps")
+    p.add_argument("--json", default=None, help="write every figure (and raw timings) here")
+    p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated Keras backends")
+    p.add_argument("--sections", default="train,generate,data", help="comma-separated: train, generate, data")
+    p.add_argument("--presets", default="seed,small")
+    p.add_argument("--precisions", default=None, help="default float32,mixed_bfloat16 (small bf16 skipped on CPU with --quick)")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="steps per worker per round")
+    p.add_argument("--small-batch", type=int, default=None, help="batch of the small preset (default 2 on CPU, 32 on GPU)")
+    p.add_argument("--variants", default=None,
+                   help="JSON {name: {backend, jit, steps_per_execution, loss}} of klm runs (replaces one run per backend)")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        return worker_main(args.worker)
+    wall0 = time.perf_counter()
+    device, device_name = detect_device()
+    gpu = device == "cuda"
+    backends = [b for b in args.backends.split(",") if b]
+    sections = set(args.sections.split(","))
+    presets = args.presets.split(",")
+    precisions = (args.precisions or "float32,mixed_bfloat16").split(",")
+    rounds = args.rounds or (4 if args.quick else 8)
+    variants = json.loads(args.variants) if args.variants else None
+    report = {"mode": "quick" if args.quick else "full", "train": [], "generate": [], "data": [],
+              "machine": {"device": device, "device_name": device_name, "cpus": os.cpu_count(),
+                          "platform": platform.platform(), "python": platform.python_version()},
+              "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]))}
+    from importlib import metadata
+
+    for package in ("keras", "keras-hub", "tensorflow", "jax", "torch"):
+        try:
+            report["machine"][package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        import torch
+
+        report["machine"]["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+
+    if "train" in sections:
+        for preset in presets:
+            for precision in precisions:
+                bf16 = precision != "float32"
+                if preset == "small" and bf16 and args.quick and not gpu:
+                    print("\n== skipping small mixed_bfloat16 with --quick on CPU (bf16 is emulated there)")
+                    continue
+                if preset == "seed":
+                    batch, steps = 20, args.steps or (3 if args.quick else 5)
+                else:
+                    batch = args.small_batch or (32 if gpu else 2)
+                    steps = args.steps or (2 if args.quick else 4)
+                if bf16 and not gpu:
+                    steps = max(1, steps // 2)
+                if gpu:
+                    steps *= 10
+                report["train"] += train_group(
+                    preset, precision, batch, backends, rounds if not (bf16 and not gpu) else max(3, rounds // 2),
+                    steps, warmup=2 if bf16 and not gpu else 3, device=device, variants=variants)
+    if "generate" in sections:
+        for preset in (["seed"] if args.quick and not gpu else presets):
+            report["generate"] += generate_group(preset, backends, 3 if args.quick else 5,
+                                                 prompt_len=16, new_tokens=128)
+    if "data" in sections and report["train"]:
+        report["data"] = data_rows(report["train"], 3 if args.quick else 5)
+    report["wall_seconds"] = time.perf_counter() - wall0
+    print_report(report)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+            f.write("\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""`lm_dataset`: `(x, y)` next-token batches from a token stream, in tf.data.
+
+Both modes cut the stream into windows of `seq_len + 1` tokens; `x` is a
+window's first `seq_len` tokens and `y` its last `seq_len` (x shifted by
+one). Consecutive windows overlap by one token, so every pair of adjacent
+tokens in the stream is trained on exactly once per epoch, as in the seed.
+
+- `"contiguous"` reproduces the seed (PyTorch's word-language-model
+  `batchify` + `get_batch`): the stream is trimmed to a multiple of
+  `batch_size` and cut into `batch_size` equal columns (row `b` of every
+  batch continues row `b` of the previous batch, which stateful models rely
+  on); step `i` takes tokens `[i * seq_len, i * seq_len + seq_len]` of every
+  column. The seed's last step is shorter than `seq_len`; it is dropped here
+  so that every batch has the static shape `[batch_size, seq_len]`.
+  `seed` is ignored.
+- `"shuffled"`: the stream is cut into windows starting at multiples of
+  `seq_len` (the last partial window is dropped); each epoch visits them in a
+  new random order, batched with the remainder dropped. The order of epoch
+  `e` is a NumPy permutation seeded with `(seed, e)`, so it is deterministic
+  for a seed and independent of TensorFlow's global seed. Epochs count
+  iterations over the returned dataset (`model.fit` starts one per epoch).
+
+The token source is a 1-D integer NumPy array or a `klm.data.PreparedSplit`.
+An in-memory array becomes one constant tensor and windows are gathered in TF
+ops; a `PreparedSplit` (or a `np.memmap`) stays on disk and windows are read
+from its shards with `tf.numpy_function`, so memory does not grow with the
+corpus. Either way the gathering map is parallel and order-keeping, and
+batches are prefetched.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from klm.errors import ConfigError
+from klm.errors import DataError
+
+MODES = ("shuffled", "contiguous")
+
+
+def _check_arguments(seq_len, batch_size, mode):
+    if isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len <= 1:
+        raise ConfigError(
+            "Expected --seq-len (seq_len) to be an integer > 1: each window needs an input and a "
+            f"next-token target. Received: seq_len={seq_len!r}"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"Expected --batch-size (batch_size) to be an integer >= 1. Received: batch_size={batch_size!r}")
+    if mode not in MODES:
+        raise ConfigError(f"Expected mode to be one of {', '.join(MODES)}. Received: mode={mode!r}")
+
+
+def lm_steps_per_epoch(num_tokens, seq_len, batch_size, mode="shuffled"):
+    """The number of batches `lm_dataset` yields per epoch.
+
+    Args:
+        num_tokens: the length of the token stream.
+        seq_len: the window length (`--seq-len`).
+        batch_size: the batch size.
+        mode: `"shuffled"` or `"contiguous"`.
+
+    Example:
+
+    >>> lm_steps_per_epoch(1000, seq_len=10, batch_size=4, mode="contiguous")
+    24
+    """
+    _check_arguments(seq_len, batch_size, mode)
+    num_tokens = int(num_tokens)
+    if mode == "contiguous":
+        return max(0, (num_tokens // batch_size - 1) // seq_len)
+    return max(0, (num_tokens - 1) // seq_len) // batch_size
+
+
+def _window_gatherer(tokens, window):
+    """Returns `(num_tokens, gather)`; `gather(starts)` maps to int32 windows.
+
+    In-memory arrays become one constant tensor and windows are gathered in
+    TF ops (no Python per batch). Memory-mapped arrays and `PreparedSplit`s
+    stay on disk: windows are read with `tf.numpy_function`.
+    """
+    if hasattr(tokens, "take_windows") and hasattr(tokens, "num_tokens"):
+        num_tokens, take = int(tokens.num_tokens), tokens.take_windows
+    else:
+        array = tokens if isinstance(tokens, np.ndarray) else np.asarray(tokens)
+        if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+            raise DataError(
+                "Expected tokens to be a 1-D integer array (or a PreparedSplit). "
+                f"Received: array of shape {array.shape} and dtype {array.dtype}"
+            )
+        num_tokens = len(array)
+        if not isinstance(array, np.memmap):
+            constant = tf.constant(array if array.dtype in (np.int32, np.int64, np.uint16) else array.astype(np.int64))
+            offsets = tf.range(window, dtype=tf.int64)
+
+            def gather_in_graph(starts):
+                return tf.cast(tf.gather(constant, starts[:, None] + offsets), tf.int32)
+
+            return num_tokens, gather_in_graph
+
+        def take(starts, length):
+            return array[starts[:, None] + np.arange(length)]
+
+    def gather_from_disk(starts):
+        return tf.numpy_function(
+            lambda s: np.asarray(take(s, window), dtype=np.int32), [starts], tf.int32, stateful=False
+        )
+
+    return num_tokens, gather_from_disk
+
+
+def lm_dataset(tokens, seq_len, batch_size, mode="shuffled", seed=0, num_parallel_calls=tf.data.AUTOTUNE):
+    """A `tf.data.Dataset` of `(x, y)` language-model batches (one epoch).
+
+    See the module docstring for the two modes.
+
+    Args:
+        tokens: a 1-D integer NumPy array (or `np.memmap`) of token ids, or a
+            `klm.data.PreparedSplit`.
+        seq_len: int > 1. The number of positions per example (`--seq-len`,
+            the seed's `bptt`).
+        batch_size: int. Examples per batch.
+        mode: `"shuffled"` (default) or `"contiguous"`.
+        seed: int. The shuffle seed (`"shuffled"` only).
+        num_parallel_calls: parallelism of the window-gathering map.
+
+    Returns:
+        A dataset of `(x, y)`, both `int32` of static shape
+        `[batch_size, seq_len]`, with `y[:, t] == x[:, t + 1]` for
+        `t < seq_len - 1`. It yields `lm_steps_per_epoch(...)` batches per
+        iteration.
+
+    Raises:
+        ConfigError: for `seq_len <= 1`, a bad `batch_size` or `mode`.
+        DataError: when the stream is too short for one batch.
+
+    Example:
+
+    >>> tokens = np.arange(100, dtype=np.int32)
+    >>> ds = lm_dataset(tokens, seq_len=4, batch_size=2, mode="contiguous")
+    >>> x, y = next(iter(ds))
+    >>> x.numpy().tolist(), y.numpy().tolist()
+    ([[0, 1, 2, 3], [50, 51, 52, 53]], [[1, 2, 3, 4], [51, 52, 53, 54]])
+    """
+    _check_arguments(seq_len, batch_size, mode)
+    seq_len, batch_size = int(seq_len), int(batch_size)
+    window = seq_len + 1
+    num_tokens, gather = _window_gatherer(tokens, window)
+    steps = lm_steps_per_epoch(num_tokens, seq_len, batch_size, mode)
+    if steps < 1:
+        if mode == "contiguous":
+            needed = batch_size * (seq_len + 1)
+        else:
+            needed = batch_size * seq_len + 1
+        raise DataError(
+            f"Expected at least {needed} tokens for one {mode} batch of {batch_size} x {seq_len} "
+            f"(--batch-size x --seq-len). Received: {num_tokens} tokens. Use more text or smaller values."
+        )
+
+    if mode == "contiguous":
+        column_starts = tf.range(batch_size, dtype=tf.int64) * (num_tokens // batch_size)
+        starts = tf.data.Dataset.range(steps).map(lambda step: column_starts + step * seq_len)
+    else:
+        num_windows = (num_tokens - 1) // seq_len
+        epoch_counter = [0]
+
+        def permutation():
+            # Called once per iteration (epoch): a fresh order seeded by
+            # (seed, epoch), so epochs differ but runs repeat exactly.
+            epoch = epoch_counter[0]
+            epoch_counter[0] += 1
+            order = np.random.default_rng([int(seed), epoch]).permutation(num_windows)
+            yield order[: steps * batch_size].astype(np.int64) * seq_len
+
+        starts = tf.data.Dataset.from_generator(permutation, output_signature=tf.TensorSpec([None], tf.int64))
+        starts = starts.unbatch().batch(batch_size, drop_remainder=True)
+
+    def to_example(batch_starts):
+        windows = tf.ensure_shape(gather(batch_starts), [batch_size, window])
+        return windows[:, :-1], windows[:, 1:]
+
+    dataset = starts.map(to_example, num_parallel_calls=num_parallel_calls, deterministic=True)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,273 @@
+"""`prepare`: raw sources -> cleaned text -> tokenizer -> token shards + manifest.
+
+The output folder:
+
+```
+OUT/
+  manifest.json
+  tokenizer/           tokenizer.json + vocabulary.txt | vocabulary.spm
+  train-00000.bin      token shards: raw little-endian uint16 (int32 when the
+  train-00001.bin      vocabulary exceeds 65,536 ids), `shard_tokens` each
+  valid-00000.bin
+  test-00000.bin
+```
+
+`manifest.json`:
+
+```
+{
+  "format": "klm-prepared", "format_version": 1, "klm_version": "0.1.0",
+  "created": "2025-01-01T00:00:00+00:00",
+  "source_kind": "wikitext" | "text" | "jsonl" | ... | "mixed",
+  "sources": {"train": [{"path": ..., "format": ...}], "valid": [...], ...},
+  "valid_fraction": null | 0.05, "seed": 0,
+  "cleaning": {"config": {CleaningConfig fields}, "report": {counts per step}},
+  "tokenizer": {"kind": "word", "path": "tokenizer", "vocabulary_size": N,
+                "special_token_ids": {"pad": 0, "unk": 1, "start": 2, "end": 3},
+                "files": {"tokenizer.json": "<sha256>", "vocabulary.txt": "<sha256>"}},
+  "eos_between_documents": false,
+  "token_dtype": "uint16", "shard_tokens": 16777216,
+  "splits": {"train": {"documents": D, "tokens": T,
+                       "shards": [{"file": "train-00000.bin", "tokens": n,
+                                   "sha256": "..."}]}, ...},
+  "config": {PrepareConfig fields}
+}
+```
+
+The work streams (see `klm.data.pipeline`): memory stays flat as the corpus
+grows, except for the word tokenizer's word counts, the de-duplication
+hashes and SentencePiece training, which keeps its training sentences. All
+files are written to a hidden temporary folder beside `OUT` that is renamed
+to `OUT` at the end, so a failure leaves no partial output.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+from klm import __version__
+from klm.data import pipeline
+from klm.data.prepared_data import FORMAT
+from klm.data.prepared_data import FORMAT_VERSION
+from klm.data.prepared_data import MANIFEST_FILE
+from klm.data.text_cleaner import TextCleaner
+from klm.data.tokenizers.tokenizer_io import save_tokenizer
+from klm.data.tokenizers.tokenizer_io import special_token_ids
+from klm.data.tokenizers.tokenizer_io import tokenizer_kind
+from klm.errors import ConfigError
+from klm.errors import DataError
+
+TOKENIZER_DIR = "tokenizer"
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+UINT16_LIMIT = 1 << 16
+
+
+class _ShardWriter:
+    """Writes a token stream into fixed-size shards, hashing as it goes."""
+
+    def __init__(self, directory, split, dtype, shard_tokens):
+        self.directory = directory
+        self.split = split
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        self.shard_tokens = shard_tokens
+        self.shards = []
+        self._file = None
+
+    def _open(self):
+        name = f"{self.split}-{len(self.shards):05d}.bin"
+        self._file = open(os.path.join(self.directory, name), "wb")
+        self._hash = hashlib.sha256()
+        self.shards.append({"file": name, "tokens": 0})
+
+    def _close_current(self):
+        if self._file is not None:
+            self._file.close()
+            self.shards[-1]["sha256"] = self._hash.hexdigest()
+            self._file = None
+
+    def write(self, ids):
+        ids = np.asarray(ids)
+        while len(ids):
+            if self._file is None or self.shards[-1]["tokens"] == self.shard_tokens:
+                self._close_current()
+                self._open()
+            room = self.shard_tokens - self.shards[-1]["tokens"]
+            chunk = ids[:room].astype(self.dtype).tobytes()
+            self._file.write(chunk)
+            self._hash.update(chunk)
+            self.shards[-1]["tokens"] += min(room, len(ids))
+            ids = ids[room:]
+
+    def close(self):
+        self._close_current()
+        return self.shards
+
+
+def _check_output_folder(config):
+    out = os.path.abspath(config.out)
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise ConfigError(f"Expected --out to be a folder path. Received: --out={config.out!r} (an existing file)")
+        if os.listdir(out) and not config.overwrite:
+            raise ConfigError(
+                f"Expected --out to be a new or empty folder; pass --overwrite to replace it. Received: --out={config.out!r}"
+            )
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    return out
+
+
+def _publish(staging, out):
+    # Swap in the finished folder with renames, so that OUT is never half
+    # written: first move an old OUT aside, then rename the staging folder.
+    if os.path.exists(out):
+        trash = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
+        os.rename(out, os.path.join(trash, "old"))
+        os.rename(staging, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(staging, out)
+
+
+def prepare(config):
+    """Prepares a corpus for training: cleaning, tokenizer, token shards.
+
+    Args:
+        config: a `PrepareConfig`.
+
+    Returns:
+        The manifest (a dict, also written to `OUT/manifest.json`; layout in
+        the module docstring).
+
+    Raises:
+        ConfigError: for bad settings (an existing `--out` without
+            `--overwrite`, a vocabulary size the corpus cannot fill, ...).
+        DataError: for missing or malformed sources, or an empty corpus.
+
+    Example:
+
+    ```python
+    manifest = prepare(PrepareConfig(sources=["books/"], out="prepared",
+                                     tokenizer="sentencepiece", vocab_size=8000,
+                                     valid_fraction=0.01))
+    data = load_prepared("prepared")
+    ```
+    """
+    out = _check_output_folder(config)
+    source_kind, splits = pipeline.resolve_splits(
+        config.sources, config.valid, config.test, config.format, datasets_url=config.datasets_url
+    )
+    cleaning = config.resolve_cleaning(source_kind)
+    cleaner = TextCleaner(cleaning)
+    eos = config.eos_between_documents
+    if eos is None:
+        eos = source_kind != "wikitext"
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
+    try:
+        texts = pipeline.clean_to_files(
+            splits,
+            cleaner,
+            os.path.join(staging, "text"),
+            text_field=config.text_field,
+            valid_fraction=config.valid_fraction,
+            seed=config.seed,
+            verbose=config.verbose,
+        )
+        tokenizer = pipeline.train_or_load_tokenizer(
+            texts["train"]["path"],
+            tokenizer=config.tokenizer_from,
+            kind=config.tokenizer,
+            vocab_size=config.vocab_size,
+            min_freq=config.min_freq,
+            sentencepiece_type=config.sentencepiece_type,
+            verbose=config.verbose,
+        )
+        save_tokenizer(tokenizer, os.path.join(staging, TOKENIZER_DIR))
+        dtype = "uint16" if tokenizer.vocabulary_size() <= UINT16_LIMIT else "int32"
+        split_info = {}
+        for name, text in texts.items():
+            writer = _ShardWriter(staging, name, dtype, config.shard_tokens)
+            tokens = documents = 0
+            for ids, count in pipeline.iter_token_chunks(
+                tokenizer, text["path"], eos, label=f"tokenizing {name}", verbose=config.verbose
+            ):
+                writer.write(ids)
+                tokens += len(ids)
+                documents += count
+            split_info[name] = {"documents": documents, "tokens": tokens, "shards": writer.close()}
+        if split_info["train"]["tokens"] < 2:
+            raise DataError(
+                f"Expected at least 2 training tokens after tokenization. Received: {split_info['train']['tokens']} "
+                f"tokens from {texts['train']['documents']} documents"
+            )
+        shutil.rmtree(os.path.join(staging, "text"))
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "klm_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "source_kind": source_kind,
+            "sources": {name: [s.to_dict() for s in files] for name, files in splits.items()},
+            "valid_fraction": config.valid_fraction if "valid" not in splits else None,
+            "seed": config.seed,
+            "cleaning": {"config": cleaning.to_dict(), "report": cleaner.report()},
+            "tokenizer": {
+                "kind": tokenizer_kind(tokenizer),
+                "path": TOKENIZER_DIR,
+                "vocabulary_size": int(tokenizer.vocabulary_size()),
+                "special_token_ids": special_token_ids(tokenizer),
+                "files": {
+                    name: _sha256(os.path.join(staging, TOKENIZER_DIR, name))
+                    for name in sorted(os.listdir(os.path.join(staging, TOKENIZER_DIR)))
+                },
+            },
+            "eos_between_documents": eos,
+            "token_dtype": dtype,
+            "shard_tokens": config.shard_tokens,
+            "splits": split_info,
+            "config": config.to_dict(),
+        }
+        with open(os.path.join(staging, MANIFEST_FILE), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+            f.write("\n")
+        _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if config.verbose:
+        print(f"[klm] wrote {out}", file=sys.stderr)
+    return manifest
+
+
+def format_summary(manifest):
+    """A human-readable summary of a manifest: cleaning report and token counts."""
+    lines = ["Cleaning report:"]
+    report = manifest["cleaning"]["report"]
+    width = max(len(key) for key in report)
+    for key, value in report.items():
+        lines.append(f"  {key:<{width}}  {value:>12,}")
+    tokenizer = manifest["tokenizer"]
+    lines.append(
+        f"Tokenizer: {tokenizer['kind']}, {tokenizer['vocabulary_size']:,} tokens, special ids "
+        + ", ".join(f"{k}={v}" for k, v in tokenizer["special_token_ids"].items() if v is not None)
+    )
+    lines.append(f"End-of-text between documents: {'yes' if manifest['eos_between_documents'] else 'no'}")
+    lines.append("Tokens:")
+    for name, info in manifest["splits"].items():
+        lines.append(
+            f"  {name:<5}  {info['tokens']:>12,} tokens  {info['documents']:>10,} documents  {len(info['shards'])} shard(s)"
+        )
+    return "\n".join(lines)

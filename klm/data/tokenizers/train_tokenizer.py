@@ -1,0 +1,251 @@
+"""`train_tokenizer`: builds a klm tokenizer from training text."""
+
+import collections
+import re
+
+import keras_hub
+import tensorflow as tf
+
+from klm.data.tokenizers.byte_tokenizer import ByteTokenizer
+from klm.data.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
+from klm.data.tokenizers.word_piece_tokenizer import SPECIAL_TOKENS as WORD_PIECE_SPECIAL_TOKENS
+from klm.data.tokenizers.word_piece_tokenizer import WordPieceTokenizer
+from klm.data.tokenizers.word_tokenizer import SPECIAL_TOKENS as WORD_SPECIAL_TOKENS
+from klm.data.tokenizers.word_tokenizer import WordTokenizer
+from klm.data.tokenizers.word_tokenizer import basic_english_split
+from klm.data.tokenizers.word_tokenizer import build_word_vocabulary
+from klm.errors import ConfigError
+from klm.errors import DataError
+
+TOKENIZER_KINDS = ("word", "wordpiece", "sentencepiece", "byte")
+SENTENCEPIECE_MODEL_TYPES = ("unigram", "bpe")
+DEFAULT_SUBWORD_VOCABULARY_SIZE = 8000
+# compute_word_piece_vocabulary searches a count threshold whose vocabulary
+# is within 5% of the requested size (tf-text's `slack_ratio`), so WordPiece
+# sizes are approximate; below that the corpus cannot fill the request.
+WORDPIECE_SLACK = 0.05
+
+
+def iter_text_batches(texts, batch_size=1024):
+    """Yields batches (lists or NumPy arrays) of strings from `texts`.
+
+    Args:
+        texts: an iterable of `str` (or UTF-8 `bytes`), or a
+            `tf.data.Dataset` of scalar strings or of string batches.
+        batch_size: the batch size for iterables and scalar datasets.
+    """
+    if isinstance(texts, tf.data.Dataset):
+        if texts.element_spec.shape.rank == 0:
+            texts = texts.batch(batch_size)
+        yield from texts.as_numpy_iterator()
+        return
+    if isinstance(texts, (str, bytes)):
+        raise DataError(
+            "Expected an iterable of strings (one per document), not a single string. "
+            f"Received: texts={texts[:40]!r}"
+        )
+    batch = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _CountingBatches:
+    """Wraps text batches and counts the non-empty documents that pass."""
+
+    def __init__(self, batches):
+        self.batches = batches
+        self.documents = 0
+
+    def __iter__(self):
+        for batch in self.batches:
+            self.documents += sum(1 for text in batch if len(text))
+            yield batch
+
+
+def _empty_corpus_error():
+    return DataError(
+        "Expected training text with at least one non-empty document for the tokenizer. "
+        "Received: an empty corpus (after cleaning). Check the sources, --text-field and "
+        "the cleaning flags (--min-length, --dedup)."
+    )
+
+
+def count_words(texts, batch_size=1024):
+    """Counts `basic_english` words (as UTF-8 bytes) with the in-graph splitter.
+
+    Counting with the very ops the `WordTokenizer` runs guarantees that the
+    vocabulary covers exactly the words the tokenizer will look up.
+    """
+    split = tf.function(
+        lambda batch: basic_english_split(batch).flat_values,
+        input_signature=[tf.TensorSpec([None], tf.string)],
+    )
+    counts = collections.Counter()
+    for batch in iter_text_batches(texts, batch_size):
+        counts.update(split(tf.constant(batch, dtype=tf.string)).numpy().tolist())
+    return counts
+
+
+def train_tokenizer(
+    kind,
+    texts,
+    vocab_size=None,
+    min_freq=1,
+    max_vocab=None,
+    sentencepiece_model_type="unigram",
+    lowercase=False,
+    batch_size=1024,
+):
+    """Trains a tokenizer of one kind on training text.
+
+    - `"word"`: a `WordTokenizer` (torchtext `basic_english`). Counts words
+      in one pass; keeps words seen at least `min_freq` times, at most
+      `vocab_size` ids in all (specials included), ordered by count then
+      code point. With neither limit it mirrors the seed's
+      `build_vocab_from_iterator`.
+    - `"wordpiece"`: a `WordPieceTokenizer` trained with
+      `keras_hub.tokenizers.compute_word_piece_vocabulary` (whose sizes are
+      approximate, within 5%). `min_freq` does not apply.
+    - `"sentencepiece"`: a `SentencePieceTokenizer` trained with
+      `keras_hub.tokenizers.compute_sentence_piece_proto`, `"unigram"` or
+      `"bpe"` (`sentencepiece_model_type`). SentencePiece holds the training
+      sentences in memory and skips lines over 4192 bytes. `min_freq` does
+      not apply.
+    - `"byte"`: a `ByteTokenizer`; nothing to train, `texts` is not read.
+
+    Args:
+        kind: one of `"word"`, `"wordpiece"`, `"sentencepiece"`, `"byte"`.
+        texts: the training documents: an iterable of `str`, or a
+            `tf.data.Dataset` of strings (scalars or batches). Read once.
+        vocab_size: int. The vocabulary size (`--vocab-size`), special tokens
+            included. For `"word"` an upper bound (`None`: no bound); for the
+            subword kinds the target (default 8000). A size the corpus cannot
+            fill is a `ConfigError`. Must be `None` for `"byte"`.
+        min_freq: int. `"word"` only (`--min-freq`); `None` means 1.
+        max_vocab: int. `"word"` only: an alias of `vocab_size` that never
+            raises when the corpus has fewer words (torchtext's
+            `max_tokens`).
+        sentencepiece_model_type: `"unigram"` or `"bpe"`.
+        lowercase: bool. Lower-case inside the subword trainer and tokenizer.
+        batch_size: documents per batch while counting.
+
+    Returns:
+        The trained tokenizer layer.
+
+    Raises:
+        ConfigError: bad arguments, or a vocabulary size larger than the
+            corpus can fill (naming `--vocab-size`).
+        DataError: an empty corpus.
+
+    Example:
+
+    >>> tokenizer = train_tokenizer("word", ["The cat sat.", "The dog sat."])
+    >>> tokenizer.get_vocabulary()
+    ['<pad>', '<unk>', '<s>', '</s>', '.', 'sat', 'the', 'cat', 'dog']
+    """
+    if kind not in TOKENIZER_KINDS:
+        raise ConfigError(f"Expected --tokenizer to be one of {', '.join(TOKENIZER_KINDS)}. Received: --tokenizer={kind!r}")
+    if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1):
+        raise ConfigError(f"Expected --vocab-size to be a positive integer. Received: --vocab-size={vocab_size!r}")
+    min_freq = 1 if min_freq is None else min_freq
+    if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
+        raise ConfigError(f"Expected --min-freq to be an integer >= 1. Received: --min-freq={min_freq!r}")
+    if kind != "word" and min_freq != 1:
+        raise ConfigError(f"Expected --min-freq only with --tokenizer word. Received: --tokenizer={kind}, --min-freq={min_freq}")
+    if kind == "byte":
+        if vocab_size is not None:
+            raise ConfigError(
+                "Expected no --vocab-size with --tokenizer byte (its 258 ids are fixed). "
+                f"Received: --vocab-size={vocab_size}"
+            )
+        return ByteTokenizer()
+    if kind == "word":
+        return _train_word(texts, vocab_size, min_freq, max_vocab, batch_size)
+    vocab_size = vocab_size or DEFAULT_SUBWORD_VOCABULARY_SIZE
+    batches = _CountingBatches(iter_text_batches(texts, batch_size))
+    dataset = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=tf.TensorSpec([None], tf.string))
+    if kind == "wordpiece":
+        return _train_wordpiece(dataset, batches, vocab_size, lowercase)
+    if sentencepiece_model_type not in SENTENCEPIECE_MODEL_TYPES:
+        raise ConfigError(
+            f"Expected --sentencepiece-type to be one of {', '.join(SENTENCEPIECE_MODEL_TYPES)}. "
+            f"Received: --sentencepiece-type={sentencepiece_model_type!r}"
+        )
+    return _train_sentencepiece(dataset.unbatch(), batches, vocab_size, sentencepiece_model_type, lowercase)
+
+
+def _train_word(texts, vocab_size, min_freq, max_vocab, batch_size):
+    counts = count_words(texts, batch_size)
+    if not counts:
+        raise _empty_corpus_error()
+    vocabulary = build_word_vocabulary(counts, min_freq=min_freq)
+    if vocab_size is not None and vocab_size > len(vocabulary):
+        raise ConfigError(
+            f"Expected --vocab-size <= {len(vocabulary)}: the training text has {len(vocabulary) - len(WORD_SPECIAL_TOKENS)} "
+            f"distinct words seen at least --min-freq={min_freq} times, plus {len(WORD_SPECIAL_TOKENS)} special "
+            f"tokens, so a larger vocabulary cannot be filled. Received: --vocab-size={vocab_size}"
+        )
+    limit = min(x for x in (vocab_size, max_vocab, len(vocabulary)) if x is not None)
+    if limit < len(WORD_SPECIAL_TOKENS) + 1:
+        raise ConfigError(
+            f"Expected --vocab-size > {len(WORD_SPECIAL_TOKENS)} (the special tokens). Received: --vocab-size={limit}"
+        )
+    return WordTokenizer(vocabulary[:limit])
+
+
+def _train_wordpiece(dataset, batches, vocab_size, lowercase):
+    minimum = len(WORD_PIECE_SPECIAL_TOKENS) + 1
+    if vocab_size < minimum:
+        raise ConfigError(f"Expected --vocab-size >= {minimum} for --tokenizer wordpiece. Received: --vocab-size={vocab_size}")
+    try:
+        vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
+            dataset,
+            vocabulary_size=vocab_size,
+            lowercase=lowercase,
+            reserved_tokens=list(WORD_PIECE_SPECIAL_TOKENS),
+        )
+    except (StopIteration, RuntimeError):
+        # tf-text's learner fails on an empty word count.
+        if batches.documents == 0:
+            raise _empty_corpus_error() from None
+        raise
+    if batches.documents == 0:
+        raise _empty_corpus_error()
+    if len(vocabulary) < vocab_size * (1 - WORDPIECE_SLACK):
+        raise ConfigError(
+            f"Expected --vocab-size <= {len(vocabulary)} for this corpus: the WordPiece trainer found only "
+            f"{len(vocabulary)} tokens (words must occur at least 10 times to be split into pieces). "
+            f"Received: --vocab-size={vocab_size}"
+        )
+    return WordPieceTokenizer(vocabulary, lowercase=lowercase)
+
+
+def _train_sentencepiece(dataset, batches, vocab_size, model_type, lowercase):
+    try:
+        proto = keras_hub.tokenizers.compute_sentence_piece_proto(
+            dataset, vocabulary_size=vocab_size, model_type=model_type, lowercase=lowercase
+        )
+    except RuntimeError as e:
+        if batches.documents == 0:
+            raise _empty_corpus_error() from None
+        too_small = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))
+        if too_small:
+            raise ConfigError(
+                f"Expected --vocab-size >= {too_small.group(2)}: SentencePiece needs one id per distinct "
+                f"character of the training text plus its special tokens. Received: --vocab-size={vocab_size}"
+            ) from None
+        limit = re.search(r"<=\s*(\d+)", str(e))
+        if "too high" in str(e) or limit:
+            raise ConfigError(
+                f"Expected --vocab-size <= {limit.group(1) if limit else 'what the corpus can fill'}: SentencePiece "
+                f"{model_type} cannot fill a larger vocabulary from this training text. Received: --vocab-size={vocab_size}"
+            ) from None
+        raise
+    if batches.documents == 0:
+        raise _empty_corpus_error()
+    return SentencePieceTokenizer(proto)
