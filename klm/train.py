@@ -204,6 +204,7 @@ def _fit(model, config, run_dir, train_ds, valid_ds, steps_per_epoch, tokens_per
             validation_data=valid_ds,
             callbacks=callbacks,
             verbose=verbose,
+            shuffle=False,  # the tf.data pipeline shuffles (or, contiguous, must not)
         )
     except KeyboardInterrupt:
         if guard.bad_step is None:

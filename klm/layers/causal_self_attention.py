@@ -33,6 +33,9 @@ class CausalSelfAttention(keras.layers.Layer):
         use_rotary: bool. Apply rotary position embeddings to q and k.
         rotary_max_wavelength: int. Rotary base wavelength.
         kernel_initializer: initializer for the projection kernels.
+        qkv_initializer: initializer for the fused q/k/v kernel; `None` uses
+            `kernel_initializer` (PyTorch initialises `in_proj_weight` with
+            Xavier but the output projection like any `nn.Linear`).
         **kwargs: base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -61,6 +64,7 @@ class CausalSelfAttention(keras.layers.Layer):
         use_rotary=False,
         rotary_max_wavelength=10000,
         kernel_initializer="glorot_uniform",
+        qkv_initializer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -69,6 +73,7 @@ class CausalSelfAttention(keras.layers.Layer):
         self.use_rotary = use_rotary
         self.rotary_max_wavelength = rotary_max_wavelength
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.qkv_initializer = keras.initializers.get(qkv_initializer) if qkv_initializer else None
 
     def build(self, inputs_shape):
         hidden_dim = inputs_shape[-1]
@@ -81,7 +86,7 @@ class CausalSelfAttention(keras.layers.Layer):
         self.head_dim = hidden_dim // self.num_heads
         self.qkv_dense = keras.layers.Dense(
             3 * hidden_dim,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=self.qkv_initializer or self.kernel_initializer,
             dtype=self.dtype_policy,
             name="qkv",
         )
@@ -169,6 +174,9 @@ class CausalSelfAttention(keras.layers.Layer):
                 "use_rotary": self.use_rotary,
                 "rotary_max_wavelength": self.rotary_max_wavelength,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "qkv_initializer": (
+                    keras.initializers.serialize(self.qkv_initializer) if self.qkv_initializer else None
+                ),
             }
         )
         return config

@@ -36,7 +36,9 @@ class DecoderBlock(keras.layers.Layer):
         normalize_first: bool. Pre-LN if `True`, post-LN if `False`.
         layer_norm_epsilon: float.
         use_rotary: bool. Rotary position embeddings in attention.
-        kernel_initializer: initializer for all kernels.
+        kernel_initializer: initializer for the kernels.
+        qkv_initializer: initializer for the attention's fused q/k/v kernel
+            (`None`: `kernel_initializer`).
         **kwargs: base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -62,6 +64,7 @@ class DecoderBlock(keras.layers.Layer):
         layer_norm_epsilon=1e-5,
         use_rotary=False,
         kernel_initializer="glorot_uniform",
+        qkv_initializer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -74,6 +77,7 @@ class DecoderBlock(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.use_rotary = use_rotary
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.qkv_initializer = keras.initializers.get(qkv_initializer) if qkv_initializer else None
 
     def build(self, inputs_shape):
         hidden_dim = inputs_shape[-1]
@@ -83,6 +87,7 @@ class DecoderBlock(keras.layers.Layer):
             dropout=self.attention_dropout,
             use_rotary=self.use_rotary,
             kernel_initializer=self.kernel_initializer,
+            qkv_initializer=self.qkv_initializer,
             dtype=dtype,
             name="attention",
         )
@@ -172,6 +177,9 @@ class DecoderBlock(keras.layers.Layer):
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "use_rotary": self.use_rotary,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "qkv_initializer": (
+                    keras.initializers.serialize(self.qkv_initializer) if self.qkv_initializer else None
+                ),
             }
         )
         return config

@@ -11,6 +11,27 @@ from klm.layers.token_embedding import TokenEmbedding
 from klm.models.describe import ParameterCountRepr
 
 POSITION_ENCODINGS = ("sinusoidal", "learned", "rotary")
+INITIALIZATIONS = ("gpt", "pytorch")
+
+
+def _initializers(initialization):
+    """(embeddings, kernel, qkv) initializers of an initialization scheme.
+
+    `"gpt"`: GPT-2's normal(0, 0.02) everywhere. `"pytorch"`: the seed's
+    PyTorch model: embedding and decoder uniform(-0.1, 0.1) (its
+    `init_weights`), attention in-projection Xavier-uniform, every other
+    kernel `nn.Linear`'s default kaiming-uniform(a=sqrt(5)), i.e.
+    uniform(+-1/sqrt(fan_in)). With SGD at lr 5 the scheme matters: the seed
+    preset trains to the seed's perplexity only with the seed's init.
+    """
+    if initialization == "pytorch":
+        return (
+            keras.initializers.RandomUniform(-0.1, 0.1),
+            keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform"),
+            keras.initializers.GlorotUniform(),
+        )
+    normal = keras.initializers.RandomNormal(stddev=0.02)
+    return normal, normal, None
 
 
 @keras.saving.register_keras_serializable(package="klm")
@@ -45,6 +66,8 @@ class KlmBackbone(ParameterCountRepr, Backbone):
         tie_embeddings: bool. Share input embedding and output projection.
         scale_embeddings: bool. Multiply embeddings by `sqrt(hidden_dim)`.
         output_bias: bool. Bias on the output projection.
+        initialization: `"gpt"` (normal 0.02) or `"pytorch"` (the seed's
+            PyTorch initialisation).
         dtype: dtype policy for the whole model.
 
     Examples:
@@ -77,6 +100,7 @@ class KlmBackbone(ParameterCountRepr, Backbone):
         tie_embeddings=True,
         scale_embeddings=False,
         output_bias=False,
+        initialization="gpt",
         dtype=None,
         **kwargs,
     ):
@@ -90,8 +114,13 @@ class KlmBackbone(ParameterCountRepr, Backbone):
                 "Expected hidden_dim to be divisible by num_heads. "
                 f"Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
             )
+        if initialization not in INITIALIZATIONS:
+            raise ValueError(
+                f"Expected initialization in {INITIALIZATIONS}. Received: initialization={initialization!r}"
+            )
         if attention_dropout is None:
             attention_dropout = dropout
+        embeddings_initializer, kernel_initializer, qkv_initializer = _initializers(initialization)
 
         # === Layers ===
         self.token_embedding = TokenEmbedding(
@@ -100,7 +129,7 @@ class KlmBackbone(ParameterCountRepr, Backbone):
             tie_weights=tie_embeddings,
             embeddings_scale=math.sqrt(hidden_dim) if scale_embeddings else 1.0,
             use_output_bias=output_bias,
-            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            embeddings_initializer=embeddings_initializer,
             dtype=dtype,
             name="token_embedding",
         )
@@ -131,7 +160,8 @@ class KlmBackbone(ParameterCountRepr, Backbone):
                 normalize_first=normalize_first,
                 layer_norm_epsilon=layer_norm_epsilon,
                 use_rotary=position_encoding == "rotary",
-                kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+                kernel_initializer=kernel_initializer,
+                qkv_initializer=qkv_initializer,
                 dtype=dtype,
                 name=f"transformer_layer_{i}",
             )
@@ -175,6 +205,7 @@ class KlmBackbone(ParameterCountRepr, Backbone):
         self.tie_embeddings = tie_embeddings
         self.scale_embeddings = scale_embeddings
         self.output_bias = output_bias
+        self.initialization = initialization
 
     def embed(self, token_ids, start_index=0, training=None):
         """Token embedding + position encoding + dropout, `(batch, seq, hidden)`.
@@ -207,6 +238,7 @@ class KlmBackbone(ParameterCountRepr, Backbone):
                 "tie_embeddings": self.tie_embeddings,
                 "scale_embeddings": self.scale_embeddings,
                 "output_bias": self.output_bias,
+                "initialization": self.initialization,
             }
         )
         return config

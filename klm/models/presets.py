@@ -11,7 +11,7 @@
 2 layers, 2 heads, dropout 0.2, `nn.TransformerEncoderLayer` post-LN with
 ReLU, embeddings scaled by sqrt(200), an untied `nn.Linear` decoder with
 bias), so its parameter count equals the PyTorch model's for the same
-vocabulary. `small` has about 10-20M parameters for vocabularies of 8k-30k;
+vocabulary, and its initialisation is the seed's (`initialization="pytorch"`). `small` has about 10-20M parameters for vocabularies of 8k-30k;
 `base` is GPT-2 small's shape (124M with GPT-2's 50,257-token vocabulary).
 """
 
@@ -29,6 +29,7 @@ PRESETS = {
         tie_embeddings=False,
         scale_embeddings=True,
         output_bias=True,
+        initialization="pytorch",
     ),
     "tiny": dict(
         num_layers=2,
