@@ -22,6 +22,7 @@ from klm import backend
 backend.use_backend()  # KERAS_BACKEND or Keras's config; must precede `import keras`
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from klm import data  # noqa: E402
 from klm.callbacks import StepLogger  # noqa: E402
@@ -44,9 +45,17 @@ keras.utils.set_random_seed(0)
 train_lines = read_lines(train_path, 300 if TINY else None)
 test_lines = read_lines(test_path, 100 if TINY else None)
 tokenizer = data.train_tokenizer("word", train_lines)  # torchtext basic_english + <unk>
-# One flat stream of ids per split, lines concatenated like the seed's data_process().
-train_ids = tokenizer.tokenize(train_lines).flat_values.numpy()
-test_ids = tokenizer.tokenize(test_lines).flat_values.numpy()
+
+
+def token_stream(lines):
+    """One flat stream of ids, lines concatenated like the seed's data_process()."""
+    rows = tokenizer.tokenize(lines)  # ragged: a tf.RaggedTensor, or lists on JAX/PyTorch
+    rows = rows.to_list() if hasattr(rows, "to_list") else rows
+    return np.array([int(i) for row in rows for i in row], dtype="int32")
+
+
+train_ids = token_stream(train_lines)
+test_ids = token_stream(test_lines)
 ntokens = int(tokenizer.vocabulary_size())
 batch_size, eval_batch_size, bptt = 20, 10, 35
 epochs = 1 if TINY else 3

@@ -5,7 +5,6 @@ backend must be chosen before Keras is imported, so this module imports
 Keras only inside its functions, after `klm.backend.use_backend`.
 """
 
-import dataclasses
 import math
 import shutil
 import sys
@@ -545,8 +544,3 @@ def _label_vocabulary(run_dir, data_lib):
     """The label vocabulary of a run being resumed (labels must keep their ids)."""
     path = Path(run_dir) / runs.LABELS_FILE
     return data_lib.LabelVocabulary.load(str(path)) if path.exists() else None
-
-
-def replace(config, **changes):
-    """`dataclasses.replace` that re-validates (flags from the CLI override a config file)."""
-    return dataclasses.replace(config, **changes)

@@ -35,7 +35,7 @@ def make_labelled(path, lines=120, seed=0):
     with open(path, "w") as f:
         for i in range(lines):
             label = i % 2
-            words = list(rng.choice(WORDS, size=4)) + list(rng.choice(good if label else bad, size=2))
+            words = list(rng.choice(WORDS, size=3)) + list(rng.choice(good if label else bad, size=3))
             rng.shuffle(words)
             f.write(f"{label} {' '.join(words)}\n")
     return str(path)
@@ -86,7 +86,7 @@ def test_pretrain_evaluate_generate_finetune_evaluate(tmp_path):
     labelled = make_labelled(tmp_path / "labels.txt")
     clf = str(tmp_path / "clf")
     result = invoke(["finetune", "--from", run, "--train", labelled, "--valid", labelled, "--test", labelled,
-                     "--run-dir", clf, "--epochs", "12", "--lr", "5e-3", "--batch-size", "8", "--seq-len", "16",
+                     "--run-dir", clf, "--epochs", "6", "--lr", "1e-2", "--batch-size", "8", "--seq-len", "16",
                      "--log-every", "5", "--verbose", "lines"])
     assert result.exit_code == 0, result.output
     clf_summary = json.load(open(os.path.join(clf, "summary.json")))
@@ -198,3 +198,20 @@ def test_diverging_loss_stops_with_a_clear_error(tmp_path):
     assert result.exit_code != 0
     assert "NaN" in result.output
     assert not (run / "summary.json").exists()
+
+
+def test_config_file_with_flag_overrides(tmp_path):
+    import click
+
+    from klm.cli.train_cmd import _build_config
+    from klm.config import PretrainConfig
+
+    (tmp_path / "run.yaml").write_text("data: corpus.txt\npreset: tiny\nlr: 0.1\nseq-len: 64\n")
+    config = _build_config(PretrainConfig, str(tmp_path / "run.yaml"), {"lr": 0.5, "batch_size": None})
+    assert (config.data, config.preset, config.lr, config.seq_len, config.batch_size) == ("corpus.txt", "tiny", 0.5, 64, 20)
+    (tmp_path / "bad.json").write_text('{"data": "x", "learning_rate": 3}')
+    with pytest.raises(click.BadParameter, match="learning_rate"):
+        _build_config(PretrainConfig, str(tmp_path / "bad.json"), {})
+    (tmp_path / "bad2.json").write_text('{"data": "x", "seq_len": 1}')
+    with pytest.raises(click.UsageError, match="--seq-len"):
+        _build_config(PretrainConfig, str(tmp_path / "bad2.json"), {})

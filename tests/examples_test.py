@@ -1,6 +1,7 @@
 """The examples run end to end at a tiny size (KLM_EXAMPLE_TINY=1)."""
 
 import keras
+import pytest
 
 from cli_test import make_corpus
 from conftest import REPO, run_in_backend
@@ -18,6 +19,7 @@ def test_seed_tutorial(tmp_path):
     assert "| End of training | test loss" in proc.stdout
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="a library walkthrough: CI runs it once, in the torch suite")
 def test_pretrain_finetune_walkthrough(tmp_path):
     proc = run_in_backend(BACKEND, [str(REPO / "examples" / "pretrain_finetune.py"), str(tmp_path)],
                           env={"KLM_EXAMPLE_TINY": "1"})

@@ -123,6 +123,7 @@ class KlmTrainWorker:
             "backend": self.backend, "params": int(self.model.count_params()),
             "jit_compile": str(self.model.jit_compile), "steps_per_execution": self.spe,
             "device": backend_lib.accelerator_name(), "rss_after_import_mb": self.rss_after_import_mb,
+            "dtype_policy": self.model.dtype_policy.name, "loss": type(loss).__name__,
         }
 
     def _fit(self, steps):
@@ -433,6 +434,10 @@ class Worker:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
                    XLA_PYTHON_CLIENT_PREALLOCATE="false", TF_FORCE_GPU_ALLOW_GROWTH="true",
                    PYTHONPATH=os.pathsep.join([str(REPO), str(HERE), os.environ.get("PYTHONPATH", "")]))
+        # PyTorch's OpenMP threads spin while they wait; on a CPU shared with
+        # other work that makes 2 threads several times slower than 1 (see
+        # README). Passive waiting is the default here unless set outside.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"klm-bench-{name}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
@@ -501,8 +506,8 @@ def run_group(title, workers, rounds, steps, ref_name=None, peak_dtype=None, log
     results = {}
     try:
         for name, w in workers.items():
-            results[name] = {"info": w.ready(), "times": [], "losses": [], "round_medians": [],
-                             "recompute_times": [], "recompute_round_medians": []}
+            results[name] = {"info": w.ready(), "times": [], "cpu_times": [], "losses": [], "round_medians": [],
+                             "cpu_round_medians": [], "recompute_times": [], "recompute_round_medians": []}
         log(f"   ready after {time.perf_counter() - t0:.0f}s; {rounds} rounds x {steps} steps")
         names = list(workers)
         peaks = []
@@ -514,17 +519,24 @@ def run_group(title, workers, rounds, steps, ref_name=None, peak_dtype=None, log
                 res["times"] += m["times"]
                 res["losses"] += m["losses"]
                 res["round_medians"].append(_median(m["times"]))
+                if m.get("cpu_times"):
+                    res["cpu_times"] += m["cpu_times"]
+                    res["cpu_round_medians"].append(_median(m["cpu_times"]))
                 if "recompute_times" in m:
                     res["recompute_times"] += m["recompute_times"]
                     res["recompute_round_medians"].append(_median(m["recompute_times"]))
                 time.sleep(0.2)  # let the last process's thread pools go idle
             if ref_name and peak_dtype:
-                peaks.append(workers[ref_name].call(cmd="peak", dtype=peak_dtype)["gflops"])
+                # A CPU without bf16 matrix units may run bf16 matmuls in
+                # float32 (XLA does): the bf16 peak is then the float32 one.
+                peaks.append(max(workers[ref_name].call(cmd="peak", dtype=d)["gflops"]
+                                 for d in dict.fromkeys([peak_dtype, "float32"])))
             log("   round %d: %s" % (r + 1, "  ".join(
                 f"{n} {1000 * results[n]['round_medians'][-1]:.0f}ms" for n in names)))
         for name, w in workers.items():
             results[name]["final"] = w.close()
         results["_peaks"] = peaks
+        results["_load"] = os.getloadavg()
     finally:
         for w in workers.values():
             w.kill()
@@ -591,6 +603,7 @@ def train_group(preset, precision, batch_size, backends, rounds, steps, warmup, 
     results = run_group(title, workers, rounds, steps, ref_name="pytorch", peak_dtype=peak_dtype, log=log)
     fpt = flops_per_token(preset, VOCAB, shape["seq_len"])
     peak = _median(results.pop("_peaks"))
+    load = results.pop("_load")
     tokens = batch_size * shape["seq_len"]
     ref_rounds = results["pytorch"]["round_medians"]
     rows = []
@@ -601,6 +614,9 @@ def train_group(preset, precision, batch_size, backends, rounds, steps, warmup, 
             "section": "train", "preset": preset, "precision": precision, "name": name,
             "batch": f"{batch_size}x{shape['seq_len']}", "ms_per_step": ms, "tokens_per_s": tps,
             "ratio_vs_pytorch": _ratio(ref_rounds, res["round_medians"]),
+            "cpu_ms_per_step": 1000 * _median(res["cpu_times"]),
+            "cpu_ratio_vs_pytorch": _ratio(results["pytorch"]["cpu_round_medians"], res["cpu_round_medians"]),
+            "load_average": load,
             "gflops_per_s": fpt * tps / 1e9, "mfu": fpt * tps / (peak * 1e9) if peak else None,
             "peak_gflops": peak, "flops_per_token": fpt,
             "peak_rss_mb": res["final"]["peak_rss_mb"], "device_peak_mb": res["final"]["device_peak_mb"],
@@ -617,6 +633,7 @@ def generate_group(preset, backends, rounds, prompt_len, new_tokens, log=print):
     results = run_group(f"generate {preset} prompt {prompt_len} + {new_tokens} new tokens", workers,
                         rounds, 1, log=log)
     results.pop("_peaks")
+    results.pop("_load")
     rows = []
     for name, res in results.items():
         kv, full = _median(res["times"]), _median(res["recompute_times"])
@@ -639,6 +656,7 @@ def data_rows(train_rows, rounds, log=print):
         workers[f"{preset}-{batch}"] = Worker(f"data-{preset}", dict(kind="data", vocab_size=VOCAB, batch_size=b, seq_len=s))
     results = run_group("data pipeline (klm.data.lm_dataset alone)", workers, rounds, 50, log=log)
     results.pop("_peaks")
+    results.pop("_load")
     rows = []
     for (preset, batch), name in zip(shapes, workers):
         b, s = (int(v) for v in batch.split("x"))
@@ -666,16 +684,19 @@ def print_report(report, out=print):
     out("\n" + "=" * 100)
     out(f"klm benchmarks | {m['device']} | {m['device_name']} | torch threads {m.get('torch_threads')} | "
         f"{report['mode']} | {report['wall_seconds']:.0f}s")
-    out("ratio = klm tokens/s / PyTorch tokens/s (median of per-round ratios); "
-        "MFU = flops_per_token x tokens/s / matmul peak (same dtype, same device, this run)")
+    out("ratio = klm tokens/s / PyTorch tokens/s, median of per-round ratios (> 1: klm faster); cpu = the "
+        "same on process CPU time; MFU = flops_per_token x tokens/s / matmul peak (row's dtype, same device, "
+        "this run)")
     out(f"{'preset':6} {'precision':15} {'run':22} {'batch':7} {'ms/step':>9} {'tokens/s':>9} "
-        f"{'ratio':>6} {'GFLOP/s':>8} {'MFU':>6} {'peak RSS MiB':>12} {'dev MiB':>8}")
+        f"{'ratio':>6} {'cpu':>5} {'GFLOP/s':>8} {'MFU':>6} {'peak RSS MiB':>12} {'dev MiB':>8}")
     for r in report["train"]:
         out(f"{r['preset']:6} {r['precision']:15} {r['name']:22} {r['batch']:7} {r['ms_per_step']:9.1f} "
-            f"{r['tokens_per_s']:9.0f} {r['ratio_vs_pytorch']:6.2f} {r['gflops_per_s']:8.1f} "
+            f"{r['tokens_per_s']:9.0f} {r['ratio_vs_pytorch']:6.2f} {r['cpu_ratio_vs_pytorch']:5.2f} {r['gflops_per_s']:8.1f} "
             f"{_fmt(r['mfu'] and 100 * r['mfu'], '5.1f')}% {r['peak_rss_mb']:12.0f} {_fmt(r['device_peak_mb'], '8.0f')}")
     peaks = sorted({(r["precision"], round(r["peak_gflops"], 1)) for r in report["train"] if r["peak_gflops"]})
     out("matmul peak GFLOP/s (median over rounds): " + ", ".join(f"{p} {g}" for p, g in peaks))
+    loads = sorted({round(r["load_average"][0], 1) for r in report["train"]})
+    out(f"1-min load average at the end of each comparison: {loads} ({m['cpus']} CPUs)")
     if report.get("generate"):
         out(f"\n{'generation':28} {'KV cache tok/s':>15} {'recompute tok/s':>16} {'speed-up':>9} {'same tokens':>12}")
         for r in report["generate"]:
@@ -726,7 +747,8 @@ def main(argv=None):
     variants = json.loads(args.variants) if args.variants else None
     report = {"mode": "quick" if args.quick else "full", "train": [], "generate": [], "data": [],
               "machine": {"device": device, "device_name": device_name, "cpus": os.cpu_count(),
-                          "platform": platform.platform(), "python": platform.python_version()},
+                          "platform": platform.platform(), "python": platform.python_version(),
+                          "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
               "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]))}
     from importlib import metadata
 
