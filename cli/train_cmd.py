@@ -19,7 +19,7 @@ def _training_options(defaults):
             click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help=f"Optimizer. Default {defaults['optimizer']}."),
             click.option("--lr", type=float, default=None, help=f"Peak learning rate. Default {defaults['lr']}."),
             click.option("--weight-decay", type=float, default=None, help="AdamW weight decay. Default 0.01."),
-            click.option("--clipnorm", type=float, default=None, help=f"Global gradient-norm clipping. Default {defaults['clipnorm']}."),
+            click.option("--clipnorm", type=float, default=None, help=f"Global gradient-norm clipping (0: off). Default {defaults['clipnorm']}."),
             click.option("--schedule", type=click.Choice(["step", "cosine", "constant"]), default=None,
                          help=f"LR schedule: step (x lr-decay per epoch, the seed's StepLR), cosine (warm-up + cosine), constant. Default {defaults['schedule']}."),
             click.option("--lr-decay", type=float, default=None, help="Per-epoch LR factor for --schedule step. Default 0.95."),

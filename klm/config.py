@@ -85,7 +85,7 @@ class TrainingOptions:
             )
         _check_positive("lr", self.lr)
         _check_positive("weight_decay", self.weight_decay, allow_zero=True)
-        _check_positive("clipnorm", self.clipnorm, allow_none=True)
+        _check_positive("clipnorm", self.clipnorm, allow_none=True, allow_zero=True)
         _check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
         if self.seq_len is None or self.seq_len <= 1:
             raise ConfigError(f"Expected --seq-len > 1. Received: --seq-len={self.seq_len!r}")

@@ -133,7 +133,7 @@ def build_optimizer(config, steps_per_epoch, total_steps):
         learning_rate = config.lr
     common = dict(
         learning_rate=learning_rate,
-        global_clipnorm=config.clipnorm,
+        global_clipnorm=config.clipnorm or None,  # 0 turns clipping off
         gradient_accumulation_steps=config.grad_accum if config.grad_accum > 1 else None,
     )
     if config.optimizer == "sgd":
@@ -265,9 +265,16 @@ def _finish(run_dir, config, backend, logger, model, extra):
 
 def _distribution(config):
     try:
-        return backend_lib.distribution_scope(config.strategy, config.mesh)
+        scope, description = backend_lib.distribution_scope(config.strategy, config.mesh)
     except backend_lib.BackendError as e:
         raise ConfigError(str(e))
+    if "MirroredStrategy" in description and config.clipnorm:
+        _log(
+            "note: under tf.distribute, Keras 3's TensorFlow optimizer clips each replica's gradients "
+            "before summing them, so --clipnorm acts per replica, not on the global gradient. Use "
+            "--backend jax for exact global clipping, or --clipnorm 0."
+        )
+    return scope, description
 
 
 def _evaluate_loss(model, dataset):

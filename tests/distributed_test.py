@@ -129,11 +129,16 @@ def test_jax_two_processes_resume_after_one_is_killed(corpus, tmp_path):
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute runs on the TensorFlow backend")
-def test_tf_mirrored_over_2_logical_cpus_matches_single_device(corpus, single, tmp_path):
+def test_tf_mirrored_over_2_logical_cpus_matches_single_device(corpus, tmp_path):
+    # Keras 3's TensorFlow optimizer clips each replica's gradients before
+    # summing them, so with --clipnorm the update differs from one device's
+    # (klm warns about it); the comparison is made without clipping.
+    no_clip = ("--clipnorm", "0", "--lr", "0.5")
+    _run("tensorflow", _pretrain_args(corpus, tmp_path / "single", "--strategy", "single", *no_clip))
     proc = _run("tensorflow", _pretrain_args(corpus, tmp_path / "mirrored", "--strategy", "mirrored",
-                                             "--cpu-devices", "2"))
+                                             "--cpu-devices", "2", *no_clip))
     assert "MirroredStrategy over 2 devices" in proc.stderr
-    _assert_same_losses(tmp_path / "mirrored", single)
+    _assert_same_losses(tmp_path / "mirrored", _losses(tmp_path / "single"))
 
 
 @pytest.mark.parametrize(
