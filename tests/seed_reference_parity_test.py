@@ -53,13 +53,6 @@ def _copy_weights(reference_model, lm):
             norm.beta.assign(p[prefix + name + ".bias"])
 
 
-@pytest.mark.xfail(
-    keras.backend.backend() == "tensorflow",
-    strict=True,
-    reason="Open finding: on the TensorFlow backend the first clipped SGD step already differs from "
-    "PyTorch and JAX by ~0.1% in every weight (JAX and PyTorch agree to 2e-4); strict, so it fails "
-    "once the cause is fixed and this mark must go.",
-)
 def test_seed_preset_matches_the_pytorch_reference_step_by_step():
     from klm.data import lm_dataset
     from klm.models import KlmCausalLM, backbone_from_preset

@@ -69,13 +69,24 @@ class TokenEmbedding(ReversibleEmbedding):
         return spec
 
     def call(self, inputs, reverse=False):
-        outputs = super().call(inputs, reverse=reverse)
         if reverse:
+            outputs = super().call(inputs, reverse=True)
             if self.use_output_bias:
                 outputs = ops.add(outputs, ops.cast(self.output_bias, outputs.dtype))
-        elif self.embeddings_scale != 1.0:
-            outputs = ops.multiply(outputs, ops.cast(self.embeddings_scale, outputs.dtype))
-        return outputs
+            return outputs
+        if self.quantization_mode is not None:
+            outputs = super().call(inputs)
+            return ops.multiply(outputs, ops.cast(self.embeddings_scale, outputs.dtype))
+        if inputs.dtype not in ("int32", "int64"):
+            inputs = ops.cast(inputs, "int32")
+        # Scale the table, then gather (equal, element for element, to
+        # gathering then scaling). Gathering straight from the variable would
+        # give TensorFlow an IndexedSlices gradient with one row per token,
+        # repeated rows unsummed, and Keras's global-norm clipping measures
+        # that wrongly: the seed's `clip_grad_norm_` (and the JAX and PyTorch
+        # backends) clip the dense gradient. The multiply makes it dense.
+        table = ops.multiply(self.embeddings, ops.cast(self.embeddings_scale, self.embeddings.dtype))
+        return ops.cast(ops.take(table, inputs, axis=0), self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()
