@@ -142,7 +142,8 @@ class KlmTrainWorker:
                 cpu.append(time.process_time())
 
         steps = max(self.spe, steps - steps % self.spe)
-        self.model.fit(self.dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[Timer()])
+        self.model.fit(self.dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[Timer()],
+                       shuffle=False)
         diffs = [(b - a) / self.spe for a, b in zip(stamps, stamps[1:])]
         cpu_diffs = [(b - a) / self.spe for a, b in zip(cpu, cpu[1:])]
         return diffs, losses, cpu_diffs
@@ -558,8 +559,7 @@ def flops_per_token(preset, vocab, seq_len):
 
 
 def _preset_dims(preset):
-    # klm.models.presets is plain Python (no Keras import).
-    sys.path.insert(0, str(REPO))
+    # klm.models.presets is plain Python: read it without importing Keras.
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("klm_presets", REPO / "klm" / "models" / "presets.py")
@@ -661,7 +661,8 @@ def data_rows(train_rows, rounds, log=print):
     for (preset, batch), name in zip(shapes, workers):
         b, s = (int(v) for v in batch.split("x"))
         tps = b * s / _median(results[name]["times"])
-        consumers = [r for r in train_rows if r["preset"] == preset and r["batch"] == batch]
+        consumers = [r for r in train_rows if r["preset"] == preset and r["batch"] == batch
+                     and r["name"] != "pytorch"] or [r for r in train_rows if r["preset"] == preset]
         fastest = max(consumers, key=lambda r: r["tokens_per_s"])
         rows.append({"section": "data", "preset": preset, "batch": batch, "pipeline_tokens_per_s": tps,
                      "fastest_training": f"{fastest['name']} {fastest['precision']}",
@@ -679,24 +680,33 @@ def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-def print_report(report, out=print):
+def _print_train(report, out):
     m = report["machine"]
-    out("\n" + "=" * 100)
-    out(f"klm benchmarks | {m['device']} | {m['device_name']} | torch threads {m.get('torch_threads')} | "
-        f"{report['mode']} | {report['wall_seconds']:.0f}s")
-    out("ratio = klm tokens/s / PyTorch tokens/s, median of per-round ratios (> 1: klm faster); cpu = the "
-        "same on process CPU time; MFU = flops_per_token x tokens/s / matmul peak (row's dtype, same device, "
-        "this run)")
     out(f"{'preset':6} {'precision':15} {'run':22} {'batch':7} {'ms/step':>9} {'tokens/s':>9} "
         f"{'ratio':>6} {'cpu':>5} {'GFLOP/s':>8} {'MFU':>6} {'peak RSS MiB':>12} {'dev MiB':>8}")
     for r in report["train"]:
         out(f"{r['preset']:6} {r['precision']:15} {r['name']:22} {r['batch']:7} {r['ms_per_step']:9.1f} "
             f"{r['tokens_per_s']:9.0f} {r['ratio_vs_pytorch']:6.2f} {r['cpu_ratio_vs_pytorch']:5.2f} {r['gflops_per_s']:8.1f} "
             f"{_fmt(r['mfu'] and 100 * r['mfu'], '5.1f')}% {r['peak_rss_mb']:12.0f} {_fmt(r['device_peak_mb'], '8.0f')}")
-    peaks = sorted({(r["precision"], round(r["peak_gflops"], 1)) for r in report["train"] if r["peak_gflops"]})
-    out("matmul peak GFLOP/s (median over rounds): " + ", ".join(f"{p} {g}" for p, g in peaks))
+    peaks = {(r["preset"], r["precision"]): round(r["peak_gflops"], 1) for r in report["train"] if r["peak_gflops"]}
+    out("matmul peak GFLOP/s (median over each comparison's rounds): "
+        + ", ".join(f"{p} {q} {g}" for (p, q), g in peaks.items()))
     loads = sorted({round(r["load_average"][0], 1) for r in report["train"]})
     out(f"1-min load average at the end of each comparison: {loads} ({m['cpus']} CPUs)")
+
+
+def print_report(report, out=print):
+    m = report["machine"]
+    out("\n" + "=" * 100)
+    out(f"klm benchmarks | {m['device']} | {m['device_name']} | torch threads {m.get('torch_threads')} | "
+        f"OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']} | {report['mode']} | {report['wall_seconds']:.0f}s")
+    out("ratio = klm tokens/s / PyTorch tokens/s, median of per-round ratios (> 1: klm faster); cpu = the "
+        "same on process CPU time; MFU = flops_per_token x tokens/s / matmul peak (row's dtype, same device, "
+        "this run)")
+    if not report["train"]:
+        out("(no training comparisons run)")
+    else:
+        _print_train(report, out)
     if report.get("generate"):
         out(f"\n{'generation':28} {'KV cache tok/s':>15} {'recompute tok/s':>16} {'speed-up':>9} {'same tokens':>12}")
         for r in report["generate"]:
@@ -743,7 +753,7 @@ def main(argv=None):
     sections = set(args.sections.split(","))
     presets = args.presets.split(",")
     precisions = (args.precisions or "float32,mixed_bfloat16").split(",")
-    rounds = args.rounds or (4 if args.quick else 8)
+    rounds = args.rounds or (3 if args.quick else 8)
     variants = json.loads(args.variants) if args.variants else None
     report = {"mode": "quick" if args.quick else "full", "train": [], "generate": [], "data": [],
               "machine": {"device": device, "device_name": device_name, "cpus": os.cpu_count(),
@@ -780,12 +790,13 @@ def main(argv=None):
                     steps = max(1, steps // 2)
                 if gpu:
                     steps *= 10
+                slow = not gpu and (bf16 or preset == "small")
                 report["train"] += train_group(
                     preset, precision, batch, backends, rounds if not (bf16 and not gpu) else max(3, rounds // 2),
-                    steps, warmup=2 if bf16 and not gpu else 3, device=device, variants=variants)
+                    steps, warmup=2 if slow else 3, device=device, variants=variants)
     if "generate" in sections:
         for preset in (["seed"] if args.quick and not gpu else presets):
-            report["generate"] += generate_group(preset, backends, 3 if args.quick else 5,
+            report["generate"] += generate_group(preset, backends, 2 if args.quick else 5,
                                                  prompt_len=16, new_tokens=128)
     if "data" in sections and report["train"]:
         report["data"] = data_rows(report["train"], 3 if args.quick else 5)

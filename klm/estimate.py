@@ -1,0 +1,359 @@
+"""Size, cost and expected duration of a pretraining run, before it starts.
+
+`estimate(config)` takes the `PretrainConfig` that `klm pretrain` would run
+and returns a dict (the `klm estimate` command prints it):
+
+- parameter count, training FLOPs per token and per step;
+- tokens: in the training data, trained per epoch, in the whole run;
+- memory needed: parameters + gradients + optimizer state + activations
+  (an analytic estimate, framework overhead excluded), and the peak resident
+  memory measured during the short run below;
+- expected wall time on this machine, from a short measured run of the real
+  training step: the model is built and compiled exactly as `pretrain` does
+  and `model.fit` runs a few steps on the real batch shape and data. The
+  first steps (compilation) are timed separately as start-up; evaluation is
+  estimated at a third of a training step per token, and checkpoints from
+  one timed save of the model. Loading and tokenizing the data is timed as
+  it happens.
+
+FLOPs use the usual training count (forward + backward = 3 x forward, 2
+FLOPs per multiply-add, matmuls only):
+
+    6 * (L * (4*d*d + 2*d*f) + V*d)  +  6 * L * T * d
+
+with `L` layers, width `d`, feed-forward width `f`, vocabulary `V` and
+sequence length `T` (the last term: causal attention scores and weighted
+sums). It is the formula of `examples/benchmarks/reference_torch.py`; the
+seed at vocabulary 12,000 and T = 35 gives 17.36 MFLOP per token.
+"""
+
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from klm import backend as backend_lib
+from klm import runs
+from klm.config import PretrainConfig
+from klm.errors import ConfigError
+
+MIB = 2**20
+
+
+def flops_per_token(vocabulary_size, hidden_dim, num_layers, intermediate_dim, seq_len):
+    """Training FLOPs per token (see the module docstring).
+
+    Example:
+
+    >>> round(flops_per_token(12000, 200, 2, 200, 35) / 1e6, 3)
+    17.364
+    """
+    L, d, f, T, V = num_layers, hidden_dim, intermediate_dim, seq_len, vocabulary_size
+    return 6.0 * (L * (4 * d * d + 2 * d * f) + V * d) + 6.0 * L * T * d
+
+
+def activation_bytes_per_token(vocabulary_size, hidden_dim, num_layers, num_heads, intermediate_dim,
+                               seq_len, compute_bytes=4, dropout=0.0):
+    """Bytes of activations kept for the backward pass, per token of a batch.
+
+    Per block (Korthikanti et al. 2022, generalised to any feed-forward
+    width and dtype): `p * (8d + 2f)` for the tensors the matmuls, norms and
+    activation save, `2d` bytes of dropout masks when dropout is on, and the
+    `heads x T` attention probabilities (`(2p + 1)` bytes each with attention
+    dropout, `p` without). The output layer keeps the logits in the compute
+    dtype (`p` bytes per vocabulary entry), a float32 copy for the loss (when
+    `p` is 2) and the float32 gradient of the logits (4). Embeddings add
+    `2 * p * d`. Framework buffers and workspace are not included.
+    """
+    p, d, f, V = compute_bytes, hidden_dim, intermediate_dim, vocabulary_size
+    block = p * (8 * d + 2 * f)
+    if dropout > 0:
+        block += 2 * d + num_heads * seq_len * (2 * p + 1)
+    else:
+        block += num_heads * seq_len * p
+    head = V * (p + 4 + 4) if p != 4 else V * (4 + 4)
+    return num_layers * block + head + 2 * p * d
+
+
+def memory_estimate(parameters, dims, batch_size, seq_len, precision="float32", optimizer="sgd",
+                    grad_accum=1):
+    """Training memory in MiB: parameters, gradients, optimizer state, activations.
+
+    Args:
+        parameters: number of trainable parameters.
+        dims: the backbone config (`preset_config(...)`).
+        batch_size, seq_len: the batch shape.
+        precision: a klm precision; variables stay float32 under mixed
+            precision, the activations (and a compute copy of the weights)
+            are 16-bit.
+        optimizer: `"sgd"` (no state: klm's SGD has no momentum) or
+            `"adamw"` (two float32 moments per parameter).
+        grad_accum: gradient accumulation adds one float32 buffer.
+    """
+    mixed = precision.startswith("mixed")
+    p = 2 if mixed else 4
+    memory = {
+        "parameters": 4 * parameters,
+        "gradients": 4 * parameters,
+        "optimizer_state": 4 * parameters * ((2 if optimizer == "adamw" else 0) + (1 if grad_accum > 1 else 0)),
+        "compute_weight_copies": 2 * parameters if mixed else 0,
+        "activations": batch_size * seq_len * activation_bytes_per_token(
+            dims["vocabulary_size"], dims["hidden_dim"], dims["num_layers"], dims["num_heads"],
+            dims["intermediate_dim"], seq_len, compute_bytes=p, dropout=dims.get("dropout", 0.0)),
+    }
+    memory = {f"{k}_mib": v / MIB for k, v in memory.items()}
+    memory["total_mib"] = sum(memory.values())
+    return memory
+
+
+class _StepTimer:
+    """Callback factory: wall-clock stamps at each executed batch (syncs on the loss)."""
+
+    def __init__(self, keras):
+        stamps = self.stamps = []
+
+        class Timer(keras.callbacks.Callback):
+            def on_train_batch_begin(self, batch, logs=None):
+                if not stamps:
+                    stamps.append(time.perf_counter())
+
+            def on_train_batch_end(self, batch, logs=None):
+                float((logs or {}).get("loss", 0.0))  # waits for the step, like a logger
+                stamps.append(time.perf_counter())
+
+        self.callback = Timer()
+
+
+def _peak_rss_mib():
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def _log_to_stderr(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def estimate(config: PretrainConfig, measure_steps=5, warmup_steps=2, log=_log_to_stderr):
+    """Estimates the size, memory and wall time of `pretrain(config)`.
+
+    Loads and tokenizes the data as `pretrain` would (a tokenizer saved in an
+    existing `config.run_dir` is reused; nothing is written there), builds
+    and compiles the model the same way, and times `measure_steps` training
+    steps of `model.fit` on the real batches after `warmup_steps` (which
+    include compilation). `measure_steps=0` skips the measured run (no time
+    estimate then).
+
+    Returns:
+        A dict with `parameters`, `flops_per_token`, `flops_per_step`,
+        `tokens` (`in_data`, `per_epoch`, `per_step`, `total`, `steps_per_epoch`,
+        `total_steps`, `epochs`), `memory_mib`, `measured` and
+        `expected_seconds` (`data`, `startup`, `training`, `evaluation`,
+        `checkpoints`, `total`), plus the settings they were computed for.
+
+    Example:
+    ```python
+    from klm.config import PretrainConfig
+    from klm.estimate import estimate
+    report = estimate(PretrainConfig(data="corpus.txt", preset="tiny"), measure_steps=3)
+    print(report["parameters"], report["expected_seconds"]["total"])
+    ```
+    """
+    if measure_steps < 0 or warmup_steps < 1:
+        raise ConfigError(f"Expected measure_steps >= 0 and warmup_steps >= 1. Received: "
+                          f"measure_steps={measure_steps}, warmup_steps={warmup_steps}")
+    from klm.train import _distribution, _jit, _setup, build_optimizer, lm_model_inputs, num_tokens
+
+    backend, keras = _setup(config)
+    from klm import data as data_lib
+    from klm.models import KlmBackbone, KlmCausalLM, preset_config
+
+    # === Data, exactly as pretrain loads it ===
+    t0 = time.perf_counter()
+    tokenizer = None
+    tokenizer_dir = Path(config.run_dir) / runs.TOKENIZER_DIR
+    if tokenizer_dir.exists():
+        tokenizer = data_lib.load_tokenizer(str(tokenizer_dir))
+    corpus = data_lib.load_corpus(
+        config.data,
+        valid=config.valid,
+        test=config.test,
+        tokenizer=tokenizer,
+        tokenizer_kind="sentencepiece" if config.tokenizer == "sentencepiece-bpe" else config.tokenizer,
+        sentencepiece_type="bpe" if config.tokenizer == "sentencepiece-bpe" else "unigram",
+        vocab_size=config.vocab_size,
+        min_freq=config.min_freq,
+        text_field=config.text_field,
+        cleaning={"lowercase": True} if config.lowercase else None,
+        valid_fraction=config.valid_fraction or None,
+        seed=config.seed,
+    )
+    data_seconds = time.perf_counter() - t0
+    vocabulary_size = int(corpus.tokenizer.vocabulary_size())
+    train_tokens = num_tokens(corpus.train)
+    batch, seq = config.batch_size, config.seq_len
+    steps_per_epoch = data_lib.lm_steps_per_epoch(train_tokens, seq, batch, mode=config.batching)
+    if steps_per_epoch < 1:
+        raise ConfigError(
+            f"The training text has {train_tokens} tokens, too few for one batch of "
+            f"--batch-size {batch} x --seq-len {seq}."
+        )
+    total_steps = config.max_steps or steps_per_epoch * config.epochs
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    tokens_per_step = batch * seq
+
+    # === Model, compiled as pretrain compiles it (keep the two in step) ===
+    dims = preset_config(config.preset, vocabulary_size, dropout=config.dropout)
+    scope, description = _distribution(config)
+    with scope:
+        model = KlmCausalLM(KlmBackbone(**dims))
+        model.compile(
+            optimizer=build_optimizer(config, steps_per_epoch, total_steps),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            weighted_metrics=[],
+            jit_compile=_jit(config),
+            steps_per_execution=config.steps_per_execution,
+            sampler="greedy",
+        )
+        model.build({"token_ids": (None, None), "padding_mask": (None, None)})
+    parameters = int(model.count_params())
+    fpt = flops_per_token(vocabulary_size, dims["hidden_dim"], dims["num_layers"], dims["intermediate_dim"], seq)
+    memory = memory_estimate(parameters, dims, batch, seq, config.precision, config.optimizer, config.grad_accum)
+
+    report = {
+        "backend": backend,
+        "device": backend_lib.accelerator_name(),
+        "distribution": description,
+        "preset": config.preset,
+        "precision": config.precision,
+        "batch_size": batch,
+        "seq_len": seq,
+        "vocabulary_size": vocabulary_size,
+        "parameters": parameters,
+        "flops_per_token": fpt,
+        "flops_per_step": fpt * tokens_per_step,
+        "tokens": {
+            "in_data": train_tokens,
+            "per_step": tokens_per_step,
+            "per_epoch": steps_per_epoch * tokens_per_step,
+            "steps_per_epoch": steps_per_epoch,
+            "epochs": epochs,
+            "total_steps": total_steps,
+            "total": total_steps * tokens_per_step,
+        },
+        "memory_mib": memory,
+        "measured": None,
+        "expected_seconds": None,
+    }
+    if measure_steps == 0:
+        return report
+
+    # === A short run of the real training step ===
+    spe = config.steps_per_execution
+    train_ds = data_lib.lm_dataset(corpus.split("train"), seq, batch, mode=config.batching, seed=config.seed)
+    train_ds = lm_model_inputs(train_ds).repeat()
+    timer = _StepTimer(keras)
+    executions = warmup_steps + math.ceil(measure_steps / spe)
+    log(f"klm estimate: timing {warmup_steps} warm-up + {measure_steps} training steps "
+        f"({backend}, {config.preset}, {batch}x{seq}, {config.precision})")
+    model.fit(train_ds, epochs=1, steps_per_epoch=executions * spe, verbose=0, callbacks=[timer.callback],
+              shuffle=False)
+    diffs = [b - a for a, b in zip(timer.stamps, timer.stamps[1:])]
+    startup = sum(diffs[:warmup_steps])
+    seconds_per_step = statistics.median(diffs[warmup_steps:]) / spe
+    # The steady-state cost of the warm-up executions is part of training;
+    # start-up is what they took beyond it (compilation, first batches).
+    startup = max(0.0, startup - warmup_steps * spe * seconds_per_step)
+    report["measured"] = {
+        "steps": len(diffs[warmup_steps:]) * spe,
+        "seconds_per_step": seconds_per_step,
+        "ms_per_step": 1000 * seconds_per_step,
+        "tokens_per_second": tokens_per_step / seconds_per_step,
+        "flops_per_second": fpt * tokens_per_step / seconds_per_step,
+        "startup_seconds": startup,
+        "data_seconds": data_seconds,
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+
+    # Checkpoints: last.keras (and best.keras) after every epoch and at the
+    # end, plus the resume backup every `backup_every` steps; one save timed.
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="klm-estimate-") as scratch:
+        t0 = time.perf_counter()
+        runs.save_model(model, Path(scratch) / "probe.keras")
+        save_seconds = time.perf_counter() - t0
+    saves = 2 * epochs + 2 + total_steps // config.backup_every
+    report["measured"]["checkpoint_seconds"] = save_seconds
+
+    # Evaluation: validation after every epoch and once more at the end
+    # (the best checkpoint), test once; a forward pass costs about a third of
+    # a training step per token.
+    eval_tokens = 0
+    for split, times in (("valid", epochs + 1), ("test", 1)):
+        tokens = corpus.split(split)
+        if tokens is not None:
+            eval_tokens += times * num_tokens(tokens)
+    training = total_steps * seconds_per_step
+    evaluation = eval_tokens * seconds_per_step / tokens_per_step / 3
+    report["expected_seconds"] = {
+        "data": data_seconds,
+        "startup": startup,
+        "training": training,
+        "evaluation": evaluation,
+        "checkpoints": saves * save_seconds,
+        "total": data_seconds + startup + training + evaluation + saves * save_seconds,
+    }
+    return report
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m {seconds:02d}s"
+    if minutes:
+        return f"{minutes}m {seconds:02d}s"
+    return f"{seconds}s"
+
+
+def _si(value):
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value:.0f} "
+
+
+def format_report(report):
+    """The estimate as the lines `klm estimate` prints."""
+    t, mem = report["tokens"], report["memory_mib"]
+    lines = [
+        f"klm estimate: preset {report['preset']}, backend {report['backend']} ({report['device']}), "
+        f"precision {report['precision']}, batch {report['batch_size']} x {report['seq_len']}",
+        f"  parameters        {report['parameters']:,} (vocabulary {report['vocabulary_size']:,})",
+        f"  FLOPs per token   {_si(report['flops_per_token'])}FLOP (training: 6N + attention); "
+        f"{_si(report['flops_per_step'])}FLOP per step",
+        f"  tokens            {t['in_data']:,} in the training data; {t['per_epoch']:,} trained per epoch "
+        f"({t['steps_per_epoch']:,} steps); {t['total']:,} in {t['total_steps']:,} steps ({t['epochs']} epoch(s))",
+        f"  memory (estimate) parameters {mem['parameters_mib']:.1f} MiB + gradients {mem['gradients_mib']:.1f} MiB"
+        f" + optimizer {mem['optimizer_state_mib']:.1f} MiB"
+        + (f" + bf16/fp16 weight copies {mem['compute_weight_copies_mib']:.1f} MiB" if mem["compute_weight_copies_mib"] else "")
+        + f" + activations {mem['activations_mib']:.1f} MiB = {mem['total_mib']:.1f} MiB (framework not included)",
+    ]
+    measured, expected = report["measured"], report["expected_seconds"]
+    if measured:
+        lines += [
+            f"  measured          {measured['steps']} steps of model.fit: {measured['ms_per_step']:.1f} ms/step, "
+            f"{measured['tokens_per_second']:,.0f} tokens/s, {_si(measured['flops_per_second'])}FLOP/s; "
+            f"peak memory (RSS) {measured['peak_rss_mib']:,.0f} MiB",
+            f"  expected time     {_duration(expected['total'])} on this machine = training "
+            f"{_duration(expected['training'])} + evaluation ~{_duration(expected['evaluation'])} + data "
+            f"{_duration(expected['data'])} + compilation {_duration(expected['startup'])} + checkpoints "
+            f"{_duration(expected['checkpoints'])} (Python/Keras import time not included)",
+        ]
+    else:
+        lines.append("  expected time     not measured (measure_steps=0)")
+    return "\n".join(lines)
