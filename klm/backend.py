@@ -104,6 +104,13 @@ def use_backend(explicit=None):
                 f"Received: backend={name!r}"
             )
     os.environ["KERAS_BACKEND"] = name
+    if name == "torch":
+        # PyTorch's OpenMP threads spin while they wait. On a CPU that other
+        # processes also use (data pipeline threads, a second run), measured
+        # here: the seed step with 2 threads took 2,090 ms instead of 600 ms
+        # (see examples/benchmarks/README.md). Must be set before torch is
+        # imported; a user's own setting wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return name
 
 
@@ -124,6 +131,19 @@ def set_seed(seed):
     import keras
 
     keras.utils.set_random_seed(int(seed))
+
+
+def check_steps_per_execution(steps_per_execution, backend):
+    """Raises BackendError when the backend cannot run several steps per call.
+
+    Keras 3's PyTorch trainer runs one step per call and rejects more only
+    once `fit` starts; checking here fails before the data is loaded.
+    """
+    if steps_per_execution > 1 and backend == "torch":
+        raise BackendError(
+            "Expected --steps-per-execution 1 with the torch backend (Keras's PyTorch trainer runs one "
+            f"step per call). Received: --steps-per-execution={steps_per_execution}"
+        )
 
 
 def supports_jit(backend=None):

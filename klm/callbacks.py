@@ -123,11 +123,17 @@ class StepLogger(keras.callbacks.Callback):
             writer.writerow({k: row.get(k, "") for k in self.FIELDS})
 
     def _lr(self):
+        """The learning rate the last step used (as the seed logs it).
+
+        `optimizer.learning_rate` is the schedule at the *next* step: at the end
+        of an epoch with staircase decay it would already show the decayed rate.
+        """
         optimizer = self.model.optimizer
-        lr = optimizer.learning_rate
-        if callable(getattr(optimizer, "_get_current_learning_rate", None)):
-            lr = optimizer._get_current_learning_rate()
-        return float(keras.ops.convert_to_numpy(lr))
+        schedule = getattr(optimizer, "_learning_rate", None)
+        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            last_step = max(int(keras.ops.convert_to_numpy(optimizer.iterations)) - 1, 0)
+            return float(keras.ops.convert_to_numpy(schedule(last_step)))
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch

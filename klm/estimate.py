@@ -164,11 +164,11 @@ def estimate(config: PretrainConfig, measure_steps=5, warmup_steps=2, log=_log_t
     if measure_steps < 0 or warmup_steps < 1:
         raise ConfigError(f"Expected measure_steps >= 0 and warmup_steps >= 1. Received: "
                           f"measure_steps={measure_steps}, warmup_steps={warmup_steps}")
-    from klm.train import _distribution, _jit, _setup, build_optimizer, lm_model_inputs, num_tokens
+    from klm.train import _distribution, _setup, build_causal_lm, load_pretrain_corpus, lm_model_inputs, num_tokens
 
     backend, keras = _setup(config)
     from klm import data as data_lib
-    from klm.models import KlmBackbone, KlmCausalLM, preset_config
+    from klm.models import preset_config
 
     # === Data, exactly as pretrain loads it ===
     t0 = time.perf_counter()
@@ -176,20 +176,7 @@ def estimate(config: PretrainConfig, measure_steps=5, warmup_steps=2, log=_log_t
     tokenizer_dir = Path(config.run_dir) / runs.TOKENIZER_DIR
     if tokenizer_dir.exists():
         tokenizer = data_lib.load_tokenizer(str(tokenizer_dir))
-    corpus = data_lib.load_corpus(
-        config.data,
-        valid=config.valid,
-        test=config.test,
-        tokenizer=tokenizer,
-        tokenizer_kind="sentencepiece" if config.tokenizer == "sentencepiece-bpe" else config.tokenizer,
-        sentencepiece_type="bpe" if config.tokenizer == "sentencepiece-bpe" else "unigram",
-        vocab_size=config.vocab_size,
-        min_freq=config.min_freq,
-        text_field=config.text_field,
-        cleaning={"lowercase": True} if config.lowercase else None,
-        valid_fraction=config.valid_fraction or None,
-        seed=config.seed,
-    )
+    corpus = load_pretrain_corpus(config, tokenizer)
     data_seconds = time.perf_counter() - t0
     vocabulary_size = int(corpus.tokenizer.vocabulary_size())
     train_tokens = num_tokens(corpus.train)
@@ -204,20 +191,11 @@ def estimate(config: PretrainConfig, measure_steps=5, warmup_steps=2, log=_log_t
     epochs = math.ceil(total_steps / steps_per_epoch)
     tokens_per_step = batch * seq
 
-    # === Model, compiled as pretrain compiles it (keep the two in step) ===
+    # === Model, built and compiled by pretrain's own helper ===
     dims = preset_config(config.preset, vocabulary_size, dropout=config.dropout)
     scope, description = _distribution(config)
     with scope:
-        model = KlmCausalLM(KlmBackbone(**dims))
-        model.compile(
-            optimizer=build_optimizer(config, steps_per_epoch, total_steps),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            weighted_metrics=[],
-            jit_compile=_jit(config),
-            steps_per_execution=config.steps_per_execution,
-            sampler="greedy",
-        )
-        model.build({"token_ids": (None, None), "padding_mask": (None, None)})
+        model = build_causal_lm(config, vocabulary_size, steps_per_epoch, total_steps)
     parameters = int(model.count_params())
     fpt = flops_per_token(vocabulary_size, dims["hidden_dim"], dims["num_layers"], dims["intermediate_dim"], seq)
     memory = memory_estimate(parameters, dims, batch, seq, config.precision, config.optimizer, config.grad_accum)

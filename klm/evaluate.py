@@ -67,8 +67,6 @@ def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text"
     from klm import backend as backend_lib
 
     backend = backend_lib.use_backend(backend)
-    import keras
-
     from klm import data as data_lib
 
     run = runs.load_run(run_dir)
@@ -76,7 +74,7 @@ def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text"
     if run.task == "causal_lm":
         seq_len = run.seq_len
         batch = batch_size or int(run.config.get("eval_batch_size", 10))
-        from klm.train import lm_model_inputs
+        from klm.train import lm_loss, lm_model_inputs
         from klm.train import num_tokens as count_tokens
 
         corpus = data_lib.load_corpus(
@@ -90,7 +88,7 @@ def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text"
             steps = data_lib.lm_steps_per_epoch(num_tokens, seq_len, batch, mode="contiguous")
         dataset = lm_model_inputs(data_lib.lm_dataset(tokens, seq_len, batch, mode="contiguous"))
         model = run.model
-        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[])
+        model.compile(loss=lm_loss(), weighted_metrics=[])
         loss = float(model.evaluate(dataset, verbose=0, return_dict=True)["loss"])
         result.update(
             tokens=int(num_tokens),

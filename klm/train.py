@@ -156,6 +156,63 @@ def _verbosity(config):
     return {"bar": (1, None), "lines": (0, sys.stdout), "quiet": (0, None)}[mode]
 
 
+# === Model and data shared by pretrain and estimate (keep them in step) ===
+
+
+def lm_loss():
+    """The next-token loss: `klm.losses.SparseCrossEntropyFromLogits`.
+
+    Same values as `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`
+    but measured faster on every backend (see `klm/losses.py`).
+    """
+    from klm.losses import SparseCrossEntropyFromLogits
+
+    return SparseCrossEntropyFromLogits()
+
+
+def load_pretrain_corpus(config, tokenizer=None):
+    """The training/valid/test token streams of a `PretrainConfig`.
+
+    `tokenizer` (a resumed run's) is reused; otherwise one is trained on the
+    training text as `config.tokenizer` says.
+    """
+    from klm import data as data_lib
+
+    sentencepiece_bpe = config.tokenizer == "sentencepiece-bpe"
+    return data_lib.load_corpus(
+        config.data,
+        valid=config.valid,
+        test=config.test,
+        tokenizer=tokenizer,
+        tokenizer_kind="sentencepiece" if sentencepiece_bpe else config.tokenizer,
+        sentencepiece_type="bpe" if sentencepiece_bpe else "unigram",
+        vocab_size=config.vocab_size,
+        min_freq=config.min_freq,
+        text_field=config.text_field,
+        cleaning={"lowercase": True} if config.lowercase else None,
+        valid_fraction=config.valid_fraction or None,
+        seed=config.seed,
+    )
+
+
+def build_causal_lm(config, vocabulary_size, steps_per_epoch, total_steps):
+    """A compiled, built `KlmCausalLM` for `config` (call inside the distribution scope)."""
+    from klm.models import KlmBackbone, KlmCausalLM, preset_config
+
+    backbone = KlmBackbone(**preset_config(config.preset, vocabulary_size, dropout=config.dropout))
+    model = KlmCausalLM(backbone)
+    model.compile(
+        optimizer=build_optimizer(config, steps_per_epoch, total_steps),
+        loss=lm_loss(),
+        weighted_metrics=[],
+        jit_compile=_jit(config),
+        steps_per_execution=config.steps_per_execution,
+        sampler="greedy",
+    )
+    model.build({"token_ids": (None, None), "padding_mask": (None, None)})
+    return model
+
+
 # === The training loop ===
 
 
@@ -231,6 +288,7 @@ def _setup(config):
     """Backend, devices, cluster, seed, precision; returns (backend, keras)."""
     backend = backend_lib.use_backend(config.backend)
     try:
+        backend_lib.check_steps_per_execution(config.steps_per_execution, backend)
         backend_lib.configure_cpu_devices(config.cpu_devices, backend)
         import keras
 
@@ -303,7 +361,6 @@ def pretrain(config: PretrainConfig):
     """
     backend, keras = _setup(config)
     from klm import data as data_lib
-    from klm.models import KlmBackbone, KlmCausalLM, preset_config
 
     run_dir = Path(config.run_dir)
     resolved = dict(config.to_dict(), task="causal_lm", backend=backend)
@@ -318,20 +375,7 @@ def pretrain(config: PretrainConfig):
         tokenizer = data_lib.load_tokenizer(str(run_dir / runs.TOKENIZER_DIR))
     _log(f"klm pretrain: backend={backend} run_dir={run_dir}{' (resuming)' if resumed else ''}")
 
-    corpus = data_lib.load_corpus(
-        config.data,
-        valid=config.valid,
-        test=config.test,
-        tokenizer=tokenizer,
-        tokenizer_kind="sentencepiece" if config.tokenizer == "sentencepiece-bpe" else config.tokenizer,
-        sentencepiece_type="bpe" if config.tokenizer == "sentencepiece-bpe" else "unigram",
-        vocab_size=config.vocab_size,
-        min_freq=config.min_freq,
-        text_field=config.text_field,
-        cleaning={"lowercase": True} if config.lowercase else None,
-        valid_fraction=config.valid_fraction or None,
-        seed=config.seed,
-    )
+    corpus = load_pretrain_corpus(config, tokenizer)
     tokenizer = corpus.tokenizer
     vocabulary_size = int(tokenizer.vocabulary_size())
     if chief and not (run_dir / runs.TOKENIZER_DIR).exists():
@@ -371,17 +415,7 @@ def pretrain(config: PretrainConfig):
 
     scope, description = _distribution(config)
     with scope:
-        backbone = KlmBackbone(**preset_config(config.preset, vocabulary_size, dropout=config.dropout))
-        model = KlmCausalLM(backbone)
-        model.compile(
-            optimizer=build_optimizer(config, steps_per_epoch, total_steps),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            weighted_metrics=[],
-            jit_compile=_jit(config),
-            steps_per_execution=config.steps_per_execution,
-            sampler="greedy",
-        )
-        model.build({"token_ids": (None, None), "padding_mask": (None, None)})
+        model = build_causal_lm(config, vocabulary_size, steps_per_epoch, total_steps)
     _log(
         f"model: {model} | preset {config.preset} | precision {config.precision} | {description}\n"
         f"data: {num_tokens(corpus.train):,} training tokens, {steps_per_epoch} steps/epoch of "
@@ -394,7 +428,7 @@ def pretrain(config: PretrainConfig):
     # Report the best checkpoint on held-out data, as the seed does.
     backend_lib.barrier("klm-checkpoints-written")
     best = runs.load_model(runs.checkpoint_path(run_dir, "best"))
-    best.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[])
+    best.compile(loss=lm_loss(), weighted_metrics=[])
     valid_loss = _evaluate_loss(best, eval_ds.get("valid"))
     test_loss = _evaluate_loss(best, eval_ds.get("test"))
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))

@@ -127,6 +127,30 @@ def test_bad_flags_are_clear_errors(tmp_path, args, message):
     assert not (tmp_path / "r" / "summary.json").exists()
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="only the PyTorch trainer runs one step per call")
+def test_steps_per_execution_is_refused_on_torch_before_any_work(tmp_path):
+    train = make_corpus(tmp_path / "train.txt", lines=20)
+    result = invoke(["pretrain", "--data", train, "--run-dir", str(tmp_path / "r"), "--backend", "torch",
+                     "--steps-per-execution", "4", *TINY])
+    assert result.exit_code != 0
+    assert "Expected --steps-per-execution 1 with the torch backend" in result.output
+    assert "--steps-per-execution=4" in result.output
+    assert not (tmp_path / "r" / "tokenizer").exists()
+
+
+def test_log_lines_show_the_learning_rate_each_step_used(tmp_path):
+    # Staircase decay per epoch (the seed's StepLR): the last step of epoch 1
+    # still ran at lr 1.00; the first of epoch 2 at 0.50.
+    train = make_corpus(tmp_path / "train.txt", lines=60)
+    result = invoke(["pretrain", "--data", train, "--run-dir", str(tmp_path / "r"), "--preset", "tiny",
+                     "--batch-size", "4", "--seq-len", "8", "--verbose", "lines", "--optimizer", "sgd",
+                     "--lr", "1.0", "--lr-decay", "0.5", "--epochs", "2", "--log-every", "1000"])
+    assert result.exit_code == 0, result.output
+    ends = [line for line in result.output.splitlines() if line.startswith("| epoch") and "batches" in line]
+    assert len(ends) == 2, result.output
+    assert "lr 1.00" in ends[0] and "lr 0.50" in ends[1], ends
+
+
 def test_kill_and_resume(tmp_path):
     train = make_corpus(tmp_path / "train.txt", lines=400)
     run = tmp_path / "lm"

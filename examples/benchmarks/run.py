@@ -84,8 +84,7 @@ class KlmTrainWorker:
         self.rss_after_import_mb = _peak_rss_mb()
         from klm.config import PretrainConfig
         from klm.data import lm_dataset
-        from klm.models import KlmBackbone, KlmCausalLM, preset_config
-        from klm.train import _jit, build_optimizer, lm_model_inputs
+        from klm.train import build_causal_lm, lm_model_inputs
 
         self.keras, self.spec = keras, spec
         backend_lib.set_seed(spec.get("seed", 0))
@@ -95,24 +94,19 @@ class KlmTrainWorker:
             data="benchmark", preset=spec["preset"], batch_size=batch, seq_len=seq,
             optimizer=spec["optimizer"], lr=spec["lr"], clipnorm=spec["clipnorm"],
             schedule=spec["schedule"], precision=spec["precision"], jit=spec.get("jit", "auto"),
-            steps_per_execution=spec.get("steps_per_execution", 1),
+            steps_per_execution=spec.get("steps_per_execution", 1), dropout=spec.get("dropout"),
         )
         self.spe = config.steps_per_execution
-        overrides = {"dropout": spec["dropout"]} if spec.get("dropout") is not None else {}
-        backbone = KlmBackbone(**preset_config(spec["preset"], spec["vocab_size"], **overrides))
-        self.model = KlmCausalLM(backbone)
-        if spec.get("loss", "keras") == "klm":
-            from klm.losses import SparseCrossEntropyFromLogits
-
-            loss = SparseCrossEntropyFromLogits()
-        else:
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        # Exactly the model and compile() of `klm pretrain`.
         steps_per_epoch = 1000
-        self.model.compile(
-            optimizer=build_optimizer(config, steps_per_epoch, 10 * steps_per_epoch),
-            loss=loss, weighted_metrics=[], jit_compile=_jit(config),
-            steps_per_execution=self.spe, sampler="greedy",
-        )
+        self.model = build_causal_lm(config, spec["vocab_size"], steps_per_epoch, 10 * steps_per_epoch)
+        loss = self.model.loss
+        if spec.get("loss", "klm") == "keras":  # ablation: Keras's own sparse cross-entropy
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            self.model.compile(
+                optimizer=self.model.optimizer, loss=loss, weighted_metrics=[],
+                jit_compile=self.model.jit_compile, steps_per_execution=self.spe, sampler="greedy",
+            )
         rng = np.random.default_rng(spec.get("seed", 0))
         tokens = rng.integers(0, spec["vocab_size"], size=batch * (seq * 200 + 1), dtype=np.int32)
         ds = lm_dataset(tokens, seq, batch, mode="contiguous")

@@ -4,6 +4,8 @@ import keras
 from keras import ops
 from keras_hub.layers import RotaryEmbedding
 
+from klm.layers.initializers import fresh_initializer
+
 
 @keras.saving.register_keras_serializable(package="klm")
 class CausalSelfAttention(keras.layers.Layer):
@@ -86,14 +88,14 @@ class CausalSelfAttention(keras.layers.Layer):
         self.head_dim = hidden_dim // self.num_heads
         self.qkv_dense = keras.layers.Dense(
             3 * hidden_dim,
-            kernel_initializer=self.qkv_initializer or self.kernel_initializer,
+            kernel_initializer=fresh_initializer(self.qkv_initializer or self.kernel_initializer),
             dtype=self.dtype_policy,
             name="qkv",
         )
         self.qkv_dense.build(inputs_shape)
         self.output_dense = keras.layers.Dense(
             hidden_dim,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=fresh_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="output",
         )

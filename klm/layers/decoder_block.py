@@ -3,6 +3,7 @@
 import keras
 
 from klm.layers.causal_self_attention import CausalSelfAttention
+from klm.layers.initializers import fresh_initializer
 
 
 @keras.saving.register_keras_serializable(package="klm")
@@ -39,6 +40,9 @@ class DecoderBlock(keras.layers.Layer):
         kernel_initializer: initializer for the kernels.
         qkv_initializer: initializer for the attention's fused q/k/v kernel
             (`None`: `kernel_initializer`).
+        feedforward_bias_initialization: `"zeros"` or `"fan_in_uniform"`:
+            the feed-forward biases drawn from uniform(+-1/sqrt(fan_in)), as
+            PyTorch's `nn.Linear` initialises them (the seed's model).
         **kwargs: base `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -65,8 +69,14 @@ class DecoderBlock(keras.layers.Layer):
         use_rotary=False,
         kernel_initializer="glorot_uniform",
         qkv_initializer=None,
+        feedforward_bias_initialization="zeros",
         **kwargs,
     ):
+        if feedforward_bias_initialization not in ("zeros", "fan_in_uniform"):
+            raise ValueError(
+                'Expected feedforward_bias_initialization in ("zeros", "fan_in_uniform"). '
+                f"Received: feedforward_bias_initialization={feedforward_bias_initialization!r}"
+            )
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
@@ -78,6 +88,13 @@ class DecoderBlock(keras.layers.Layer):
         self.use_rotary = use_rotary
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.qkv_initializer = keras.initializers.get(qkv_initializer) if qkv_initializer else None
+        self.feedforward_bias_initialization = feedforward_bias_initialization
+
+    def _bias_initializer(self, fan_in):
+        if self.feedforward_bias_initialization == "zeros":
+            return "zeros"
+        limit = 1.0 / fan_in**0.5
+        return keras.initializers.RandomUniform(-limit, limit)
 
     def build(self, inputs_shape):
         hidden_dim = inputs_shape[-1]
@@ -101,7 +118,8 @@ class DecoderBlock(keras.layers.Layer):
         )
         self.feedforward_intermediate = keras.layers.Dense(
             self.intermediate_dim,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=fresh_initializer(self.kernel_initializer),
+            bias_initializer=self._bias_initializer(hidden_dim),
             dtype=dtype,
             name="feedforward_intermediate",
         )
@@ -111,7 +129,8 @@ class DecoderBlock(keras.layers.Layer):
         )
         self.feedforward_output = keras.layers.Dense(
             hidden_dim,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=fresh_initializer(self.kernel_initializer),
+            bias_initializer=self._bias_initializer(self.intermediate_dim),
             dtype=dtype,
             name="feedforward_output",
         )
@@ -125,12 +144,20 @@ class DecoderBlock(keras.layers.Layer):
         )
         self.built = True
 
+    @staticmethod
+    def _dropout(layer, x, training):
+        # Dropout is the identity outside training; skipping the layer call
+        # there matters for eager decoding (PyTorch backend), where every
+        # Keras layer call costs more than this block's arithmetic on one
+        # token. Inside `fit`, `training` is True and the layer runs.
+        return layer(x, training=training) if training else x
+
     def _feedforward(self, x, training):
         x = self.feedforward_intermediate(x)  # (batch, seq, intermediate)
         x = self.activation(x)
         # PyTorch's post-LN layer drops inside the FFN too; GPT-2 does not.
         if not self.normalize_first:
-            x = self.feedforward_inner_dropout(x, training=training)
+            x = self._dropout(self.feedforward_inner_dropout, x, training)
         return self.feedforward_output(x)  # (batch, seq, hidden)
 
     def call(self, inputs, cache=None, cache_update_index=None, training=None):
@@ -146,12 +173,12 @@ class DecoderBlock(keras.layers.Layer):
                 cache_update_index=cache_update_index,
                 training=training,
             )
-        x = x + self.attention_dropout_layer(attended, training=training)
+        x = x + self._dropout(self.attention_dropout_layer, attended, training)
         if not self.normalize_first:
             x = self.attention_norm(x)
         # === Feed-forward ===
         feedforward_input = self.feedforward_norm(x) if self.normalize_first else x
-        x = x + self.feedforward_dropout(self._feedforward(feedforward_input, training), training=training)
+        x = x + self._dropout(self.feedforward_dropout, self._feedforward(feedforward_input, training), training)
         if not self.normalize_first:
             x = self.feedforward_norm(x)
         if cache is not None:
@@ -180,6 +207,7 @@ class DecoderBlock(keras.layers.Layer):
                 "qkv_initializer": (
                     keras.initializers.serialize(self.qkv_initializer) if self.qkv_initializer else None
                 ),
+                "feedforward_bias_initialization": self.feedforward_bias_initialization,
             }
         )
         return config

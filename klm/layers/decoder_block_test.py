@@ -48,6 +48,20 @@ def test_cache_matches_full():
 
 
 def test_config_round_trip():
-    block = DecoderBlock(num_heads=2, intermediate_dim=16, activation="relu", normalize_first=False)
+    block = DecoderBlock(
+        num_heads=2, intermediate_dim=16, activation="relu", normalize_first=False,
+        feedforward_bias_initialization="fan_in_uniform",
+    )
     restored = DecoderBlock.from_config(block.get_config())
     assert restored.get_config() == block.get_config()
+
+
+def test_fan_in_uniform_feedforward_biases():
+    block = DecoderBlock(num_heads=2, intermediate_dim=64, feedforward_bias_initialization="fan_in_uniform")
+    block.build((None, None, 16))
+    inner = keras.ops.convert_to_numpy(block.feedforward_intermediate.bias)  # fan_in 16
+    outer = keras.ops.convert_to_numpy(block.feedforward_output.bias)  # fan_in 64
+    assert np.abs(inner).max() <= 0.25 and np.abs(inner).max() > 0.125
+    assert np.abs(outer).max() <= 0.125 and np.std(outer) > 0.01
+    with pytest.raises(ValueError, match="feedforward_bias_initialization"):
+        DecoderBlock(num_heads=2, intermediate_dim=8, feedforward_bias_initialization="ones")

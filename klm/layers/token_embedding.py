@@ -4,6 +4,8 @@ import keras
 from keras import ops
 from keras_hub.layers import ReversibleEmbedding
 
+from klm.layers.initializers import fresh_initializer
+
 
 @keras.saving.register_keras_serializable(package="klm")
 class TokenEmbedding(ReversibleEmbedding):
@@ -50,7 +52,14 @@ class TokenEmbedding(ReversibleEmbedding):
         self.use_output_bias = bool(use_output_bias)
 
     def build(self, inputs_shape=None):
+        # The parent draws the untied output projection with the embeddings'
+        # own initializer instance, i.e. from the same seed: give it a copy.
+        embeddings_initializer = self.embeddings_initializer
         super().build(inputs_shape)
+        if not self.tie_weights:
+            self.reverse_embeddings.assign(
+                fresh_initializer(embeddings_initializer)(self.reverse_embeddings.shape, self.reverse_embeddings.dtype)
+            )
         if self.use_output_bias:
             self.output_bias = self.add_weight(
                 shape=(self.input_dim,),
@@ -68,7 +77,7 @@ class TokenEmbedding(ReversibleEmbedding):
             spec = {mode: list(names) + ["output_bias"] for mode, names in spec.items()}
         return spec
 
-    def call(self, inputs, reverse=False):
+    def call(self, inputs, reverse=False, training=None):
         if reverse:
             outputs = super().call(inputs, reverse=True)
             if self.use_output_bias:
@@ -79,14 +88,22 @@ class TokenEmbedding(ReversibleEmbedding):
             return ops.multiply(outputs, ops.cast(self.embeddings_scale, outputs.dtype))
         if inputs.dtype not in ("int32", "int64"):
             inputs = ops.cast(inputs, "int32")
-        # Scale the table, then gather (equal, element for element, to
-        # gathering then scaling). Gathering straight from the variable would
-        # give TensorFlow an IndexedSlices gradient with one row per token,
-        # repeated rows unsummed, and Keras's global-norm clipping measures
-        # that wrongly: the seed's `clip_grad_norm_` (and the JAX and PyTorch
-        # backends) clip the dense gradient. The multiply makes it dense.
-        table = ops.multiply(self.embeddings, ops.cast(self.embeddings_scale, self.embeddings.dtype))
-        return ops.cast(ops.take(table, inputs, axis=0), self.compute_dtype)
+        if training:
+            # Scale the table, then gather (equal, element for element, to
+            # gathering then scaling). Gathering straight from the variable
+            # would give TensorFlow an IndexedSlices gradient with one row per
+            # token, repeated rows unsummed, and Keras's global-norm clipping
+            # measures that wrongly: the seed's `clip_grad_norm_` (and the JAX
+            # and PyTorch backends) clip the dense gradient. The multiply
+            # makes it dense.
+            table = ops.multiply(self.embeddings, ops.cast(self.embeddings_scale, self.embeddings.dtype))
+            return ops.cast(ops.take(table, inputs, axis=0), self.compute_dtype)
+        # Without gradients, gather first: a decoding step then touches one
+        # row per token instead of the whole (vocabulary, hidden) table.
+        outputs = ops.take(self.embeddings, inputs, axis=0)
+        if self.embeddings_scale != 1.0:
+            outputs = ops.multiply(outputs, ops.cast(self.embeddings_scale, outputs.dtype))
+        return ops.cast(outputs, self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()

@@ -28,3 +28,28 @@ def test_config_round_trip():
     layer = TokenEmbedding(10, 4, tie_weights=False, embeddings_scale=3.0, use_output_bias=True)
     restored = TokenEmbedding.from_config(layer.get_config())
     assert restored.get_config() == layer.get_config()
+
+
+def test_training_and_inference_paths_agree():
+    # Training scales the whole table before the gather (dense gradients);
+    # inference gathers first. The values must be identical.
+    layer = TokenEmbedding(50, 8, tie_weights=False, embeddings_scale=14.142)
+    ids = np.array([[3, 3, 7, 49], [0, 1, 2, 3]])
+    inference = keras.ops.convert_to_numpy(layer(ids))
+    training = keras.ops.convert_to_numpy(layer(ids, training=True))
+    np.testing.assert_array_equal(inference, training)
+
+
+def test_training_flag_reaches_the_layer_inside_a_functional_model():
+    seen = []
+
+    class Probe(TokenEmbedding):
+        def call(self, inputs, reverse=False, training=None):
+            seen.append(training)
+            return super().call(inputs, reverse=reverse, training=training)
+
+    ids = keras.Input((None,), dtype="int32")
+    model = keras.Model(ids, Probe(20, 4)(ids))
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.ones((2, 3), "int32"), np.zeros((2, 3, 4), "float32"), epochs=1, verbose=0)
+    assert True in seen

@@ -57,3 +57,48 @@ def test_bad_arguments():
         KlmBackbone(**tiny_backbone_config(num_heads=3))
     with pytest.raises(ValueError, match="preset"):
         backbone_from_preset("huge", vocabulary_size=10)
+
+
+def test_pytorch_initialization_matches_the_seed_model():
+    # nn.TransformerEncoder deep-copies one layer: all blocks start identical;
+    # nn.Linear draws FFN biases from uniform(+-1/sqrt(fan_in)).
+    backbone = KlmBackbone(**tiny_backbone_config(num_layers=3, initialization="pytorch"))
+    first, *others = [layer.get_weights() for layer in backbone.transformer_layers]
+    for weights in others:
+        for a, b in zip(first, weights):
+            np.testing.assert_array_equal(a, b)
+    block = backbone.transformer_layers[0]
+    bias = keras.ops.convert_to_numpy(block.feedforward_intermediate.bias)
+    assert np.all(np.abs(bias) <= 1 / np.sqrt(16)) and np.std(bias) > 0.01
+    # The GPT scheme draws every block independently, with zero biases.
+    gpt = KlmBackbone(**tiny_backbone_config(num_layers=2))
+    a, b = (keras.ops.convert_to_numpy(layer.feedforward_intermediate.kernel) for layer in gpt.transformer_layers)
+    assert not np.allclose(a, b)
+    assert not np.any(keras.ops.convert_to_numpy(gpt.transformer_layers[0].feedforward_intermediate.bias))
+
+
+@pytest.mark.parametrize("initialization", ["gpt", "pytorch"])
+def test_every_weight_gets_its_own_random_draw(initialization):
+    # Keras initializers draw from a seed fixed per instance: a shared
+    # instance would give every same-shaped weight the same values.
+    backbone = KlmBackbone(
+        **tiny_backbone_config(
+            hidden_dim=16, intermediate_dim=16, tie_embeddings=False, initialization=initialization
+        )
+    )
+    block = backbone.transformer_layers[0]
+    kernels = [
+        block.attention.output_dense.kernel,
+        block.feedforward_intermediate.kernel,
+        block.feedforward_output.kernel,
+        backbone.transformer_layers[1].attention.output_dense.kernel,
+    ]
+    flat = [keras.ops.convert_to_numpy(k).ravel() for k in kernels]
+    embedding = backbone.token_embedding
+    flat.append(keras.ops.convert_to_numpy(embedding.embeddings).ravel()[: flat[0].size])
+    flat.append(keras.ops.convert_to_numpy(embedding.reverse_embeddings).ravel()[: flat[0].size])
+    for i in range(len(flat)):
+        for j in range(i + 1, len(flat)):
+            if initialization == "pytorch" and (i, j) == (0, 3):
+                continue  # blocks are copies of the first under "pytorch"
+            assert not np.allclose(flat[i], flat[j]), (i, j)

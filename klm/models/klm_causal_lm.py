@@ -65,11 +65,11 @@ class KlmCausalLM(ParameterCountRepr, CausalLM):
             `(logits, hidden_states, cache)`.
         """
         backbone = self.backbone
-        x = backbone.embed(token_ids, start_index=cache_update_index)
+        x = backbone.embed(token_ids, start_index=cache_update_index, training=False)
         caches = []
         for i, transformer_layer in enumerate(backbone.transformer_layers):
             x, next_cache = transformer_layer(
-                x, cache=cache[:, i, ...], cache_update_index=cache_update_index
+                x, cache=cache[:, i, ...], cache_update_index=cache_update_index, training=False
             )
             caches.append(next_cache)
         cache = ops.stack(caches, axis=1)
