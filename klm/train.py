@@ -162,8 +162,9 @@ def _verbosity(config):
 def lm_loss():
     """The next-token loss: `klm.losses.SparseCrossEntropyFromLogits`.
 
-    Same values as `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`
-    but measured faster on every backend (see `klm/losses.py`).
+    Same values as `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`,
+    without Keras's one-hot (JAX) or strided log-softmax (PyTorch) and with the
+    softmax always in float32 (see `klm/losses.py`).
     """
     from klm.losses import SparseCrossEntropyFromLogits
 
