@@ -59,10 +59,12 @@ test_ids = token_stream(test_lines)
 ntokens = int(tokenizer.vocabulary_size())
 batch_size, eval_batch_size, bptt = 20, 10, 35
 epochs = 1 if TINY else 3
-# batchify + get_batch, as (inputs, targets) for the backbone's two inputs.
+# batchify + get_batch, as (inputs, targets) for the backbone's two inputs; like
+# the seed, each epoch ends with a shorter step when the columns do not divide.
 train_data = lm_model_inputs(data.lm_dataset(train_ids, bptt, batch_size, mode="contiguous"))
 test_data = lm_model_inputs(data.lm_dataset(test_ids, bptt, eval_batch_size, mode="contiguous"))
 steps_per_epoch = data.lm_steps_per_epoch(len(train_ids), bptt, batch_size, mode="contiguous")
+tokens_per_epoch = data.lm_tokens_per_epoch(len(train_ids), bptt, batch_size, mode="contiguous")
 
 # === Model: TransformerModel(ntokens, 200, 2, 200, 2, dropout=0.2) ===
 model = KlmCausalLM(backbone_from_preset("seed", vocabulary_size=ntokens))
@@ -77,7 +79,10 @@ model.compile(
 )
 
 # === Train: the seed's loop is model.fit; StepLogger prints its lines every 200 batches ===
-logger = StepLogger(None, steps_per_epoch, batch_size * bptt, every=10 if TINY else 200)
+logger = StepLogger(
+    None, steps_per_epoch, batch_size * bptt, every=10 if TINY else 200,
+    last_step_tokens=tokens_per_epoch - (steps_per_epoch - 1) * batch_size * bptt,
+)
 model.fit(train_data, epochs=epochs, validation_data=test_data, callbacks=[logger], verbose=0)
 
 # === Evaluate ===

@@ -95,16 +95,21 @@ class StepLogger(keras.callbacks.Callback):
         every: log interval in steps.
         stream: where lines go (`None` silences them: the progress bar is on).
         metric: `"ppl"` for language models, `"accuracy"` for classifiers.
+        last_step_tokens: tokens in the last step of an epoch when it is
+            shorter (the seed's contiguous batching); `None`: a full step.
     """
 
     FIELDS = ["time", "epoch", "step", "lr", "loss", "ppl", "accuracy", "ms_per_batch", "tokens_per_second",
               "val_loss", "val_ppl", "val_accuracy"]
 
-    def __init__(self, metrics_path, steps_per_epoch, tokens_per_step, every=200, stream=sys.stdout, metric="ppl"):
+    def __init__(self, metrics_path, steps_per_epoch, tokens_per_step, every=200, stream=sys.stdout, metric="ppl",
+                 last_step_tokens=None):
         super().__init__()
         self.metrics_path = Path(metrics_path) if metrics_path else None
         self.steps_per_epoch = steps_per_epoch
         self.tokens_per_step = tokens_per_step
+        self.last_step_tokens = tokens_per_step if last_step_tokens is None else last_step_tokens
+        self.tokens_run = 0
         self.every = every
         self.stream = stream
         self.metric = metric
@@ -141,12 +146,27 @@ class StepLogger(keras.callbacks.Callback):
         self.epoch_start = self.window_start
         self.window_sum_at_start = 0.0
         self.window_first_batch = 0
+        self.window_tokens = 0
+        self.seen = 0  # steps of this epoch run so far
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
-        self.steps_run += 1
-        seen = batch + 1
-        if seen % self.every and seen != self.steps_per_epoch:
+        # With steps_per_execution > 1 Keras calls this once per execution, with
+        # `batch` = first step + steps_per_execution - 1 (past the epoch's end
+        # on the last, shorter execution): count the steps actually run.
+        seen = min(batch + 1, self.steps_per_epoch)
+        new_steps = seen - self.seen
+        if new_steps <= 0:
+            return
+        self.steps_run += new_steps
+        step_tokens = self.tokens_per_step * new_steps
+        if seen == self.steps_per_epoch:
+            step_tokens += self.last_step_tokens - self.tokens_per_step
+        self.tokens_run += step_tokens
+        self.window_tokens += step_tokens
+        crossed = seen // self.every > self.seen // self.every
+        self.seen = seen
+        if not crossed and seen != self.steps_per_epoch:
             return
         # Keras reports the running mean over the epoch; turn it into the mean
         # over this window: (mean_k * k - mean_j * j) / (k - j).
@@ -157,7 +177,7 @@ class StepLogger(keras.callbacks.Callback):
         now = time.perf_counter()
         elapsed = now - self.window_start
         ms = elapsed * 1000 / max(count, 1)
-        tokens_per_second = self.tokens_per_step * count / elapsed if elapsed > 0 else 0.0
+        tokens_per_second = self.window_tokens / elapsed if elapsed > 0 else 0.0
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         row = {
             "time": round(time.time(), 3), "epoch": self.epoch + 1, "step": step, "lr": self._lr(),
@@ -181,6 +201,7 @@ class StepLogger(keras.callbacks.Callback):
         self.window_start = now
         self.window_sum_at_start = running_sum
         self.window_first_batch = seen
+        self.window_tokens = 0
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

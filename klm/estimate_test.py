@@ -62,7 +62,7 @@ def test_estimate_tiny_run(tmp_path):
     report = estimate(config, measure_steps=2, warmup_steps=1, log=lambda message: None)
     assert not run_dir.exists()  # an estimate writes nothing
 
-    from klm.data import lm_steps_per_epoch
+    from klm.data import lm_steps_per_epoch, lm_tokens_per_epoch
     from klm.models import KlmCausalLM, backbone_from_preset
 
     vocab = report["vocabulary_size"]
@@ -70,7 +70,9 @@ def test_estimate_tiny_run(tmp_path):
     assert report["flops_per_token"] == flops_per_token(vocab, 32, 2, 64, 8)
     tokens = report["tokens"]
     assert tokens["steps_per_epoch"] == lm_steps_per_epoch(tokens["in_data"], 8, 4, mode="contiguous") > 0
-    assert tokens["per_epoch"] == tokens["steps_per_epoch"] * 32
+    assert tokens["per_epoch"] == lm_tokens_per_epoch(tokens["in_data"], 8, 4, mode="contiguous")
+    assert (tokens["steps_per_epoch"] - 1) * 32 < tokens["per_epoch"] <= tokens["steps_per_epoch"] * 32
+    assert tokens["total"] == 2 * tokens["per_epoch"]
     assert tokens["total_steps"] == 2 * tokens["steps_per_epoch"] and tokens["epochs"] == 2
     assert report["memory_mib"]["total_mib"] > report["memory_mib"]["parameters_mib"] > 0
 

@@ -92,7 +92,7 @@ def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text"
         loss = float(model.evaluate(dataset, verbose=0, return_dict=True)["loss"])
         result.update(
             tokens=int(num_tokens),
-            evaluated_tokens=int(steps * batch * seq_len),
+            evaluated_tokens=int(data_lib.lm_tokens_per_epoch(num_tokens, seq_len, batch, mode="contiguous")),
             loss=loss,
             perplexity=math.exp(min(loss, 700)),
         )

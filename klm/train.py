@@ -217,7 +217,7 @@ def build_causal_lm(config, vocabulary_size, steps_per_epoch, total_steps):
 # === The training loop ===
 
 
-def _fit(model, config, run_dir, train_ds, valid_ds, steps_per_epoch, tokens_per_step, metric):
+def _fit(model, config, run_dir, train_ds, valid_ds, steps_per_epoch, tokens_per_step, metric, last_step_tokens=None):
     """Runs `model.fit` with klm's callbacks; returns (history, logger)."""
     import keras
 
@@ -231,7 +231,7 @@ def _fit(model, config, run_dir, train_ds, valid_ds, steps_per_epoch, tokens_per
     guard = cb.NonFiniteLoss()
     logger = cb.StepLogger(
         run_dir / "metrics.csv" if chief else None, steps_per_epoch, tokens_per_step, every=config.log_every,
-        stream=stream, metric=metric,
+        stream=stream, metric=metric, last_step_tokens=last_step_tokens,
     )
     checkpoint = cb.EpochCheckpoint(
         run_dir, monitor="val_loss" if valid_ds is not None else None, guard=guard, write=chief
@@ -394,6 +394,12 @@ def pretrain(config: PretrainConfig):
     steps_per_epoch = data_lib.lm_steps_per_epoch(
         num_tokens(corpus.train), config.seq_len, config.batch_size, mode=config.batching
     )
+    # Contiguous batching ends each epoch with the seed's shorter step (if the
+    # columns do not divide evenly); count its tokens exactly.
+    tokens_per_epoch = data_lib.lm_tokens_per_epoch(
+        num_tokens(corpus.train), config.seq_len, config.batch_size, mode=config.batching
+    )
+    tokens_per_step = config.batch_size * config.seq_len
     if steps_per_epoch < 1:
         raise ConfigError(
             f"The training text has {num_tokens(corpus.train)} tokens, too few for one batch of "
@@ -423,8 +429,8 @@ def pretrain(config: PretrainConfig):
         f"{config.batch_size}x{config.seq_len}, vocabulary {vocabulary_size:,}"
     )
     history, logger = _fit(
-        model, config, run_dir, train_ds, eval_ds.get("valid"), steps_per_epoch,
-        config.batch_size * config.seq_len, metric="ppl",
+        model, config, run_dir, train_ds, eval_ds.get("valid"), steps_per_epoch, tokens_per_step, metric="ppl",
+        last_step_tokens=tokens_per_epoch - (steps_per_epoch - 1) * tokens_per_step,
     )
     # Report the best checkpoint on held-out data, as the seed does.
     backend_lib.barrier("klm-checkpoints-written")
@@ -435,8 +441,8 @@ def pretrain(config: PretrainConfig):
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     extra = {
         "task": "causal_lm",
-        "train_tokens": steps * config.batch_size * config.seq_len,
-        "tokens_per_second": round(logger.steps_run * config.batch_size * config.seq_len / max(logger.train_seconds, 1e-9), 1),
+        "train_tokens": (steps // steps_per_epoch) * tokens_per_epoch + (steps % steps_per_epoch) * tokens_per_step,
+        "tokens_per_second": round(logger.tokens_run / max(logger.train_seconds, 1e-9), 1),
         "valid_loss": valid_loss,
         "valid_ppl": _ppl(valid_loss),
         "test_loss": test_loss,
@@ -575,7 +581,7 @@ def finetune(config: FinetuneConfig):
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     extra["train_tokens"] = steps * config.batch_size * config.seq_len
     extra["tokens_per_second"] = round(
-        logger.steps_run * config.batch_size * config.seq_len / max(logger.train_seconds, 1e-9), 1
+        logger.tokens_run / max(logger.train_seconds, 1e-9), 1
     )
     if "test_accuracy" in extra:
         print(f"| End of training | test accuracy {extra['test_accuracy']:.4f} | test macro-F1 {extra['test_macro_f1']:.4f}")

@@ -151,6 +151,28 @@ def test_log_lines_show_the_learning_rate_each_step_used(tmp_path):
     assert "lr 1.00" in ends[0] and "lr 0.50" in ends[1], ends
 
 
+def test_pretrain_keeps_the_seeds_short_last_step(tmp_path):
+    # Contiguous batching ends each epoch with the seed's shorter step; steps,
+    # tokens and the log's step counter count it (also when Keras runs several
+    # steps per call, where its batch index overshoots the epoch's end).
+    from klm.data import lm_steps_per_epoch, lm_tokens_per_epoch
+
+    train = make_corpus(tmp_path / "train.txt", lines=60)
+    spe = [] if BACKEND == "torch" else ["--steps-per-execution", "3"]
+    run = tmp_path / "r"
+    result = invoke(["pretrain", "--data", train, "--run-dir", str(run), "--epochs", "2", *TINY, *spe])
+    assert result.exit_code == 0, result.output
+    in_data = json.load(open(run / "config.json"))["train_tokens"]
+    steps = lm_steps_per_epoch(in_data, 8, 4, mode="contiguous")
+    tokens = lm_tokens_per_epoch(in_data, 8, 4, mode="contiguous")
+    assert tokens < steps * 4 * 8  # this corpus does leave a short last step
+    summary = json.load(open(run / "summary.json"))
+    assert summary["steps"] == 2 * steps and summary["train_tokens"] == 2 * tokens
+    assert f"{steps:5d}/{steps:5d} batches" in result.output, result.output
+    rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r["loss"]]
+    assert [int(r["step"]) for r in rows if int(r["step"]) % steps == 0] == [steps, 2 * steps]
+
+
 def test_kill_and_resume(tmp_path):
     train = make_corpus(tmp_path / "train.txt", lines=400)
     run = tmp_path / "lm"

@@ -109,7 +109,7 @@ class KlmTrainWorker:
             )
         rng = np.random.default_rng(spec.get("seed", 0))
         tokens = rng.integers(0, spec["vocab_size"], size=batch * (seq * 200 + 1), dtype=np.int32)
-        ds = lm_dataset(tokens, seq, batch, mode="contiguous")
+        ds = lm_dataset(tokens, seq, batch, mode="contiguous", drop_remainder=True)  # one static shape to time
         self.dataset = lm_model_inputs(ds).repeat()
         self.tokens_per_step = batch * seq
         self._fit(spec.get("warmup", 3))
@@ -299,7 +299,7 @@ class DataWorker:
 
         batch, seq = spec["batch_size"], spec["seq_len"]
         tokens = np.random.default_rng(0).integers(0, spec["vocab_size"], size=batch * (seq * 2000 + 1), dtype=np.int32)
-        self.dataset = lm_dataset(tokens, seq, batch, mode="contiguous").repeat()
+        self.dataset = lm_dataset(tokens, seq, batch, mode="contiguous", drop_remainder=True).repeat()
         self.iterator = iter(self.dataset)
         self.tokens_per_step = batch * seq
         self.measure(20)

@@ -9,7 +9,7 @@ hence Keras: select the backend first, see `klm.backend`):
 - Tokenizers: `WordTokenizer`, `WordPieceTokenizer`,
   `SentencePieceTokenizer`, `ByteTokenizer`, `train_tokenizer`,
   `save_tokenizer`, `load_tokenizer`, `basic_english_python`.
-- Language modelling: `lm_dataset`, `lm_steps_per_epoch`, `load_corpus`,
+- Language modelling: `lm_dataset`, `lm_steps_per_epoch`, `lm_tokens_per_epoch`, `load_corpus`,
   `Corpus`.
 - Prepared folders: `PrepareConfig`, `prepare`, `load_prepared`,
   `PreparedData`, `PreparedSplit`.
@@ -34,6 +34,7 @@ from klm.data.labelled_texts import LabelledTexts
 from klm.data.labelled_texts import read_labelled_texts
 from klm.data.lm_dataset import lm_dataset
 from klm.data.lm_dataset import lm_steps_per_epoch
+from klm.data.lm_dataset import lm_tokens_per_epoch
 from klm.data.prepare import prepare
 from klm.data.prepare_config import PrepareConfig
 from klm.data.prepared_data import PreparedData

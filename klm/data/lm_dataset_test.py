@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from klm.data.lm_dataset import lm_dataset
 from klm.data.lm_dataset import lm_steps_per_epoch
+from klm.data.lm_dataset import lm_tokens_per_epoch
 from klm.errors import ConfigError
 from klm.errors import DataError
 
@@ -23,17 +24,42 @@ def collect(dataset):
     return [(x.numpy(), y.numpy()) for x, y in dataset]
 
 
-@pytest.mark.parametrize("num_tokens,batch_size,seq_len", [(1000, 4, 7), (1003, 3, 10), (60, 2, 29)])
-def test_contiguous_reproduces_the_seed(num_tokens, batch_size, seq_len):
+@pytest.mark.parametrize(
+    "num_tokens,batch_size,seq_len,short_last", [(1000, 4, 7, True), (1003, 3, 10, True), (60, 2, 29, False)]
+)
+def test_contiguous_reproduces_the_seed(num_tokens, batch_size, seq_len, short_last):
     tokens = np.random.default_rng(1).integers(0, 500, size=num_tokens).astype(np.int32)
-    ours = collect(lm_dataset(tokens, seq_len, batch_size, mode="contiguous"))
     expected = seed_batches(tokens, batch_size, seq_len)
-    full = [(x, y) for x, y in expected if len(x) == seq_len]
-    assert len(expected) - len(full) in (0, 1)  # only the seed's last batch may be short
-    assert len(ours) == len(full) == lm_steps_per_epoch(num_tokens, seq_len, batch_size, "contiguous")
-    for (x, y), (seed_x, seed_y) in zip(ours, full):
+    assert (len(expected[-1][0]) < seq_len) == short_last
+    # Every batch of the seed, the short last one included.
+    ours = collect(lm_dataset(tokens, seq_len, batch_size, mode="contiguous"))
+    assert len(ours) == len(expected) == lm_steps_per_epoch(num_tokens, seq_len, batch_size, "contiguous")
+    for (x, y), (seed_x, seed_y) in zip(ours, expected):
         np.testing.assert_array_equal(x, seed_x.T)
         np.testing.assert_array_equal(y, seed_y.T)
+    assert sum(y.size for _, y in ours) == lm_tokens_per_epoch(num_tokens, seq_len, batch_size, "contiguous")
+    # drop_remainder: only the full batches, all of the static shape.
+    dropped = lm_dataset(tokens, seq_len, batch_size, mode="contiguous", drop_remainder=True)
+    assert dropped.element_spec[0].shape.as_list() == [batch_size, seq_len]
+    full = [(x, y) for x, y in expected if len(x) == seq_len]
+    assert len(collect(dropped)) == len(full) == lm_steps_per_epoch(
+        num_tokens, seq_len, batch_size, "contiguous", drop_remainder=True
+    )
+    assert lm_tokens_per_epoch(num_tokens, seq_len, batch_size, "contiguous", drop_remainder=True) == (
+        len(full) * batch_size * seq_len
+    )
+
+
+def test_contiguous_short_last_batch_from_disk_equals_in_memory(tmp_path):
+    tokens = np.arange(1003, dtype=np.int32)
+    path = tmp_path / "tokens.bin"
+    tokens.tofile(path)
+    on_disk = np.memmap(path, dtype=np.int32, mode="r")
+    for ours, theirs in zip(collect(lm_dataset(on_disk, 10, 3, mode="contiguous")),
+                            collect(lm_dataset(tokens, 10, 3, mode="contiguous"))):
+        np.testing.assert_array_equal(ours[0], theirs[0])
+        np.testing.assert_array_equal(ours[1], theirs[1])
+    assert ours[0].shape == (3, 3)  # 334 tokens per column: 33 x 10 + 3 targets
 
 
 def test_static_shapes_and_dtype():

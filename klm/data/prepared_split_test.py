@@ -28,7 +28,9 @@ def test_lm_dataset_from_split_equals_array(tmp_path):
     for mode in ("contiguous", "shuffled"):
         from_split = [x.numpy() for x, _ in lm_dataset(split, 16, 4, mode=mode)]
         from_array = [x.numpy() for x, _ in lm_dataset(tokens, 16, 4, mode=mode)]
-        np.testing.assert_array_equal(np.stack(from_split), np.stack(from_array))
+        assert len(from_split) == len(from_array)
+        for ours, theirs in zip(from_split, from_array):  # contiguous: the last batch is shorter
+            np.testing.assert_array_equal(ours, theirs)
 
 
 def test_single_shard_is_a_memmap(tmp_path):
