@@ -289,6 +289,17 @@ def initialize_cluster(coordinator=None, num_processes=None, process_id=None):
     return jax.process_index(), jax.process_count()
 
 
+def process_count():
+    """The number of processes training together (1 when single-process)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.process_count()
+    return 1
+
+
 def process_index():
     """This process's rank in a multi-process run (0 when single-process)."""
     import keras

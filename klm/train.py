@@ -253,6 +253,12 @@ def _fit(model, config, run_dir, train_ds, valid_ds, steps_per_epoch, tokens_per
     epochs = config.epochs
     if config.max_steps:
         epochs = max(epochs, math.ceil(config.max_steps / steps_per_epoch))
+    if backend_lib.process_count() > 1:
+        # Keras shards the dataset per process (rebatch + shard), which loses
+        # its length, so Keras keeps one iterator for all epochs: it must not
+        # end. Every epoch takes exactly `steps_per_epoch` batches, so epochs
+        # still start at the same place in the data.
+        train_ds = train_ds.repeat()
     try:
         history = model.fit(
             train_ds,

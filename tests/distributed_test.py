@@ -124,6 +124,7 @@ def test_jax_two_processes_resume_after_one_is_killed(corpus, tmp_path):
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
     assert "resuming" in outputs[0]
+    assert "ran out of data" not in outputs[0]  # 60 steps are 2+ epochs: every epoch gets its batches
     assert json.load(open(run_dir / "summary.json"))["steps"] == 60
     assert killed_at > 0
 
