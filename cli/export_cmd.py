@@ -60,12 +60,34 @@ def _positive_version(ctx, param, value):
     show_default=True,
     help="Tokens generated per prompt when checking a language model's generate signatures.",
 )
+@click.option(
+    "--format",
+    "export_format",
+    type=click.Choice(["savedmodel", "hf"]),
+    default="savedmodel",
+    show_default=True,
+    help="savedmodel: a TF SavedModel version for TF Serving. hf: a Hugging Face Transformers folder OUT "
+    "(config.json, model.safetensors, tokenizer files) for a causal LM whose architecture keras-hub can export "
+    "(GPT-2, Llama 3, Mistral, Qwen 2, Gemma); RUN may then also be any checkpoint name (keras-hub preset, "
+    "hf://ORG/NAME, a local folder). Verified by loading it with transformers + torch in a fresh process.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @backend_option
 @user_errors
-def export(run_dir, out_dir, version, portable, checkpoint, verify, verify_max_new_tokens, as_json, backend):
+def export(run_dir, out_dir, version, portable, checkpoint, verify, verify_max_new_tokens, export_format, as_json,
+           backend):
     from klm.errors import ConfigError
     from klm.export import ExportConfig, export_run
+
+    if export_format == "hf":
+        if version is not None or portable:
+            raise click.UsageError("--version and --portable apply to --format savedmodel only.")
+        from klm.pretrained.hf_export import export_checkpoint_hf
+        from klm.pretrained.hf_export import format_result as format_hf_result
+
+        result = export_checkpoint_hf(run_dir, out_dir, verify=verify, which=checkpoint)
+        click.echo(json.dumps(result, indent=2) if as_json else format_hf_result(result))
+        return
 
     if verify_max_new_tokens < 1:
         raise click.BadParameter(

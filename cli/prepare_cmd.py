@@ -95,13 +95,19 @@ def _build_config(ctx, values):
 
 @click.command("prepare", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("sources", nargs=-1)
-@click.option("--out", type=click.Path(), default=None, help="Output folder (must be new or empty unless --overwrite).")
+@click.option(
+    "--out",
+    type=click.Path(),
+    default=None,
+    help="Output folder: new or empty (or, with --overwrite, one written by klm prepare); never a source folder.",
+)
 @click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="word", show_default=True, help="Tokenizer kind to train.")
 @click.option(
     "--vocab-size",
     type=click.IntRange(min=1),
     default=None,
-    help="Vocabulary size, special tokens included (word: an upper bound, default none; subword: default 8000).",
+    help="Vocabulary size, special tokens included: an upper bound (a smaller corpus gets the largest vocabulary "
+    "it supports, with a note). Default: none for word, 8000 for subword tokenizers.",
 )
 @click.option("--min-freq", type=click.IntRange(min=1), default=1, show_default=True, help="Word tokenizer: minimum word count.")
 @click.option(
@@ -129,9 +135,16 @@ def _build_config(ctx, values):
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/valid split.")
 @click.option("--shard-tokens", type=click.IntRange(min=1), default=1 << 24, show_default=True, help="Tokens per shard file.")
-@click.option("--overwrite", is_flag=True, default=False, help="Replace an existing --out folder.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    default=False,
+    help="Replace an --out folder written by klm prepare. A folder holding any other file, or a source, is never replaced.",
+)
 @click.option("--datasets-url", default=None, help="Base URL for named datasets (default: $KLM_DATASETS_URL, then the official URLs).")
-@click.option("--strict", is_flag=True, default=False, help="Fail on invalid UTF-8 (default: replace and count).")
+@click.option(
+    "--strict", is_flag=True, default=False, help="Fail on invalid UTF-8 (default: replace and count). Binary files always fail."
+)
 @click.option("--strip-html", is_flag=True, default=False, help="Strip HTML tags in all text (.html files are always stripped).")
 @click.option(
     "--unicode-normalization",
@@ -141,7 +154,13 @@ def _build_config(ctx, values):
     help="Unicode normalization (WikiText default: none).",
 )
 @click.option("--keep-control-characters", is_flag=True, default=False, help="Do not remove control characters.")
-@click.option("--scrub-privacy", is_flag=True, default=False, help="Replace e-mails, URLs, IPs, phone numbers with <email> <url> <ip> <phone>.")
+@click.option(
+    "--scrub-privacy",
+    is_flag=True,
+    default=False,
+    help="Replace e-mails, URLs, IPs, phone and card numbers, API keys/tokens/passwords with "
+    "<email> <url> <ip> <phone> <card> <secret> (counted per kind; heuristics, see klm.data.privacy).",
+)
 @click.option("--lowercase", is_flag=True, default=False, help="Lower-case all text.")
 @click.option("--remove-stop-words", is_flag=True, default=False, help="Remove English stop words (klm.data.stop_words).")
 @click.option("--keep-whitespace", is_flag=True, default=False, help="Do not collapse whitespace runs into one space.")

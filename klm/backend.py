@@ -343,6 +343,26 @@ _MODEL_PARALLEL_LAYOUT = {
 }
 
 
+class _StrategyScope:
+    """`strategy.scope()` that remembers its tf.distribute strategy."""
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+        self._scope = None
+
+    def __enter__(self):
+        self._scope = self.strategy.scope()
+        return self._scope.__enter__()
+
+    def __exit__(self, *exc):
+        return self._scope.__exit__(*exc)
+
+
+def clips_per_replica(scope):
+    """Whether `--clipnorm` acts per replica under `scope` (Keras 3's TF optimizer under tf.distribute)."""
+    return isinstance(scope, _StrategyScope)
+
+
 def distribution_scope(strategy="auto", mesh=None):
     """A context manager under which klm builds and compiles its models.
 
@@ -417,7 +437,7 @@ def distribution_scope(strategy="auto", mesh=None):
         return _NullScope(), f"single device ({accelerator_name()})"
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
     mirrored = tf.distribute.MirroredStrategy(devices=devices)
-    return mirrored.scope(), f"tf.distribute.MirroredStrategy over {len(devices)} devices"
+    return _StrategyScope(mirrored), f"tf.distribute.MirroredStrategy over {len(devices)} devices"
 
 
 def barrier(name):

@@ -1,10 +1,9 @@
-"""Keras callbacks that make a klm run folder: logs, checkpoints, resume, curves."""
+"""Keras callbacks of klm's training loop: log lines, metrics.csv, TensorBoard, NaN guard; curves."""
 
 import csv
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -13,121 +12,233 @@ import keras
 from klm import runs
 
 
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`keras.callbacks.BackupAndRestore` whose files survive a kill at any moment.
-
-    Keras writes `latest.weights.h5` in place, so a SIGKILL during the write
-    leaves a truncated file that cannot be restored. This subclass writes the
-    weights and the metadata to temporary files and renames them into place
-    (an atomic operation on POSIX file systems), and never backs up a model
-    whose loss has become NaN/inf. With `write=False` (processes other than
-    0 in a multi-process run) it only restores.
-    """
-
-    def __init__(self, backup_dir, write=True, **kwargs):
-        super().__init__(backup_dir, **kwargs)
-        self.write = write
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            return
-        super().on_train_batch_end(batch, logs)
-
-    def _save_model(self):
-        if not self.write:
-            # Join the collective read of the weights, keep nothing.
-            with tempfile.TemporaryDirectory(prefix="klm-scratch-") as scratch:
-                self.model.save_weights(os.path.join(scratch, "w.weights.h5"))
-            return
-        os.makedirs(self.backup_dir, exist_ok=True)
-        with runs.atomic_path(self._weights_path, ".weights.h5") as tmp:
-            self.model.save_weights(tmp, overwrite=True)
-        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
-        runs.write_json(self._training_metadata_path, metadata)
+def perplexity(loss):
+    """`exp(loss)`, clamped so that a diverged loss gives a huge number, not an overflow."""
+    return math.exp(min(loss, 700))
 
 
 class NonFiniteLoss(keras.callbacks.Callback):
-    """Stops training as soon as the loss is NaN or infinite, and remembers where."""
+    """Stops training as soon as the loss is NaN or infinite, and remembers the batch."""
 
     def __init__(self):
         super().__init__()
-        self.bad_step = None
+        self.bad_batch = None
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.bad_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-            self.model.stop_training = True
-
-
-class MaxSteps(keras.callbacks.Callback):
-    """Ends training once the optimizer has taken `max_steps` steps in total."""
-
-    def __init__(self, max_steps):
-        super().__init__()
-        self.max_steps = max_steps
-
-    def _steps(self):
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-
-    def on_train_begin(self, logs=None):
-        if self._steps() >= self.max_steps:
-            self.model.stop_training = True
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._steps() >= self.max_steps:
+            self.bad_batch = batch
             self.model.stop_training = True
 
 
 class StepLogger(keras.callbacks.Callback):
-    """Logs every N steps like the seed, and writes `metrics.csv`.
+    """Logs every N batches like the seed, and writes `metrics.csv` and TensorBoard scalars.
 
     A line reads:
     `| epoch   1 |   200/ 2983 batches | lr 5.00 | ms/batch 123.45 | loss  7.12 | ppl  1234.56 | tok/s  5678`
     The loss is the mean over the last N batches (the seed's `cur_loss`),
-    recovered exactly from Keras's running epoch mean.
+    recovered exactly from Keras's running mean.
+
+    Used as a plain callback of `model.fit` (each fit epoch is a data epoch),
+    or driven by klm's training loop, which runs an epoch as several `fit`
+    calls ("segments": between backups and evaluations) and calls
+    `begin_segment` before each. Its open window and counters are part of a
+    run's resume state (`state()` / `load_state()`), so a resumed run logs
+    the rows the uninterrupted run would.
+
+    Timing counts only training batches (data loading included; evaluation
+    and checkpoint writes excluded). The first execution of the process,
+    which traces and compiles the step, is counted apart as
+    `compile_seconds`, so `tokens_per_second` is the steady training rate.
 
     Args:
         metrics_path: CSV file to append rows to, or `None`.
         steps_per_epoch: batches in an epoch (for the `x/y` column).
         tokens_per_step: tokens in one global batch.
-        every: log interval in steps.
+        every: log interval in batches.
         stream: where lines go (`None` silences them: the progress bar is on).
         metric: `"ppl"` for language models, `"accuracy"` for classifiers.
-        last_step_tokens: tokens in the last step of an epoch when it is
-            shorter (the seed's contiguous batching); `None`: a full step.
+        last_step_tokens: tokens in the last batch of an epoch when it is
+            shorter (the seed's contiguous batching); `None`: a full batch.
+        grad_accum: batches per optimizer step (the `step` column counts
+            optimizer steps).
+        tensorboard_dir: folder for TensorBoard event files, or `None`.
     """
 
     FIELDS = ["time", "epoch", "step", "lr", "loss", "ppl", "accuracy", "ms_per_batch", "tokens_per_second",
               "val_loss", "val_ppl", "val_accuracy"]
 
     def __init__(self, metrics_path, steps_per_epoch, tokens_per_step, every=200, stream=sys.stdout, metric="ppl",
-                 last_step_tokens=None):
+                 last_step_tokens=None, grad_accum=1, tensorboard_dir=None):
         super().__init__()
         self.metrics_path = Path(metrics_path) if metrics_path else None
         self.steps_per_epoch = steps_per_epoch
         self.tokens_per_step = tokens_per_step
         self.last_step_tokens = tokens_per_step if last_step_tokens is None else last_step_tokens
-        self.tokens_run = 0
         self.every = every
         self.stream = stream
         self.metric = metric
+        self.grad_accum = grad_accum
+        self.tensorboard_dir = tensorboard_dir
+        self._writer = None
+        self._driven = False
+        self.epoch, self.offset, self.length = 0, 0, steps_per_epoch
+        self.window = {"loss_sum": 0.0, "batches": 0, "tokens": 0, "seconds": 0.0}
+        self.tokens_run = 0
+        self.timed_tokens = 0
         self.train_seconds = 0.0
-        self.steps_run = 0
+        self.compile_seconds = 0.0
         self.last_loss = None
+        self._compiled = False
+        self._mark = None
+        self._seg_seen = 0
+        self._seg_sum = 0.0
+        self._epoch_wall_start = time.perf_counter()
 
-    def _write_row(self, row):
-        if self.metrics_path is None:
+    # --- resume state ---
+
+    def state(self):
+        return {"window": dict(self.window), "tokens_run": self.tokens_run, "timed_tokens": self.timed_tokens,
+                "train_seconds": self.train_seconds, "compile_seconds": self.compile_seconds,
+                "last_loss": self.last_loss}
+
+    def load_state(self, state):
+        if not state:
             return
-        new = not self.metrics_path.exists()
-        with open(self.metrics_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow({k: row.get(k, "") for k in self.FIELDS})
+        self.window = dict(state["window"])
+        self.tokens_run = int(state["tokens_run"])
+        self.timed_tokens = int(state["timed_tokens"])
+        self.train_seconds = float(state["train_seconds"])
+        self.compile_seconds = float(state["compile_seconds"])
+        self.last_loss = state.get("last_loss")
 
-    def _lr(self):
+    @property
+    def tokens_per_second(self):
+        """Training tokens per second of steady-state steps (compilation excluded)."""
+        return self.timed_tokens / self.train_seconds if self.train_seconds > 0 else 0.0
+
+    # --- segments ---
+
+    def begin_segment(self, epoch, offset, length):
+        """The next `fit` call runs batches `offset .. offset + length` of `epoch` (0-based)."""
+        self._driven = True
+        if offset == 0 or epoch != self.epoch:
+            self._epoch_wall_start = time.perf_counter()
+        self.epoch, self.offset, self.length = epoch, offset, length
+
+    def on_train_begin(self, logs=None):
+        self._mark = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._driven:  # plain model.fit: each fit epoch is a whole data epoch
+            self.epoch, self.offset, self.length = epoch, 0, self.steps_per_epoch
+            self._epoch_wall_start = time.perf_counter()
+        self._seg_seen = 0
+        self._seg_sum = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._mark is None:
+            self._mark = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        # With steps_per_execution > 1 Keras calls this once per execution, with
+        # `batch` = first batch + steps_per_execution - 1 (past the segment's
+        # end on the last, shorter execution): count the batches actually run.
+        seen = min(batch + 1, self.length)
+        new = seen - self._seg_seen
+        if new <= 0:
+            return
+        now = time.perf_counter()
+        elapsed = now - (self._mark if self._mark is not None else now)
+        self._mark = now
+        # Keras reports the running mean over this fit call; its increments
+        # give the summed loss of the new batches.
+        seg_sum = float(logs.get("loss", float("nan"))) * seen
+        loss_sum, self._seg_sum = seg_sum - self._seg_sum, seg_sum
+        before, after = self.offset + self._seg_seen, self.offset + seen
+        self._seg_seen = seen
+        tokens = self.tokens_per_step * new
+        if after == self.steps_per_epoch:
+            tokens += self.last_step_tokens - self.tokens_per_step
+        self.tokens_run += tokens
+        if self._compiled:
+            self.train_seconds += elapsed
+            self.timed_tokens += tokens
+        else:  # the first execution traces and compiles the step
+            self.compile_seconds += elapsed
+            self._compiled = True
+        window = self.window
+        window["loss_sum"] += loss_sum
+        window["batches"] += new
+        window["tokens"] += tokens
+        window["seconds"] += elapsed
+        if after // self.every == before // self.every and after != self.steps_per_epoch:
+            return
+        window_loss = window["loss_sum"] / max(window["batches"], 1)
+        ms = window["seconds"] * 1000 / max(window["batches"], 1)
+        tokens_per_second = window["tokens"] / window["seconds"] if window["seconds"] > 0 else 0.0
+        step = self._step(after)
+        lr = self._lr(step)
+        row = {"time": round(time.time(), 3), "epoch": self.epoch + 1, "step": step, "lr": lr,
+               "loss": window_loss, "ms_per_batch": ms, "tokens_per_second": tokens_per_second}
+        if self.metric == "ppl":
+            row["ppl"] = perplexity(window_loss)
+            tail = f"ppl {row['ppl']:8.2f} | tok/s {tokens_per_second:7.0f}"
+        else:
+            row["accuracy"] = float(logs.get("accuracy", float("nan")))
+            tail = f"acc {row['accuracy']:6.4f} | tok/s {tokens_per_second:7.0f}"
+        self._write_row(row)
+        self._scalars(step, {"train/loss": window_loss, "train/lr": lr, "train/tokens_per_second": tokens_per_second,
+                             **({"train/ppl": row["ppl"]} if "ppl" in row else {})})
+        self.last_loss = window_loss
+        if self.stream is not None:
+            print(
+                f"| epoch {self.epoch + 1:3d} | {after:5d}/{self.steps_per_epoch:5d} batches | "
+                f"lr {_format_lr(lr)} | ms/batch {ms:6.2f} | loss {window_loss:5.2f} | {tail}",
+                file=self.stream,
+                flush=True,
+            )
+        self.window = {"loss_sum": 0.0, "batches": 0, "tokens": 0, "seconds": 0.0}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not self._driven and "val_loss" in logs:  # plain model.fit with validation_data
+            self.log_validation(
+                float(logs["val_loss"]), logs.get("val_accuracy"), epoch_end=True,
+                step=self._step(self.offset + self._seg_seen),
+            )
+
+    # --- validation ---
+
+    def log_validation(self, val_loss, val_accuracy=None, epoch_end=False, step=None):
+        """Writes a validation row (and line) at `step`; `epoch_end` prints the seed's block."""
+        row = {"time": round(time.time(), 3), "epoch": self.epoch + 1, "step": step, "val_loss": val_loss}
+        if self.metric == "ppl":
+            row["val_ppl"] = perplexity(val_loss)
+            text = f"valid loss {val_loss:5.2f} | valid ppl {row['val_ppl']:8.2f}"
+            self._scalars(step, {"valid/loss": val_loss, "valid/ppl": row["val_ppl"]})
+        else:
+            row["val_accuracy"] = float(val_accuracy if val_accuracy is not None else float("nan"))
+            text = f"valid loss {val_loss:5.3f} | valid acc {row['val_accuracy']:6.4f}"
+            self._scalars(step, {"valid/loss": val_loss, "valid/accuracy": row["val_accuracy"]})
+        self._write_row(row)
+        if self.stream is None:
+            return
+        if epoch_end:
+            line = "-" * 89
+            elapsed = time.perf_counter() - self._epoch_wall_start
+            print(f"{line}\n| end of epoch {self.epoch + 1:3d} | time: {elapsed:7.2f}s | {text}\n{line}",
+                  file=self.stream, flush=True)
+        else:
+            print(f"| step {step:6d} | {text}", file=self.stream, flush=True)
+
+    # --- helpers ---
+
+    def _step(self, position_in_epoch):
+        return (self.epoch * self.steps_per_epoch + position_in_epoch) // self.grad_accum
+
+    def _lr(self, step):
         """The learning rate the last step used (as the seed logs it).
 
         `optimizer.learning_rate` is the schedule at the *next* step: at the end
@@ -136,135 +247,32 @@ class StepLogger(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         schedule = getattr(optimizer, "_learning_rate", None)
         if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
-            last_step = max(int(keras.ops.convert_to_numpy(optimizer.iterations)) - 1, 0)
-            return float(keras.ops.convert_to_numpy(schedule(last_step)))
+            return float(keras.ops.convert_to_numpy(schedule(max(step - 1, 0))))
         return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        self.window_start = time.perf_counter()
-        self.epoch_start = self.window_start
-        self.window_sum_at_start = 0.0
-        self.window_first_batch = 0
-        self.window_tokens = 0
-        self.seen = 0  # steps of this epoch run so far
-
-    def on_train_batch_end(self, batch, logs=None):
-        logs = logs or {}
-        # With steps_per_execution > 1 Keras calls this once per execution, with
-        # `batch` = first step + steps_per_execution - 1 (past the epoch's end
-        # on the last, shorter execution): count the steps actually run.
-        seen = min(batch + 1, self.steps_per_epoch)
-        new_steps = seen - self.seen
-        if new_steps <= 0:
+    def _write_row(self, row):
+        if self.metrics_path is None:
             return
-        self.steps_run += new_steps
-        step_tokens = self.tokens_per_step * new_steps
-        if seen == self.steps_per_epoch:
-            step_tokens += self.last_step_tokens - self.tokens_per_step
-        self.tokens_run += step_tokens
-        self.window_tokens += step_tokens
-        crossed = seen // self.every > self.seen // self.every
-        self.seen = seen
-        if not crossed and seen != self.steps_per_epoch:
+        new = not self.metrics_path.exists()
+        # O_NOFOLLOW: never append through a symbolic link put in the file's place.
+        fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: row.get(k, "") for k in self.FIELDS})
+
+    def _scalars(self, step, values):
+        if self.tensorboard_dir is None or step is None:
             return
-        # Keras reports the running mean over the epoch; turn it into the mean
-        # over this window: (mean_k * k - mean_j * j) / (k - j).
-        mean_loss = float(logs.get("loss", float("nan")))
-        running_sum = mean_loss * seen
-        count = seen - self.window_first_batch
-        window_loss = (running_sum - self.window_sum_at_start) / max(count, 1)
-        now = time.perf_counter()
-        elapsed = now - self.window_start
-        ms = elapsed * 1000 / max(count, 1)
-        tokens_per_second = self.window_tokens / elapsed if elapsed > 0 else 0.0
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        row = {
-            "time": round(time.time(), 3), "epoch": self.epoch + 1, "step": step, "lr": self._lr(),
-            "loss": window_loss, "ms_per_batch": ms, "tokens_per_second": tokens_per_second,
-        }
-        if self.metric == "ppl":
-            row["ppl"] = math.exp(min(window_loss, 700))
-            tail = f"ppl {row['ppl']:8.2f} | tok/s {tokens_per_second:7.0f}"
-        else:
-            row["accuracy"] = float(logs.get("accuracy", float("nan")))
-            tail = f"acc {row['accuracy']:6.4f} | tok/s {tokens_per_second:7.0f}"
-        self._write_row(row)
-        self.last_loss = window_loss
-        if self.stream is not None:
-            print(
-                f"| epoch {self.epoch + 1:3d} | {seen:5d}/{self.steps_per_epoch:5d} batches | "
-                f"lr {_format_lr(row['lr'])} | ms/batch {ms:6.2f} | loss {window_loss:5.2f} | {tail}",
-                file=self.stream,
-                flush=True,
-            )
-        self.window_start = now
-        self.window_sum_at_start = running_sum
-        self.window_first_batch = seen
-        self.window_tokens = 0
+        import tensorflow as tf
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        self.train_seconds += time.perf_counter() - self.epoch_start
-        row = {"time": round(time.time(), 3), "epoch": epoch + 1,
-               "step": int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))}
-        if "val_loss" in logs:
-            row["val_loss"] = float(logs["val_loss"])
-            if self.metric == "ppl":
-                row["val_ppl"] = math.exp(min(row["val_loss"], 700))
-                text = f"valid loss {row['val_loss']:5.2f} | valid ppl {row['val_ppl']:8.2f}"
-            else:
-                row["val_accuracy"] = float(logs.get("val_accuracy", float("nan")))
-                text = f"valid loss {row['val_loss']:5.3f} | valid acc {row['val_accuracy']:6.4f}"
-            self._write_row(row)
-            if self.stream is not None:
-                line = "-" * 89
-                print(f"{line}\n| end of epoch {epoch + 1:3d} | time: {self.train_seconds:7.2f}s | {text}\n{line}",
-                      file=self.stream, flush=True)
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves `last.keras` every epoch and `best.keras` when validation improves.
-
-    Both are written to a temporary file and renamed. The best score is kept
-    in `best.json` so a resumed run only replaces `best.keras` with a better
-    model. With no validation data, `best.keras` follows `last.keras`.
-
-    Args:
-        run_dir: the run folder.
-        monitor: log key to minimise (e.g. `"val_loss"`).
-        guard: a `NonFiniteLoss` callback; nothing is saved after a NaN.
-        write: `False` on processes other than 0 of a multi-process run.
-    """
-
-    def __init__(self, run_dir, monitor="val_loss", guard=None, write=True):
-        super().__init__()
-        self.write = write
-        self.run_dir = Path(run_dir)
-        self.monitor = monitor
-        self.guard = guard
-        best_file = self.run_dir / "best.json"
-        self.best = runs.read_json(best_file)["value"] if best_file.exists() else float("inf")
-
-    def save_last(self):
-        runs.save_model(self.model, self.run_dir / "last.keras", write=self.write)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.guard is not None and self.guard.bad_step is not None:
-            return
-        self.save_last()
-        value = (logs or {}).get(self.monitor)
-        if value is None:
-            runs.save_model(self.model, self.run_dir / "best.keras", write=self.write)
-            return
-        value = float(value)
-        if math.isfinite(value) and value < self.best:
-            self.best = value
-            runs.save_model(self.model, self.run_dir / "best.keras", write=self.write)
-            if self.write:
-                runs.write_json(
-                    self.run_dir / "best.json", {"monitor": self.monitor, "value": value, "epoch": epoch + 1}
-                )
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.tensorboard_dir))
+        with self._writer.as_default():
+            for name, value in values.items():
+                tf.summary.scalar(name, value, step=step)
+        self._writer.flush()
 
 
 def plot_curves(metrics_csv, out_png, metric="ppl"):

@@ -68,6 +68,10 @@ class TrainingOptions:
     seed: int = 0
     log_every: int = 200
     backup_every: int = 200
+    eval_every: Optional[int] = None
+    eval_steps: Optional[int] = None
+    early_stop_patience: Optional[int] = None
+    early_stop_min_delta: float = 0.0
     restart: bool = False
     dropout: Optional[float] = None
     verbose: str = "auto"
@@ -76,6 +80,9 @@ class TrainingOptions:
         for name in ("epochs", "batch_size", "grad_accum", "log_every", "backup_every", "steps_per_execution"):
             _check_positive(name, getattr(self, name))
         _check_positive("max_steps", self.max_steps, allow_none=True)
+        for name in ("eval_every", "eval_steps", "early_stop_patience"):
+            _check_positive(name, getattr(self, name), allow_none=True)
+        _check_positive("early_stop_min_delta", self.early_stop_min_delta, allow_zero=True)
         _check_positive("cpu_devices", self.cpu_devices, allow_none=True)
         _check_positive("num_processes", self.num_processes, allow_none=True)
         _check_positive("process_id", self.process_id, allow_none=True, allow_zero=True)
@@ -120,6 +127,8 @@ class DataOptions:
     min_freq: int = 1
     text_field: str = "text"
     lowercase: bool = False
+    strict: bool = False
+    scrub_privacy: bool = False
 
     def __post_init__(self):
         if self.tokenizer is not None:

@@ -19,3 +19,11 @@ class DataError(KlmError):
 
 class RunDirError(KlmError):
     """A run folder is missing, unfinished or incompatible."""
+
+
+class TrainingInterrupted(KlmError):
+    """Ctrl-C: training stopped; re-running the command resumes from the last backup."""
+
+
+class TrainingDiverged(KlmError):
+    """The loss became NaN or infinite; nothing after the last good step was saved."""

@@ -164,9 +164,10 @@ def estimate(config: PretrainConfig, measure_steps=5, warmup_steps=2, log=_log_t
     if measure_steps < 0 or warmup_steps < 1:
         raise ConfigError(f"Expected measure_steps >= 0 and warmup_steps >= 1. Received: "
                           f"measure_steps={measure_steps}, warmup_steps={warmup_steps}")
-    from klm.train import _distribution, _setup, build_causal_lm, load_pretrain_corpus, lm_model_inputs, num_tokens
+    from klm.train import build_causal_lm, load_pretrain_corpus, lm_model_inputs, num_tokens
+    from klm.training.session import distribution, setup
 
-    backend, keras = _setup(config)
+    backend, keras = setup(config)
     from klm import data as data_lib
     from klm.models import preset_config
 
@@ -194,7 +195,7 @@ def estimate(config: PretrainConfig, measure_steps=5, warmup_steps=2, log=_log_t
 
     # === Model, built and compiled by pretrain's own helper ===
     dims = preset_config(config.preset, vocabulary_size, dropout=config.dropout)
-    scope, description = _distribution(config)
+    scope, description = distribution(config)
     with scope:
         model = build_causal_lm(config, vocabulary_size, steps_per_epoch, total_steps)
     parameters = int(model.count_params())

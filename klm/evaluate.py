@@ -54,12 +54,24 @@ def classification_metrics(model, dataset, labels, multi_label):
     }
 
 
-def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text", label_field="label"):
-    """Evaluates a finished run on a data file.
+def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text", label_field="label",
+                 seq_len=None, dtype=None, add_start_token=None):
+    """Evaluates a finished run, or a pretrained checkpoint, on a data file.
 
-    Language model: mean next-token loss, perplexity and token count over the
-    file (contiguous windows of the run's `seq_len`, like validation).
-    Classifier: accuracy, macro-F1 and a confusion matrix.
+    Language model (klm run): mean next-token loss, perplexity and token
+    count over the file (contiguous windows of the run's `seq_len`, like
+    validation). Classifier: accuracy, macro-F1 and a confusion matrix.
+
+    Pretrained checkpoint (`run_dir` a keras-hub preset name, `kaggle://`,
+    `hf://ORG/NAME`, a keras-hub or Transformers folder, or a run whose model
+    is a keras-hub `CausalLM`): perplexity with the convention of
+    Transformers' causal-LM loss (windows of `seq_len`, default the model's
+    context up to 1024 tokens; see `klm.pretrained.perplexity`), with the
+    checkpoint's own tokenizer.
+
+    Args:
+        seq_len, dtype, add_start_token: pretrained checkpoints only (see
+            `klm.pretrained.evaluate_checkpoint`, `load_checkpoint`).
 
     Returns:
         A dict of results (the `--json` output of `klm evaluate`).
@@ -68,9 +80,16 @@ def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text"
 
     backend = backend_lib.use_backend(backend)
     from klm import data as data_lib
+    from klm.pretrained.checkpoint import classify
 
+    if classify(run_dir) != "klm_run" or runs.read_run_config(run_dir).get("pretrained"):
+        return _evaluate_pretrained(run_dir, data, backend, batch_size, text_field, label_field, seq_len, dtype,
+                                    add_start_token)
     run = runs.load_run(run_dir)
     result = {"run_dir": str(run.path), "data": str(data), "task": run.task, "backend": backend}
+    if run.task == "causal_lm" and not _is_klm_causal_lm(run.model):
+        return _evaluate_pretrained(run_dir, data, backend, batch_size, text_field, label_field, seq_len, dtype,
+                                    add_start_token)
     if run.task == "causal_lm":
         seq_len = run.seq_len
         batch = batch_size or int(run.config.get("eval_batch_size", 10))
@@ -97,20 +116,54 @@ def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text"
             perplexity=math.exp(min(loss, 700)),
         )
         return result
+    result.update(_classifier_metrics(run, data, batch_size, text_field, label_field))
+    return result
+
+
+def _classifier_metrics(run, data, batch_size, text_field, label_field):
+    from klm import data as data_lib
+
     examples = data_lib.read_labelled_texts(data, text_field=text_field, label_field=label_field)
     vocabulary = data_lib.LabelVocabulary(run.labels, multi_label=run.multi_label)
     labels = vocabulary.encode(examples.labels, path=str(data), line_numbers=examples.line_numbers)
     dataset = data_lib.classification_dataset(
         examples.texts, labels, run.tokenizer, run.seq_len, batch_size or 64, shuffle=False
     )
-    result.update(classification_metrics(run.model, dataset, run.labels, run.multi_label))
+    return classification_metrics(run.model, dataset, run.labels, run.multi_label)
+
+
+def _is_klm_causal_lm(model):
+    from klm.models import KlmCausalLM
+
+    return isinstance(model, KlmCausalLM)
+
+
+def _evaluate_pretrained(spec, data, backend, batch_size, text_field, label_field, seq_len, dtype,
+                         add_start_token):
+    from klm.pretrained import evaluate_checkpoint, load_checkpoint
+
+    checkpoint = load_checkpoint(spec, dtype=dtype)
+    result = {"run_dir": str(spec), "data": str(data), "task": checkpoint.task, "backend": backend,
+              "checkpoint": checkpoint.source}
+    if checkpoint.task != "causal_lm":  # a classifier run on a pretrained backbone
+        result.update(_classifier_metrics(checkpoint.run, data, batch_size, text_field, label_field))
+        return result
+    if seq_len is None and checkpoint.run is not None:
+        seq_len = checkpoint.config.get("seq_len")
+    result.update(evaluate_checkpoint(checkpoint, data, seq_len=seq_len, batch_size=batch_size,
+                                      text_field=text_field, add_start_token=add_start_token))
     return result
 
 
 def format_result(result):
     """Human-readable text for `klm evaluate`."""
     lines = [f"run:  {result['run_dir']}", f"data: {result['data']}"]
+    if "checkpoint" in result:
+        source = result["checkpoint"]
+        lines.append(f"model: {source.get('architecture')} ({source.get('kind')}, {source.get('dtype')})")
     if result["task"] == "causal_lm":
+        if "convention" in result:
+            lines.append(f"window: {result['seq_len']} tokens, {result['convention']}")
         lines += [
             f"tokens:     {result['tokens']:,} ({result['evaluated_tokens']:,} evaluated)",
             f"loss:       {result['loss']:.4f}",

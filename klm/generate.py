@@ -34,13 +34,17 @@ def generate_text(run, prompts, max_new_tokens=50, sampler="greedy", temperature
                   top_p=0.9, seed=None, on_token=None):
     """Continues each prompt with up to `max_new_tokens` tokens.
 
-    Decoding runs one token at a time through `KlmCausalLM.call_with_cache`
+    Decoding runs one token at a time through the model's `call_with_cache`
     (the prompt fills the key/value cache once, each new token costs one
     position), and the keras-hub sampler picks each token. Generation of a
     row stops at the tokenizer's end-of-text token.
 
     Args:
-        run: a `klm.runs.Run` of a language model.
+        run: a `klm.runs.Run` of a language model, or a
+            `klm.pretrained.Checkpoint` (keras-hub / Hugging Face causal LM
+            with its own tokenizer; prompts then start with the checkpoint's
+            start token when its preprocessor adds one, as keras-hub's
+            `generate()` does).
         prompts: list of strings.
         on_token: optional callback `(row, new_text)` called as soon as each
             token is chosen (streaming), with the text it added.
@@ -48,40 +52,24 @@ def generate_text(run, prompts, max_new_tokens=50, sampler="greedy", temperature
     Returns:
         List of generated continuations (without the prompt).
     """
-    from keras import ops
-
     if run.task != "causal_lm":
         raise RunDirError(f"Expected a language-model run for generation. Received: task={run.task!r}")
     model, tokenizer = run.model, run.tokenizer
     sampler_obj = make_sampler(sampler, temperature, top_k, top_p, seed)
     encoded = _tokens_to_list(tokenizer.tokenize(list(prompts)))
+    start_id = getattr(run, "start_token_id", None)
     end_id = getattr(tokenizer, "end_token_id", None)
     pad_id = getattr(tokenizer, "pad_token_id", 0) or 0
     outputs = []
     for row, prompt_ids in enumerate(encoded):
+        prompt_ids = ([start_id] if start_id is not None else []) + list(prompt_ids)
         if not prompt_ids:
             prompt_ids = [end_id if end_id is not None else pad_id]
-        total = len(prompt_ids) + max_new_tokens
-        limit = getattr(model.backbone, "max_sequence_length", total)
-        if model.backbone.position_encoding == "learned" and total > limit:
-            raise ConfigError(
-                f"Prompt ({len(prompt_ids)} tokens) + --max-new-tokens {max_new_tokens} exceeds the model's "
-                f"{limit} positions. Received: --max-new-tokens={max_new_tokens}"
-            )
-        ids = np.full((1, total), pad_id, dtype="int32")
-        ids[0, : len(prompt_ids)] = prompt_ids
-        _, cache = model._build_cache(ops.convert_to_tensor(ids[:, : len(prompt_ids)]))
-        # _build_cache sized the cache for the prompt; grow it to the full length.
-        cache = ops.pad(cache, [[0, 0], [0, 0], [0, 0], [0, max_new_tokens], [0, 0], [0, 0]])
-        logits, _, cache = model.call_with_cache(
-            ops.convert_to_tensor(ids[:, len(prompt_ids) - 1 : len(prompt_ids)]), cache, len(prompt_ids) - 1
-        )
-        generated, text = [], ""
-        for index in range(len(prompt_ids), total):
-            probabilities = sampler_obj.compute_probabilities(ops.squeeze(logits, axis=1))
-            next_id = int(ops.convert_to_numpy(sampler_obj.get_next_token(probabilities))[0])
-            if end_id is not None and next_id == end_id:
-                break
+        text = ""
+        generated = []
+
+        def emit(next_id, row=row, generated=generated):
+            nonlocal text
             generated.append(next_id)
             if on_token is not None:
                 # Decode the whole continuation and emit the new suffix, so
@@ -89,12 +77,77 @@ def generate_text(run, prompts, max_new_tokens=50, sampler="greedy", temperature
                 new_text = _detokenize(tokenizer, generated)
                 on_token(row, new_text[len(text):])
                 text = new_text
-            if index + 1 < total:
-                logits, _, cache = model.call_with_cache(
-                    ops.convert_to_tensor(np.array([[next_id]], "int32")), cache, index
-                )
+
+        generate_ids(model, prompt_ids, max_new_tokens, sampler_obj, stop_token_id=end_id, pad_id=pad_id,
+                     on_token_id=emit)
         outputs.append(_detokenize(tokenizer, generated))
     return outputs
+
+
+def _position_limit(model):
+    """The most positions the model can encode, or `None` (sinusoidal, rotary)."""
+    backbone = model.backbone
+    from klm.models import KlmBackbone
+
+    if isinstance(backbone, KlmBackbone) and backbone.position_encoding != "learned":
+        return None
+    return getattr(backbone, "max_sequence_length", None)
+
+
+def generate_ids(model, prompt_ids, max_new_tokens, sampler, stop_token_id=None, pad_id=0, on_token_id=None):
+    """Token ids generated after `prompt_ids` (one row), with the KV cache.
+
+    Works for `KlmCausalLM` and every keras-hub `CausalLM` (both expose
+    `_build_cache` and `call_with_cache`).
+
+    Args:
+        model: the causal LM.
+        prompt_ids: list of ints (non-empty).
+        max_new_tokens: int.
+        sampler: a keras-hub `Sampler` (see `make_sampler`).
+        stop_token_id: generation stops before this id (not returned).
+        on_token_id: optional callback `(id)` for each new id.
+
+    Returns:
+        The list of new ids (without the prompt and the stop id).
+    """
+    from keras import ops
+
+    from klm.models import KlmCausalLM
+
+    prompt_ids = [int(i) for i in prompt_ids]
+    n = len(prompt_ids)
+    total = n + max_new_tokens
+    limit = _position_limit(model)
+    if limit is not None and total > limit:
+        raise ConfigError(
+            f"Prompt ({n} tokens) + --max-new-tokens {max_new_tokens} exceeds the model's "
+            f"{limit} positions. Received: --max-new-tokens={max_new_tokens}"
+        )
+    ids = np.full((1, total), pad_id, dtype="int32")
+    ids[0, :n] = prompt_ids
+    if isinstance(model, KlmCausalLM):
+        _, cache = model._build_cache(ops.convert_to_tensor(ids[:, :n]))
+        # _build_cache sized the cache for the prompt; grow it to the full length.
+        cache = ops.pad(cache, [[0, 0], [0, 0], [0, 0], [0, max_new_tokens], [0, 0], [0, 0]])
+    else:
+        # keras-hub sizes the cache by the (padded) input, as its generate() does.
+        _, cache = model._build_cache(ops.convert_to_tensor(ids))
+    logits, _, cache = model.call_with_cache(ops.convert_to_tensor(ids[:, n - 1 : n]), cache, n - 1)
+    generated = []
+    for index in range(n, total):
+        probabilities = sampler.compute_probabilities(ops.cast(ops.squeeze(logits, axis=1), "float32"))
+        next_id = int(ops.convert_to_numpy(sampler.get_next_token(probabilities))[0])
+        if stop_token_id is not None and next_id == stop_token_id:
+            break
+        generated.append(next_id)
+        if on_token_id is not None:
+            on_token_id(next_id)
+        if index + 1 < total:
+            logits, _, cache = model.call_with_cache(
+                ops.convert_to_tensor(np.array([[next_id]], "int32")), cache, index
+            )
+    return generated
 
 
 def _detokenize(tokenizer, ids):

@@ -104,9 +104,20 @@ def load_model(path):
     import klm.layers  # noqa: F401 - registers klm's serializable classes
     import klm.models  # noqa: F401
 
+    import zipfile
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+        try:
+            return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            if not Path(path).exists():
+                raise RunDirError(f"Checkpoint not found. Received: path={str(path)!r}") from e
+            raise RunDirError(
+                f"{path} could not be read: it is damaged or incomplete ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else 'no detail'}). If the run folder has a resume backup, re-run "
+                "the training command to rebuild it; or delete the file (best.keras falls back to last.keras)."
+            ) from e
 
 
 @dataclasses.dataclass

@@ -5,7 +5,8 @@ hence Keras: select the backend first, see `klm.backend`):
 
 - Sources and datasets: `expand_sources`, `iter_documents`,
   `find_wikitext_splits`, `get_dataset` (`wikitext-2`, `wikitext-103`).
-- Cleaning: `CleaningConfig`, `TextCleaner`, `ENGLISH_STOP_WORDS`.
+- Cleaning: `CleaningConfig`, `TextCleaner`, `ENGLISH_STOP_WORDS`; privacy
+  scrubbing patterns in `klm.data.privacy`.
 - Tokenizers: `WordTokenizer`, `WordPieceTokenizer`,
   `SentencePieceTokenizer`, `ByteTokenizer`, `train_tokenizer`,
   `save_tokenizer`, `load_tokenizer`, `basic_english_python`.

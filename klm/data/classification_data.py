@@ -2,9 +2,21 @@
 
 import dataclasses
 
+from klm.data.cleaning_config import CleaningConfig
 from klm.data.label_vocabulary import LabelVocabulary
 from klm.data.labelled_texts import read_labelled_texts
 from klm.data.text_cleaner import TextCleaner
+from klm.data.text_cleaner import note_invalid_utf8
+from klm.errors import ConfigError
+
+# The `CleaningConfig` of `cleaning=None` (and the base of a dict): every step
+# off, so that texts are used as read.
+NO_CLEANING = {
+    "unicode_normalization": None,
+    "remove_control_characters": False,
+    "collapse_whitespace": False,
+    "min_length": 0,
+}
 
 
 @dataclasses.dataclass
@@ -21,7 +33,8 @@ class ClassificationData:
         train: the training split.
         valid: the validation split, or `None`.
         test: the test split, or `None`.
-        cleaning_report: the `TextCleaner` counts, or `None` without cleaning.
+        cleaning_report: the `TextCleaner` counts (UTF-8 decoding is always
+            counted, the other steps only run with `cleaning`).
     """
 
     label_vocabulary: LabelVocabulary
@@ -41,6 +54,7 @@ def load_classification_data(
     label_separator=None,
     label_vocabulary=None,
     cleaning=None,
+    verbose=True,
 ):
     """Reads classification files and encodes their labels.
 
@@ -58,12 +72,22 @@ def load_classification_data(
         label_field: the label column or JSON field.
         label_separator: split label strings on this (multi-label).
         label_vocabulary: a `LabelVocabulary` to reuse, or `None`.
-        cleaning: a `CleaningConfig` to clean texts with, or `None` for none.
-            Examples whose text a filter drops (`min_length`, `deduplicate`)
-            are left out.
+        cleaning: a `CleaningConfig` to clean texts with; a dict of
+            `CleaningConfig` fields to turn on over no cleaning at all (e.g.
+            `{"strict_utf8": True, "scrub_privacy": True}`, the `--strict`
+            and `--scrub-privacy` flags: only the named steps run); or `None`
+            for no cleaning. Examples whose text a filter drops
+            (`min_length`, `deduplicate`) are left out. Whatever the
+            cleaning, invalid UTF-8 is replaced with U+FFFD and counted (or
+            with `strict_utf8` a `DataError` naming file and line), and
+            binary files are a `DataError`.
+        verbose: print a note on stderr when invalid UTF-8 was replaced.
 
     Returns:
-        A `ClassificationData`.
+        A `ClassificationData`. Its `cleaning_report` has the counts of
+        every step (keys: `klm.data.text_cleaner.REPORT_KEYS`), over all
+        splits: `invalid_utf8_lines`, `invalid_utf8_replaced`,
+        `privacy_email`, ... (all zero for steps that did not run).
 
     Example:
 
@@ -74,12 +98,22 @@ def load_classification_data(
     )
     ```
     """
-    cleaner = TextCleaner(cleaning) if cleaning is not None else None
-    decode = cleaner.decode if cleaner else None
+    if cleaning is None or isinstance(cleaning, dict):
+        fields = {f.name for f in dataclasses.fields(CleaningConfig)}
+        unknown = sorted(set(cleaning or {}) - fields)
+        if unknown:
+            raise ConfigError(f"Expected cleaning options among {sorted(fields)}. Received: {unknown}")
+        config = CleaningConfig(**{**NO_CLEANING, **(cleaning or {})})
+    elif isinstance(cleaning, CleaningConfig):
+        config = cleaning
+    else:
+        raise ConfigError(f"Expected cleaning to be a CleaningConfig, a dict or None. Received: {type(cleaning).__name__}")
+    # Decoding always goes through the cleaner, which counts invalid UTF-8.
+    cleaner = TextCleaner(config)
 
     def read(path):
-        examples = read_labelled_texts(path, format, text_field, label_field, label_separator, decode)
-        if cleaner is not None:
+        examples = read_labelled_texts(path, format, text_field, label_field, label_separator, cleaner.decode)
+        if cleaning is not None:
             kept = [(cleaner.clean(t), l, n) for t, l, n in zip(examples.texts, examples.labels, examples.line_numbers)]
             kept = [item for item in kept if item[0] is not None]
             examples.texts = [t for t, _, _ in kept]
@@ -98,10 +132,13 @@ def load_classification_data(
             "labels": label_vocabulary.encode(examples.labels, examples.path, examples.line_numbers),
         }
 
-    return ClassificationData(
+    data = ClassificationData(
         label_vocabulary=label_vocabulary,
         train=encode(train_examples),
         valid=encode(read(valid)) if valid is not None else None,
         test=encode(read(test)) if test is not None else None,
-        cleaning_report=cleaner.report() if cleaner else None,
+        cleaning_report=cleaner.report(),
     )
+    if verbose:
+        note_invalid_utf8(data.cleaning_report, "the classification data")
+    return data

@@ -17,6 +17,7 @@ def classification_dataset(
     seed=0,
     drop_remainder=False,
     num_parallel_calls=tf.data.AUTOTUNE,
+    epoch=None,
 ):
     """A `tf.data.Dataset` of `({"token_ids", "padding_mask"}, labels)`.
 
@@ -37,6 +38,11 @@ def classification_dataset(
         seed: int. The shuffle seed.
         drop_remainder: bool. Drop the last partial batch (static batch dim).
         num_parallel_calls: parallelism of the tokenizing map.
+        epoch: int or `None`. With `shuffle`, yield the order of this
+            (0-based) epoch on every iteration (a NumPy permutation seeded by
+            `(seed, epoch)`), so a run resumed mid-training sees the batches
+            the uninterrupted run would. `None`: tf.data's seeded reshuffle
+            each iteration.
 
     Returns:
         A dataset of `(features, labels)`: `features["token_ids"]` `int32`
@@ -98,8 +104,11 @@ def classification_dataset(
         padding_mask = tf.sequence_mask(lengths, seq_len)
         return {"token_ids": token_ids, "padding_mask": padding_mask}, batch_labels
 
+    if shuffle and epoch is not None:
+        order = np.random.default_rng([int(seed), int(epoch)]).permutation(len(texts))
+        texts, labels = [texts[i] for i in order], labels[order]
     dataset = tf.data.Dataset.from_tensor_slices((tf.constant(texts, dtype=tf.string), labels))
-    if shuffle:
+    if shuffle and epoch is None:
         # A NumPy-seeded permutation per epoch would need a generator; the
         # examples fit in memory here, so tf.data's seeded shuffle is used.
         dataset = dataset.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)

@@ -30,9 +30,11 @@ class CleaningConfig:
             Removes C0/C1 control characters other than whitespace, and the
             invisible format characters U+00AD, U+200B, U+2060 and U+FEFF.
         scrub_privacy: `--scrub-privacy`. Replace e-mail addresses, URLs, IP
-            addresses and phone numbers with `<email>`, `<url>`, `<ip>` and
-            `<phone>`, counted per kind. The patterns are heuristics (see
-            `klm.data.text_cleaner`), not a guarantee. Off by default.
+            addresses, phone numbers, payment card numbers and secrets (API
+            keys, tokens, passwords) with `<email>`, `<url>`, `<ip>`,
+            `<phone>`, `<card>` and `<secret>`, counted per kind. The
+            patterns are heuristics (see `klm.data.privacy`), not a
+            guarantee. Off by default.
         lowercase: `--lowercase`. Lower-case every document.
         remove_stop_words: `--remove-stop-words`. Drop the words of
             `klm.data.stop_words.ENGLISH_STOP_WORDS` (whitespace-separated

@@ -11,6 +11,7 @@ from klm.data.cleaning_config import CleaningConfig
 from klm.data.prepared_data import is_prepared_folder
 from klm.data.prepared_data import load_prepared
 from klm.data.text_cleaner import TextCleaner
+from klm.data.text_cleaner import note_invalid_utf8
 from klm.errors import ConfigError
 
 
@@ -63,6 +64,7 @@ def load_corpus(
     eos_between_documents=None,
     datasets_url=None,
     verbose=True,
+    role="training",
 ):
     """Loads and tokenizes a corpus in memory, or opens a prepared folder.
 
@@ -88,7 +90,13 @@ def load_corpus(
         text_field: JSONL field or CSV/TSV column.
         format: `"auto"` or a format for every file.
         cleaning: a `CleaningConfig`, a dict of overrides of the default for
-            the source kind, or `None` for that default.
+            the source kind (e.g. `{"strict_utf8": True, "scrub_privacy":
+            True}`, the `--strict` and `--scrub-privacy` flags), or `None`
+            for that default. Invalid UTF-8 is replaced and counted
+            (`cleaning_report["invalid_utf8_lines"]`, `["invalid_utf8_replaced"]`,
+            and a one-line note on stderr, even when not `verbose`), or with
+            `strict_utf8` a `DataError` naming file and line. Binary files
+            are always a `DataError`.
         valid_fraction: float. Split this fraction off train when there is no
             valid file.
         seed: int. For the valid split.
@@ -96,9 +104,12 @@ def load_corpus(
             for WikiText, like the seed; on otherwise).
         datasets_url: base URL for named datasets.
         verbose: print progress to stderr.
+        role: what the text is for, in error messages: `"training"`
+            (default), `"evaluation"`, ...
 
     Returns:
-        A `Corpus`.
+        A `Corpus`. Its `cleaning_report` has the counts of every cleaning
+        step (keys: `klm.data.text_cleaner.REPORT_KEYS`).
 
     Example:
 
@@ -130,15 +141,25 @@ def load_corpus(
     source_kind, splits = pipeline.resolve_splits(train, valid, test, format, datasets_url=datasets_url)
     if isinstance(cleaning, CleaningConfig):
         cleaning_config = cleaning
-    else:
+    elif cleaning is None or isinstance(cleaning, dict):
         cleaning_config = CleaningConfig.for_source_kind(source_kind, **(cleaning or {}))
+    else:
+        raise ConfigError(f"Expected cleaning to be a CleaningConfig, a dict or None. Received: {type(cleaning).__name__}")
     cleaner = TextCleaner(cleaning_config)
     if eos_between_documents is None:
         eos_between_documents = source_kind != "wikitext"
     with tempfile.TemporaryDirectory(prefix="klm-corpus-") as workdir:
         texts = pipeline.clean_to_files(
-            splits, cleaner, workdir, text_field=text_field, valid_fraction=valid_fraction, seed=seed, verbose=verbose
+            splits,
+            cleaner,
+            workdir,
+            text_field=text_field,
+            valid_fraction=valid_fraction,
+            seed=seed,
+            verbose=verbose,
+            role=role,
         )
+        note_invalid_utf8(cleaner.report(), f"the {role} text")
         tokenizer = pipeline.train_or_load_tokenizer(
             texts["train"]["path"],
             tokenizer=tokenizer,

@@ -143,7 +143,14 @@ def _window_gatherer(tokens):
 
 
 def lm_dataset(
-    tokens, seq_len, batch_size, mode="shuffled", seed=0, drop_remainder=False, num_parallel_calls=tf.data.AUTOTUNE
+    tokens,
+    seq_len,
+    batch_size,
+    mode="shuffled",
+    seed=0,
+    drop_remainder=False,
+    num_parallel_calls=tf.data.AUTOTUNE,
+    epoch=None,
 ):
     """A `tf.data.Dataset` of `(x, y)` language-model batches (one epoch).
 
@@ -160,6 +167,11 @@ def lm_dataset(
         drop_remainder: bool. `"contiguous"` only: drop the seed's short last
             step so that every batch is `[batch_size, seq_len]`.
         num_parallel_calls: parallelism of the window-gathering map.
+        epoch: int or `None`. `"shuffled"` only: yield the order of this
+            (0-based) epoch on every iteration. A resumed run builds the
+            dataset of the epoch it resumes in, so it sees the batches the
+            uninterrupted run would. `None`: the k-th iteration of the
+            dataset yields epoch k's order.
 
     Returns:
         A dataset of `(x, y)`, both `int32` `[batch_size, seq_len]`, with
@@ -210,9 +222,9 @@ def lm_dataset(
         def permutation():
             # Called once per iteration (epoch): a fresh order seeded by
             # (seed, epoch), so epochs differ but runs repeat exactly.
-            epoch = epoch_counter[0]
+            this_epoch = epoch_counter[0] if epoch is None else int(epoch)
             epoch_counter[0] += 1
-            order = np.random.default_rng([int(seed), epoch]).permutation(num_windows)
+            order = np.random.default_rng([int(seed), this_epoch]).permutation(num_windows)
             yield order[: steps * batch_size].astype(np.int64) * seq_len
 
         starts = tf.data.Dataset.from_generator(permutation, output_signature=tf.TensorSpec([None], tf.int64))

@@ -84,7 +84,9 @@ def resolve_splits(train, valid=None, test=None, format="auto", datasets_url=Non
     return kind, splits
 
 
-def clean_to_files(splits, cleaner, directory, text_field="text", valid_fraction=None, seed=0, verbose=True):
+def clean_to_files(
+    splits, cleaner, directory, text_field="text", valid_fraction=None, seed=0, verbose=True, role="training"
+):
     """Cleans every split into `directory/{split}.txt`, one document a line.
 
     With `valid_fraction` (and no valid sources), each cleaned training
@@ -93,6 +95,10 @@ def clean_to_files(splits, cleaner, directory, text_field="text", valid_fraction
     valid share is close to, not exactly, the fraction). Line breaks inside a
     document (possible in JSONL fields when whitespace is not collapsed)
     become spaces.
+
+    `role` names what the "train" split is for in error messages
+    (`"training"`, `"evaluation"`, ...): `klm evaluate` reads its data as
+    the train split of a corpus.
 
     Returns:
         A dict from split name to `{"path", "documents"}`.
@@ -144,7 +150,7 @@ def clean_to_files(splits, cleaner, directory, text_field="text", valid_fraction
     if counts.get("train", 0) == 0:
         sources = ", ".join(s.path for s in splits["train"][:3])
         raise DataError(
-            f"Expected text in the training sources after cleaning. Received: 0 documents kept out of "
+            f"Expected text in the {role} sources after cleaning. Received: 0 documents kept out of "
             f"{cleaner.report()['documents_in']} read from {sources}. Check the files, --text-field, "
             f"--format and the cleaning flags (--min-length, --dedup)."
         )

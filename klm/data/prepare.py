@@ -45,9 +45,12 @@ import datetime
 import hashlib
 import json
 import os
+import contextlib
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 
 import numpy as np
 
@@ -56,6 +59,7 @@ from klm.data import pipeline
 from klm.data.prepared_data import FORMAT
 from klm.data.prepared_data import FORMAT_VERSION
 from klm.data.prepared_data import MANIFEST_FILE
+from klm.data.prepared_data import prepared_folder_problem
 from klm.data.text_cleaner import TextCleaner
 from klm.data.tokenizers.tokenizer_io import save_tokenizer
 from klm.data.tokenizers.tokenizer_io import special_token_ids
@@ -116,27 +120,104 @@ class _ShardWriter:
         return self.shards
 
 
+def _current_umask():
+    # os.umask can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _is_inside(path, folder):
+    """Whether `path` is `folder` or lies inside it (both resolved)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def _check_output_folder(config):
+    """Checks `--out` before any work; returns its absolute path.
+
+    `--out` must be a new or empty folder, or, with `--overwrite`, a folder
+    written by `klm prepare` that holds nothing else: a folder of the user's
+    own files is never replaced.
+    """
     out = os.path.abspath(config.out)
-    if os.path.exists(out):
+    if os.path.lexists(out):
         if not os.path.isdir(out):
             raise ConfigError(f"Expected --out to be a folder path. Received: --out={config.out!r} (an existing file)")
-        if os.listdir(out) and not config.overwrite:
-            raise ConfigError(
-                f"Expected --out to be a new or empty folder; pass --overwrite to replace it. Received: --out={config.out!r}"
-            )
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
+        if os.listdir(out):
+            if not config.overwrite:
+                raise ConfigError(
+                    f"Expected --out to be a new or empty folder; pass --overwrite to replace a folder written by "
+                    f"klm prepare. Received: --out={config.out!r} (a folder with files)"
+                )
+            problem = prepared_folder_problem(out)
+            if problem:
+                raise ConfigError(
+                    f"Expected --out to be a new or empty folder, or with --overwrite a folder written by klm prepare "
+                    f"that holds nothing else; --overwrite never deletes other files. {out} {problem}. Choose "
+                    f"another --out, or move those files away. Received: --out={config.out!r}, --overwrite"
+                )
     return out
+
+
+def _check_sources_outside(out, config, splits):
+    """Refuses an `--out` that is, contains or lies inside one of the sources.
+
+    Replacing such a folder would delete the sources, and an output inside a
+    source folder would be read back as text by the next run on that folder.
+    """
+    for split, files in splits.items():
+        for source in files:
+            if _is_inside(source.path, out):
+                raise ConfigError(
+                    f"Expected --out to be a folder outside the sources: the {split} source {source.path} is inside "
+                    f"it, and klm prepare would replace it. Choose another --out. Received: --out={config.out!r}"
+                )
+    for flag, specs in (("SOURCES", config.sources), ("--valid", config.valid), ("--test", config.test)):
+        for spec in specs or []:
+            if os.path.isdir(spec) and _is_inside(out, spec):
+                raise ConfigError(
+                    f"Expected --out to be a folder outside the sources: it is inside the source folder {spec} "
+                    f"({flag}), so a later run on that folder would read the prepared files as text. Choose "
+                    f"another --out. Received: --out={config.out!r}"
+                )
+
+
+def _make_parents(folder):
+    """Creates `folder` and its missing parents; returns the ones it created."""
+    created = []
+    path = folder
+    while not os.path.exists(path):
+        created.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    os.makedirs(folder, exist_ok=True)
+    return created
+
+
+def _remove_empty(folders):
+    for folder in folders:  # deepest first
+        try:
+            os.rmdir(folder)
+        except OSError:
+            break
 
 
 def _publish(staging, out):
     # Swap in the finished folder with renames, so that OUT is never half
     # written: first move an old OUT aside, then rename the staging folder.
-    if os.path.exists(out):
+    if os.path.lexists(out):
         trash = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
-        os.rename(out, os.path.join(trash, "old"))
-        os.rename(staging, out)
+        old = os.path.join(trash, "old")
+        os.rename(out, old)
+        try:
+            os.rename(staging, out)
+        except BaseException:
+            os.rename(old, out)
+            os.rmdir(trash)
+            raise
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.rename(staging, out)
@@ -154,7 +235,8 @@ def prepare(config):
 
     Raises:
         ConfigError: for bad settings (an existing `--out` without
-            `--overwrite`, a vocabulary size the corpus cannot fill, ...).
+            `--overwrite`, an `--out` that holds files klm prepare did not
+            write or that is, holds or lies inside a source, ...).
         DataError: for missing or malformed sources, or an empty corpus.
 
     Example:
@@ -166,15 +248,49 @@ def prepare(config):
     data = load_prepared("prepared")
     ```
     """
-    out = _check_output_folder(config)
+    with _cleanup_on_sigterm():
+        return _prepare(config)
+
+
+@contextlib.contextmanager
+def _cleanup_on_sigterm():
+    """Turns SIGTERM into `SystemExit` while preparing, so that `kill` (the
+    default signal of `kill`, `timeout`, job schedulers) removes the
+    temporary folder like any failure does. Only in the main thread, and only
+    when nobody else handles SIGTERM."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
+        signal.SIG_DFL,
+        None,
+    ):
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _prepare(config):
     source_kind, splits = pipeline.resolve_splits(
         config.sources, config.valid, config.test, config.format, datasets_url=config.datasets_url
     )
+    out = os.path.abspath(config.out)
+    _check_sources_outside(out, config, splits)
+    _check_output_folder(config)
     cleaning = config.resolve_cleaning(source_kind)
     cleaner = TextCleaner(cleaning)
     eos = config.eos_between_documents
     if eos is None:
         eos = source_kind != "wikitext"
+    # Published folders get the mode `mkdir` would give them (mkdtemp's is
+    # 0700 whatever the umask).
+    folder_mode = 0o777 & ~_current_umask()
+    created_parents = _make_parents(os.path.dirname(out))
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
     try:
         texts = pipeline.clean_to_files(
@@ -243,9 +359,11 @@ def prepare(config):
         with open(os.path.join(staging, MANIFEST_FILE), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2)
             f.write("\n")
+        os.chmod(staging, folder_mode)
         _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(created_parents)
         raise
     if config.verbose:
         print(f"[klm] wrote {out}", file=sys.stderr)

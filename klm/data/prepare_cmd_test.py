@@ -67,7 +67,7 @@ def test_data_errors_exit_non_zero_without_output(tmp_path):
     assert result.exit_code == 2
     assert "Error: Cannot find" in result.output and "missing.txt" in result.output
     corpus = write_corpus(tmp_path / "corpus.txt")
-    result = invoke(corpus, "--out", tmp_path / "out", "--vocab-size", "100000")
+    result = invoke(corpus, "--out", tmp_path / "out", "--vocab-size", "2")
     assert result.exit_code == 2 and "--vocab-size" in result.output
     assert not (tmp_path / "out").exists()
     result = invoke("--out", tmp_path / "out")

@@ -35,8 +35,9 @@ class PrepareConfig:
     Args:
         sources: `SOURCES...`: files, globs, folders, a WikiText folder, or
             a dataset name (`wikitext-2`, `wikitext-103`).
-        out: `--out`. The output folder; it must not exist unless
-            `overwrite`.
+        out: `--out`. The output folder: new or empty, or with `overwrite`
+            a folder written by `prepare` that holds nothing else. It must
+            not be, hold or lie inside a source folder.
         tokenizer: `--tokenizer`: `"word"` (default), `"wordpiece"`,
             `"sentencepiece"` or `"byte"`.
         vocab_size: `--vocab-size`. See `klm.data.train_tokenizer`.
@@ -60,7 +61,9 @@ class PrepareConfig:
             token), on for everything else.
         seed: `--seed`. For the valid split.
         shard_tokens: `--shard-tokens`. Tokens per shard file.
-        overwrite: `--overwrite`. Replace an existing `out` folder.
+        overwrite: `--overwrite`. Replace an `out` folder written by
+            `prepare` (see `klm.data.prepared_data.prepared_folder_problem`);
+            a folder with any other file is never replaced.
         datasets_url: `--datasets-url`. Base URL for named datasets (see
             `klm.data.datasets`).
         verbose: print progress to stderr.

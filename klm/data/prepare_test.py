@@ -135,7 +135,9 @@ def test_several_shards(tmp_path):
 def test_errors_leave_no_output(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     with pytest.raises(ConfigError, match="--vocab-size"):
-        run(tmp_path, [corpus], vocab_size=10_000)
+        run(tmp_path, [corpus], vocab_size=3)
+    with pytest.raises(ConfigError, match="--vocab-size"):
+        run(tmp_path, [corpus], vocab_size=5, tokenizer="sentencepiece", out=str(tmp_path / "new" / "deeper" / "out"))
     with pytest.raises(DataError, match="0 documents kept"):
         run(tmp_path, [corpus], cleaning={"min_length": 1000})
     (tmp_path / "bad.txt").write_bytes(b"fine\nbad \xff\n")
@@ -143,7 +145,7 @@ def test_errors_leave_no_output(tmp_path):
         run(tmp_path, [tmp_path / "bad.txt"], cleaning={"strict_utf8": True})
     with pytest.raises(DataError, match="Cannot find"):
         run(tmp_path, [tmp_path / "missing.txt"])
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "new").exists()
     assert leftovers(tmp_path) == []
 
 

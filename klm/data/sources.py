@@ -218,15 +218,74 @@ def _open_binary(path):
     return open(path, "rb")
 
 
+# Binary detection looks at the first block of a file (after gzip
+# decompression): a NUL byte, or more than this share of bytes that are not
+# valid UTF-8, marks a file that is not text (an executable, an image, a
+# UTF-16 file, ...). Legacy 8-bit text (Latin-1, ...) stays well below it.
+BINARY_CHECK_BYTES = 8192
+BINARY_INVALID_SHARE = 0.3
+
+
+def binary_reason(block):
+    """Why a block of bytes looks binary, or `None` when it looks like text.
+
+    Args:
+        block: the first bytes of a file.
+
+    Returns:
+        A short description (`"a NUL byte at offset 12"`,
+        `"41% of the bytes are not valid UTF-8"`), or `None`.
+    """
+    if not block:
+        return None
+    nul = block.find(b"\x00")
+    if nul >= 0:
+        return f"a NUL byte at offset {nul}"
+    # A multi-byte character cut by the end of the block is not an error.
+    text = block.decode("utf-8", errors="replace")
+    if len(block) == BINARY_CHECK_BYTES:
+        text = text[:-1]
+    invalid = text.count("\ufffd") - block.decode("utf-8", errors="ignore").count("\ufffd")
+    if invalid > BINARY_INVALID_SHARE * len(block):
+        return f"{invalid / len(block):.0%} of the bytes are not valid UTF-8"
+    return None
+
+
+def check_text_file(path):
+    """Raises a `DataError` naming `path` when the file looks binary.
+
+    The first `BINARY_CHECK_BYTES` bytes (decompressed for `.gz`) are checked
+    with `binary_reason`.
+
+    Raises:
+        DataError: for a binary file, or one that cannot be read.
+    """
+    try:
+        with _open_binary(path) as f:
+            block = f.read(BINARY_CHECK_BYTES)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"Cannot read the source file: {e}. Received: path={str(path)!r}") from e
+    reason = binary_reason(block)
+    if reason:
+        raise DataError(
+            f"Expected a text file (UTF-8), but {path} looks binary: {reason} in its first "
+            f"{min(len(block), BINARY_CHECK_BYTES):,} bytes. Pass text files only (re-encode UTF-16 or legacy "
+            f"8-bit text as UTF-8). Received: path={str(path)!r}"
+        )
+
+
 def iter_raw_lines(path):
     """Yields `(line_bytes, line_number)` for each line of a (gzip) file.
 
     Lines are split on `b"\\n"` only; the newline and a trailing `b"\\r"` are
-    removed. Line numbers start at 1.
+    removed. Line numbers start at 1. Binary files are refused first (see
+    `check_text_file`).
 
     Raises:
-        DataError: when the file cannot be opened or decompressed.
+        DataError: when the file cannot be opened or decompressed, or looks
+            binary.
     """
+    check_text_file(path)
     try:
         with _open_binary(path) as f:
             for number, line in enumerate(f, start=1):

@@ -148,3 +148,28 @@ def test_wikitext_folder_needs_two_splits(tmp_path):
     assert detect_format(tmp_path / "train.txt") == "text"
     (tmp_path / "test.txt").write_text("y")
     assert set(find_wikitext_splits(tmp_path)) == {"train", "test"}
+
+
+def test_binary_reason():
+    from klm.data.sources import BINARY_CHECK_BYTES
+    from klm.data.sources import binary_reason
+
+    assert binary_reason(b"") is None
+    assert binary_reason("plain text, caf\u00e9 \u2014 \u4e2d\u6587\n".encode()) is None
+    assert binary_reason("latin-1 caf\xe9 cr\xe8me\n".encode("latin-1") * 50) is None
+    assert binary_reason(b"ELF\x00\x01") == "a NUL byte at offset 3"
+    assert "not valid UTF-8" in binary_reason(bytes(range(128, 256)) * 8)
+    # A character cut by the end of the first block is not counted.
+    block = ("\u00e9" * BINARY_CHECK_BYTES).encode()[: BINARY_CHECK_BYTES - 1] + b"\xc3"
+    assert binary_reason(block[:BINARY_CHECK_BYTES]) is None
+
+
+def test_binary_files_are_refused_naming_the_file(tmp_path):
+    path = tmp_path / "photo.txt"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200))
+    with pytest.raises(DataError, match=r"Expected a text file.*photo\.txt looks binary: a NUL byte at offset 8"):
+        documents(path)
+    for name in ("photo.jsonl", "photo.csv", "photo.html"):
+        (tmp_path / name).write_bytes(path.read_bytes())
+        with pytest.raises(DataError, match=name.replace(".", r"\.")):
+            documents(tmp_path / name)

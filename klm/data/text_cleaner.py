@@ -2,8 +2,10 @@
 
 import hashlib
 import re
+import sys
 import unicodedata
 
+from klm.data import privacy
 from klm.data.cleaning_config import CleaningConfig
 from klm.data.sources import strip_markup
 from klm.data.stop_words import ENGLISH_STOP_WORDS
@@ -17,34 +19,13 @@ from klm.errors import DataError
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u00ad\u200b\u2060\ufeff]+")
 _WHITESPACE = re.compile(r"\s+")
 
-# Privacy patterns, applied in this order (an e-mail inside a URL is replaced
-# as an e-mail first). They are heuristics tuned against false positives in
-# prose: phone numbers need a `+` prefix, an area code in parentheses or the
-# 3-3-4 dashed/dotted form, so that years and ranges ("1990 - 2000") stay.
-PRIVACY_PATTERNS = (
-    ("email", re.compile(r"(?<![\w.+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")),
-    ("url", re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"']+", re.IGNORECASE)),
-    (
-        "ip",
-        re.compile(
-            r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b"
-            r"|\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b"
-        ),
-    ),
-    (
-        "phone",
-        re.compile(
-            r"(?<![\w+])(?:\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}"
-            r"|\(\d{2,4}\)[ .-]?\d{3,4}[ .-]?\d{3,4}"
-            r"|\d{3}[.-]\d{3}[.-]\d{4})(?!\w)"
-        ),
-    ),
-)
-PLACEHOLDERS = {kind: f"<{kind}>" for kind, _ in PRIVACY_PATTERNS}
+# Privacy scrubbing lives in klm.data.privacy (patterns, checks and kinds).
+PLACEHOLDERS = privacy.PLACEHOLDERS
 
 REPORT_KEYS = (
     "documents_in",
     "invalid_utf8_lines",
+    "invalid_utf8_replaced",
     "html_stripped",
     "unicode_normalized",
     "control_characters_removed",
@@ -52,6 +33,8 @@ REPORT_KEYS = (
     "privacy_url",
     "privacy_ip",
     "privacy_phone",
+    "privacy_card",
+    "privacy_secret",
     "lowercased",
     "stop_words_removed",
     "whitespace_collapsed",
@@ -98,8 +81,10 @@ class TextCleaner:
     def decode(self, raw, path, line_number):
         """Decodes one line of UTF-8 bytes.
 
-        Invalid bytes become U+FFFD and the line is counted, or, with
-        `strict_utf8`, raise a `DataError` naming the file and line.
+        Invalid bytes become U+FFFD; the line is counted in
+        `invalid_utf8_lines` and the replacement characters in
+        `invalid_utf8_replaced`. With `strict_utf8` they raise a `DataError`
+        naming the file and line instead.
         """
         try:
             return raw.decode("utf-8")
@@ -111,8 +96,13 @@ class TextCleaner:
                     f"Re-encode the file as UTF-8, or drop --strict to replace invalid bytes. "
                     f"Received: {snippet!r}"
                 ) from None
+            text = raw.decode("utf-8", errors="replace")
             self._counts["invalid_utf8_lines"] += 1
-            return raw.decode("utf-8", errors="replace")
+            # U+FFFD characters that were in the text already are not replacements.
+            self._counts["invalid_utf8_replaced"] += text.count("\ufffd") - raw.decode(
+                "utf-8", errors="ignore"
+            ).count("\ufffd")
+            return text
 
     def clean(self, text):
         """Cleans one document.
@@ -141,8 +131,8 @@ class TextCleaner:
                 counts["control_characters_removed"] += len(text) - len(stripped)
                 text = stripped
         if config.scrub_privacy:
-            for kind, pattern in PRIVACY_PATTERNS:
-                text, replaced = pattern.subn(PLACEHOLDERS[kind], text)
+            text, found = privacy.scrub(text)
+            for kind, replaced in found.items():
                 counts[f"privacy_{kind}"] += replaced
         if config.lowercase:
             lowered = text.lower()
@@ -183,3 +173,14 @@ class TextCleaner:
     def report(self):
         """The counts per step so far, as a new dict (keys in step order)."""
         return dict(self._counts)
+
+
+def note_invalid_utf8(report, what):
+    """Prints a one-line note on stderr when `report` counts invalid UTF-8."""
+    replaced = (report or {}).get("invalid_utf8_replaced", 0)
+    if replaced:
+        print(
+            f"note: replaced {replaced:,} invalid UTF-8 byte sequence(s) with U+FFFD on "
+            f"{report['invalid_utf8_lines']:,} line(s) of {what} (--strict makes this an error)",
+            file=sys.stderr,
+        )

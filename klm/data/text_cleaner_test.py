@@ -61,7 +61,7 @@ def test_privacy_scrubbing_counts_per_kind():
     )
     texts, report = clean_all([text], scrub_privacy=True)
     assert texts == [
-        "Write to <email> or see <url> and <url> server <ip>, call <phone> or <phone> or <phone>. "
+        "Write to <email> or see <url> and <url>, server <ip>, call <phone> or <phone> or <phone>. "
         "Years 1990 - 2000 and 3.14159 stay."
     ]
     assert (report["privacy_email"], report["privacy_url"], report["privacy_ip"], report["privacy_phone"]) == (1, 2, 1, 3)
@@ -72,6 +72,11 @@ def test_invalid_utf8_replaced_and_counted():
     assert cleaner.decode(b"caf\xc3\xa9", "f.txt", 1) == "café"
     assert cleaner.decode(b"bad \xff byte", "f.txt", 2) == "bad \ufffd byte"
     assert cleaner.report()["invalid_utf8_lines"] == 1
+    assert cleaner.report()["invalid_utf8_replaced"] == 1
+    # A U+FFFD that was in the text is not a replacement; each bad sequence is.
+    assert cleaner.decode(b"\xef\xbf\xbd ok \xff\xfe", "f.txt", 3) == "\ufffd ok \ufffd\ufffd"
+    assert cleaner.report()["invalid_utf8_lines"] == 2
+    assert cleaner.report()["invalid_utf8_replaced"] == 3
 
 
 def test_invalid_utf8_strict_names_file_and_line():

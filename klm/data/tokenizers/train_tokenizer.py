@@ -2,11 +2,13 @@
 
 import collections
 import re
+import sys
 
 import keras_hub
 import tensorflow as tf
 
 from klm.data.tokenizers.byte_tokenizer import ByteTokenizer
+from klm.data.tokenizers.sentence_piece_tokenizer import SPECIAL_TOKENS as SENTENCEPIECE_SPECIAL_TOKENS
 from klm.data.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
 from klm.data.tokenizers.word_piece_tokenizer import SPECIAL_TOKENS as WORD_PIECE_SPECIAL_TOKENS
 from klm.data.tokenizers.word_piece_tokenizer import WordPieceTokenizer
@@ -57,12 +59,14 @@ def iter_text_batches(texts, batch_size=1024):
 class _CountingBatches:
     """Wraps text batches and counts the non-empty documents that pass."""
 
-    def __init__(self, batches):
-        self.batches = batches
+    def __init__(self, make_batches):
+        self.make_batches = make_batches
         self.documents = 0
 
     def __iter__(self):
-        for batch in self.batches:
+        # Each pass re-reads the texts; `documents` counts the latest pass.
+        self.documents = 0
+        for batch in self.make_batches():
             self.documents += sum(1 for text in batch if len(text))
             yield batch
 
@@ -123,9 +127,10 @@ def train_tokenizer(
         texts: the training documents: an iterable of `str`, or a
             `tf.data.Dataset` of strings (scalars or batches). Read once.
         vocab_size: int. The vocabulary size (`--vocab-size`), special tokens
-            included. For `"word"` an upper bound (`None`: no bound); for the
-            subword kinds the target (default 8000). A size the corpus cannot
-            fill is a `ConfigError`. Must be `None` for `"byte"`.
+            included: an upper bound for every kind (`None`: no bound for
+            `"word"`, 8000 for the subword kinds). When the corpus cannot fill
+            it, the largest vocabulary the corpus supports is built and a
+            one-line note says so on stderr. Must be `None` for `"byte"`.
         min_freq: int. `"word"` only (`--min-freq`); `None` means 1.
         max_vocab: int. `"word"` only: an alias of `vocab_size` that never
             raises when the corpus has fewer words (torchtext's
@@ -138,8 +143,8 @@ def train_tokenizer(
         The trained tokenizer layer.
 
     Raises:
-        ConfigError: bad arguments, or a vocabulary size larger than the
-            corpus can fill (naming `--vocab-size`).
+        ConfigError: bad arguments, or a vocabulary size below what the
+            tokenizer needs (naming `--vocab-size`).
         DataError: an empty corpus.
 
     Example:
@@ -167,7 +172,11 @@ def train_tokenizer(
     if kind == "word":
         return _train_word(texts, vocab_size, min_freq, max_vocab, batch_size)
     vocab_size = vocab_size or DEFAULT_SUBWORD_VOCABULARY_SIZE
-    batches = _CountingBatches(iter_text_batches(texts, batch_size))
+    if kind == "sentencepiece" and not isinstance(texts, tf.data.Dataset) and iter(texts) is texts:
+        # A one-shot iterator: keep it for the retries of a too-large
+        # --vocab-size (SentencePiece holds the sentences in memory anyway).
+        texts = list(texts)
+    batches = _CountingBatches(lambda: iter_text_batches(texts, batch_size))
     dataset = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=tf.TensorSpec([None], tf.string))
     if kind == "wordpiece":
         return _train_wordpiece(dataset, batches, vocab_size, lowercase)
@@ -179,21 +188,30 @@ def train_tokenizer(
     return _train_sentencepiece(dataset.unbatch(), batches, vocab_size, sentencepiece_model_type, lowercase)
 
 
+def note_smaller_vocabulary(requested, built, detail=""):
+    """Says on stderr that the corpus could not fill `--vocab-size`."""
+    print(
+        f"note: --vocab-size {requested} is more than the corpus supports; built {built:,} tokens{detail}",
+        file=sys.stderr,
+    )
+
+
 def _train_word(texts, vocab_size, min_freq, max_vocab, batch_size):
     counts = count_words(texts, batch_size)
     if not counts:
         raise _empty_corpus_error()
     vocabulary = build_word_vocabulary(counts, min_freq=min_freq)
-    if vocab_size is not None and vocab_size > len(vocabulary):
-        raise ConfigError(
-            f"Expected --vocab-size <= {len(vocabulary)}: the training text has {len(vocabulary) - len(WORD_SPECIAL_TOKENS)} "
-            f"distinct words seen at least --min-freq={min_freq} times, plus {len(WORD_SPECIAL_TOKENS)} special "
-            f"tokens, so a larger vocabulary cannot be filled. Received: --vocab-size={vocab_size}"
-        )
     limit = min(x for x in (vocab_size, max_vocab, len(vocabulary)) if x is not None)
     if limit < len(WORD_SPECIAL_TOKENS) + 1:
         raise ConfigError(
             f"Expected --vocab-size > {len(WORD_SPECIAL_TOKENS)} (the special tokens). Received: --vocab-size={limit}"
+        )
+    if vocab_size is not None and vocab_size > len(vocabulary):
+        note_smaller_vocabulary(
+            vocab_size,
+            len(vocabulary),
+            f" ({len(vocabulary) - len(WORD_SPECIAL_TOKENS):,} distinct words seen at least --min-freq={min_freq} "
+            f"times, plus {len(WORD_SPECIAL_TOKENS)} special tokens)",
         )
     return WordTokenizer(vocabulary[:limit])
 
@@ -217,35 +235,53 @@ def _train_wordpiece(dataset, batches, vocab_size, lowercase):
     if batches.documents == 0:
         raise _empty_corpus_error()
     if len(vocabulary) < vocab_size * (1 - WORDPIECE_SLACK):
-        raise ConfigError(
-            f"Expected --vocab-size <= {len(vocabulary)} for this corpus: the WordPiece trainer found only "
-            f"{len(vocabulary)} tokens (words must occur at least 10 times to be split into pieces). "
-            f"Received: --vocab-size={vocab_size}"
-        )
+        note_smaller_vocabulary(vocab_size, len(vocabulary))
     return WordPieceTokenizer(vocabulary, lowercase=lowercase)
 
 
+# SentencePiece fails with "Vocabulary size too high (N). Please set it to a
+# value <= M." when the corpus cannot fill N pieces; M is not always
+# reachable either (unigram pruning), so training retries, backing off.
+SENTENCEPIECE_RETRIES = 8
+
+
 def _train_sentencepiece(dataset, batches, vocab_size, model_type, lowercase):
-    try:
-        proto = keras_hub.tokenizers.compute_sentence_piece_proto(
-            dataset, vocabulary_size=vocab_size, model_type=model_type, lowercase=lowercase
+    requested = size = vocab_size
+    for _ in range(SENTENCEPIECE_RETRIES):
+        try:
+            proto = keras_hub.tokenizers.compute_sentence_piece_proto(
+                dataset, vocabulary_size=size, model_type=model_type, lowercase=lowercase
+            )
+            break
+        except RuntimeError as e:
+            if batches.documents == 0:
+                raise _empty_corpus_error() from None
+            too_small = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))
+            if too_small:
+                raise ConfigError(
+                    f"Expected --vocab-size >= {too_small.group(2)}: SentencePiece needs one id per distinct "
+                    f"character of the training text plus its special tokens. Received: --vocab-size={requested}"
+                ) from None
+            if "too high" not in str(e):
+                raise
+            limit = re.search(r"<=\s*(\d+)", str(e))
+            suggested = int(limit.group(1)) if limit else 0
+            # The suggested size, or 10% less when it was just tried or missing.
+            size = suggested if 0 < suggested < size else int(size * 0.9)
+            minimum = len(SENTENCEPIECE_SPECIAL_TOKENS) + 1
+            if size < minimum:
+                raise ConfigError(
+                    f"Expected a training text that can fill a SentencePiece {model_type} vocabulary of at least "
+                    f"{minimum} tokens. Received: --vocab-size={requested}"
+                ) from None
+    else:
+        raise ConfigError(
+            f"Expected --vocab-size <= {size}: SentencePiece {model_type} cannot fill a larger vocabulary from this "
+            f"training text. Received: --vocab-size={requested}"
         )
-    except RuntimeError as e:
-        if batches.documents == 0:
-            raise _empty_corpus_error() from None
-        too_small = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))
-        if too_small:
-            raise ConfigError(
-                f"Expected --vocab-size >= {too_small.group(2)}: SentencePiece needs one id per distinct "
-                f"character of the training text plus its special tokens. Received: --vocab-size={vocab_size}"
-            ) from None
-        limit = re.search(r"<=\s*(\d+)", str(e))
-        if "too high" in str(e) or limit:
-            raise ConfigError(
-                f"Expected --vocab-size <= {limit.group(1) if limit else 'what the corpus can fill'}: SentencePiece "
-                f"{model_type} cannot fill a larger vocabulary from this training text. Received: --vocab-size={vocab_size}"
-            ) from None
-        raise
     if batches.documents == 0:
         raise _empty_corpus_error()
-    return SentencePieceTokenizer(proto)
+    tokenizer = SentencePieceTokenizer(proto)
+    if tokenizer.vocabulary_size() < requested:
+        note_smaller_vocabulary(requested, tokenizer.vocabulary_size())
+    return tokenizer

@@ -30,13 +30,19 @@ def test_word_from_iterable_and_dataset_agree():
     assert from_list.vocabulary_size() == 4 + len(set(WORDS)) + 1
 
 
-def test_word_min_freq_and_vocab_size_limits():
+def test_word_min_freq_and_vocab_size_limits(capsys):
     texts = ["a a a b b c"]
     assert train_tokenizer("word", texts, min_freq=2).get_vocabulary()[4:] == ["a", "b"]
     assert train_tokenizer("word", texts, vocab_size=5).get_vocabulary()[4:] == ["a"]
     assert train_tokenizer("word", texts, max_vocab=100).vocabulary_size() == 7
-    with pytest.raises(ConfigError, match=r"--vocab-size <= 7.*--vocab-size=50"):
-        train_tokenizer("word", texts, vocab_size=50)
+    assert "note:" not in capsys.readouterr().err
+    # --vocab-size is an upper bound: the largest vocabulary the corpus supports, and a note.
+    assert train_tokenizer("word", texts, vocab_size=50).vocabulary_size() == 7
+    err = capsys.readouterr().err
+    assert "note: --vocab-size 50 is more than the corpus supports; built 7 tokens" in err
+    assert len(err.strip().splitlines()) == 1
+    with pytest.raises(ConfigError, match=r"--vocab-size > 4"):
+        train_tokenizer("word", texts, vocab_size=4)
 
 
 def test_wordpiece_trains_and_checks_size():
@@ -44,8 +50,8 @@ def test_wordpiece_trains_and_checks_size():
     assert isinstance(tokenizer, WordPieceTokenizer)
     assert tokenizer.get_vocabulary()[:4] == ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
     assert to_python(tokenizer.detokenize(tokenizer.tokenize(["the cat sat ."]))) == ["the cat sat ."]
-    with pytest.raises(ConfigError, match="--vocab-size"):
-        train_tokenizer("wordpiece", corpus(), vocab_size=5000)
+    big = train_tokenizer("wordpiece", corpus(), vocab_size=5000)
+    assert 40 <= big.vocabulary_size() < 5000
 
 
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])
@@ -55,8 +61,11 @@ def test_sentencepiece_trains_and_checks_size(model_type):
     assert (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.start_token_id, tokenizer.end_token_id) == (0, 1, 2, 3)
     assert tokenizer.vocabulary_size() == 25
     assert to_python(tokenizer.detokenize(tokenizer.tokenize(["the cat sat ."]))) == ["the cat sat ."]
-    with pytest.raises(ConfigError, match=r"--vocab-size <= \d+"):
-        train_tokenizer("sentencepiece", corpus(), vocab_size=5000, sentencepiece_model_type=model_type)
+    big = train_tokenizer("sentencepiece", corpus(), vocab_size=5000, sentencepiece_model_type=model_type)
+    assert 25 <= big.vocabulary_size() < 5000
+    # A one-shot iterator is read again for the retry.
+    again = train_tokenizer("sentencepiece", iter(corpus()), vocab_size=5000, sentencepiece_model_type=model_type)
+    assert again.vocabulary_size() == big.vocabulary_size()
     with pytest.raises(ConfigError, match=r"--vocab-size >= \d+"):
         train_tokenizer("sentencepiece", corpus(), vocab_size=8, sentencepiece_model_type=model_type)
 
@@ -99,3 +108,14 @@ def test_load_errors(tmp_path):
     (tmp_path / "tok" / "vocabulary.txt").unlink()
     with pytest.raises(DataError, match="vocabulary.txt"):
         load_tokenizer(str(tmp_path / "tok"))
+
+
+@pytest.mark.parametrize(
+    "kind,extra",
+    [("word", {}), ("wordpiece", {}), ("sentencepiece", {}), ("sentencepiece", {"sentencepiece_model_type": "bpe"})],
+)
+def test_vocab_size_is_an_upper_bound_for_every_kind(capsys, kind, extra):
+    tokenizer = train_tokenizer(kind, corpus(), vocab_size=32000, **extra)
+    built = tokenizer.vocabulary_size()
+    assert built < 32000
+    assert f"note: --vocab-size 32000 is more than the corpus supports; built {built:,} tokens" in capsys.readouterr().err

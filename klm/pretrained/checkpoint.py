@@ -1,0 +1,540 @@
+"""Naming and loading a checkpoint: klm runs, keras-hub presets, Hugging Face models.
+
+One string names a checkpoint everywhere (`--from`, `--init-from`, the RUN
+argument of `evaluate`/`generate`/`export`):
+
+| spec | kind |
+|---|---|
+| `runs/lm` (a folder with klm's `config.json`) | `klm_run` |
+| `gpt2_base_en` (a keras-hub preset name) | `keras_hub_preset` |
+| `kaggle://keras/gpt2/keras/gpt2_base_en[/2]` | `kaggle` |
+| `hf://openai-community/gpt2`, `hf://Qwen/Qwen3-0.6B` | `hf` |
+| a folder saved by keras-hub (`save_to_preset`) | `keras_hub_dir` |
+| a folder saved by Transformers (`config.json` + `*.safetensors` + tokenizer files) | `hf_dir` |
+
+Everything except klm runs is loaded by keras-hub itself
+(`keras_hub.models.CausalLM.from_preset`, whose Transformers loader converts
+Hugging Face configs and safetensors weights with `keras_hub.src.utils.
+transformers.convert_*`). Downloads go to the usual caches (`~/.cache/
+huggingface`, `~/.cache/kagglehub`). Every failure a user can fix -- an unknown
+name, a missing file, an architecture keras-hub cannot convert, no network --
+raises `CheckpointError` (a `KlmError`: exit status 2 in the CLI) that says
+which.
+"""
+
+import dataclasses
+import difflib
+import json
+import os
+import socket
+from pathlib import Path
+
+from klm.errors import RunDirError
+
+KINDS = ("klm_run", "keras_hub_preset", "kaggle", "hf", "keras_hub_dir", "hf_dir")
+DTYPES = ("float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16")
+HF_PREFIX = "hf://"
+KAGGLE_PREFIX = "kaggle://"
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+class CheckpointError(RunDirError):
+    """A checkpoint cannot be found, downloaded, converted or used (a `KlmError`: exit status 2)."""
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A loaded checkpoint: model, tokenizer and where it came from.
+
+    Attributes:
+        model: the Keras model: a keras-hub `CausalLM` (`GPT2CausalLM`,
+            `Llama3CausalLM`, `Qwen3CausalLM`, ...), a `KlmCausalLM`, or a
+            `KlmClassifier` (a classifier run).
+        tokenizer: the checkpoint's own tokenizer layer (keras-hub's for
+            keras-hub and Hugging Face checkpoints, klm's for klm runs).
+        preprocessor: the keras-hub `CausalLMPreprocessor`, or `None`.
+        source: JSON-ready description to record in a run's `config.json`:
+            `kind`, `name`, `architecture` (the task class), `backbone`,
+            `dtype`, plus `model_type` for Hugging Face checkpoints.
+        task: `"causal_lm"` or `"classifier"`.
+        run: the `klm.runs.Run` when the checkpoint is a klm run folder.
+        add_start_token: whether documents and prompts start with the
+            tokenizer's start token; `None` follows the preprocessor.
+    """
+
+    model: object
+    tokenizer: object
+    preprocessor: object = None
+    source: dict = dataclasses.field(default_factory=dict)
+    task: str = "causal_lm"
+    run: object = None
+    add_start_token: bool = None
+
+    @property
+    def causal_lm(self):
+        """The causal LM (`CheckpointError` for a classifier run)."""
+        if self.task != "causal_lm":
+            raise CheckpointError(
+                f"Expected a language-model checkpoint. Received: {self.source.get('name')!r} "
+                f"(task={self.task!r})"
+            )
+        return self.model
+
+    @property
+    def backbone(self):
+        return self.model.backbone
+
+    @property
+    def config(self):
+        """A run's `config.json`, or `{}` (lets a `Checkpoint` stand in for a `Run`)."""
+        return self.run.config if self.run is not None else {}
+
+    @property
+    def path(self):
+        return self.source.get("name")
+
+    @property
+    def start_token_id(self):
+        """The id to put before a document, or `None` when the checkpoint adds none.
+
+        keras-hub's `CausalLMPreprocessor`s add the tokenizer's start token
+        (`add_start_token=True`: `<|endoftext|>` for GPT-2,
+        `<|begin_of_text|>` for Llama 3); klm runs and Qwen (no start token)
+        add none.
+        """
+        add = self.add_start_token
+        if add is None:
+            add = self.preprocessor is not None and bool(getattr(self.preprocessor, "add_start_token", False))
+        return getattr(self.tokenizer, "start_token_id", None) if add else None
+
+    @property
+    def end_token_id(self):
+        return getattr(self.tokenizer, "end_token_id", None)
+
+    def __repr__(self):
+        return f"<Checkpoint {self.source.get('kind')} {self.source.get('name')!r} {self.source.get('architecture')}>"
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"Cannot read {path}: {e}. Received: checkpoint={str(path.parent)!r}") from None
+
+
+def classify(spec):
+    """The kind of checkpoint `spec` names (see the module docstring); imports no Keras.
+
+    Raises:
+        CheckpointError: a folder that is none of the formats, a missing path,
+            an unknown `scheme://`.
+    """
+    spec = os.fspath(spec)
+    if spec.startswith(HF_PREFIX):
+        if len(spec[len(HF_PREFIX):].strip("/").split("/")) != 2:
+            raise CheckpointError(
+                f"Expected a Hugging Face handle of the form hf://ORG/NAME (e.g. hf://openai-community/gpt2). "
+                f"Received: checkpoint={spec!r}"
+            )
+        return "hf"
+    if spec.startswith(KAGGLE_PREFIX):
+        return "kaggle"
+    if "://" in spec:
+        raise CheckpointError(
+            "Expected a klm run folder, a keras-hub preset name, kaggle://..., hf://ORG/NAME or a local folder. "
+            f"Received: checkpoint={spec!r}"
+        )
+    path = Path(spec)
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(
+                f"Expected a checkpoint folder, got a file. Received: checkpoint={spec!r}"
+            )
+        config_path = path / "config.json"
+        if not config_path.exists():
+            raise CheckpointError(
+                f"{spec} has no config.json: expected a klm run folder, a keras-hub preset folder or a "
+                f"Transformers folder (config.json + *.safetensors + tokenizer files). Received: checkpoint={spec!r}"
+            )
+        config = _read_json(config_path)
+        from klm.runs import TASKS
+
+        if config.get("task") in TASKS:
+            return "klm_run"
+        if "registered_name" in config:
+            return "keras_hub_dir"
+        if "model_type" in config:
+            return "hf_dir"
+        raise CheckpointError(
+            f"{config_path} is neither klm's (a 'task'), keras-hub's (a 'registered_name') nor Transformers' "
+            f"(a 'model_type') config. Received: checkpoint={spec!r}"
+        )
+    if os.sep in spec or spec.startswith("."):
+        raise CheckpointError(f"Checkpoint folder does not exist. Received: checkpoint={spec!r}")
+    return "keras_hub_preset"
+
+
+def _check_keras_hub_preset_name(spec):
+    from keras_hub.src.utils.preset_utils import BUILTIN_PRESETS
+
+    if spec in BUILTIN_PRESETS:
+        return
+    from keras_hub.models import CausalLM
+
+    names = sorted(CausalLM.presets) if hasattr(CausalLM, "presets") else sorted(BUILTIN_PRESETS)
+    close = difflib.get_close_matches(spec, names, n=5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise CheckpointError(
+        f"Unknown checkpoint {spec!r}: not a folder, not a keras-hub preset name.{hint} Expected a klm run folder, "
+        "a keras-hub preset (e.g. gpt2_base_en), kaggle://..., hf://ORG/NAME or a local keras-hub/Transformers "
+        f"folder. Received: checkpoint={spec!r}"
+    )
+
+
+def _tokenizer_files(model_type):
+    """Tokenizer files keras-hub's converter for `model_type` reads."""
+    if model_type == "gpt2":
+        return ("vocab.json", "merges.txt")
+    if model_type == "llama":
+        return ("tokenizer.json", "tokenizer_config.json")
+    if model_type in ("gemma", "gemma2", "gemma3", "gemma3_text", "mistral"):
+        return ("tokenizer.model",)
+    return ("tokenizer.json",)
+
+
+def _check_hf_dir(path):
+    """Clear errors for a local Transformers folder before keras-hub sees it."""
+    config = _read_json(path / "config.json")
+    model_type = config.get("model_type")
+    _check_model_type(model_type, str(path), config)
+    if not any((path / name).exists() for name in HF_WEIGHT_FILES):
+        other = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt*"))
+        found = f" (found {', '.join(other)}: keras-hub reads only safetensors)" if other else ""
+        raise CheckpointError(
+            f"{path} has no weights: expected model.safetensors or model.safetensors.index.json{found}. "
+            f"Received: checkpoint={str(path)!r}"
+        )
+    missing = [name for name in _tokenizer_files(model_type) if not (path / name).exists()]
+    if missing:
+        raise CheckpointError(
+            f"{path} lacks the tokenizer file(s) {', '.join(missing)} that keras-hub's {model_type} converter "
+            f"reads. Copy them from the original checkpoint. Received: checkpoint={str(path)!r}"
+        )
+    return model_type
+
+
+def _check_model_type(model_type, name, config):
+    from keras_hub.src.utils.transformers.preset_loader import TransformersPresetLoader
+
+    try:
+        loader = TransformersPresetLoader(name, config)
+    except ValueError:
+        raise CheckpointError(
+            f"keras-hub cannot convert Transformers model_type={model_type!r} "
+            f"(architectures={config.get('architectures')}). Causal LMs it converts include gpt2, llama, mistral, "
+            f"qwen2, qwen3, gemma, gemma2, gemma3. Received: checkpoint={name!r}"
+        ) from None
+    from keras_hub.models import CausalLM
+    from keras_hub.src.utils.preset_utils import list_subclasses
+
+    backbone_cls = loader.check_backbone_class()
+    if not any(cls.backbone_cls is backbone_cls for cls in list_subclasses(CausalLM)):
+        raise CheckpointError(
+            f"Transformers model_type={model_type!r} ({backbone_cls.__name__}) is not a causal language model "
+            f"keras-hub can load as a CausalLM. Received: checkpoint={name!r}"
+        )
+
+
+def _reachable(host, port=443, timeout=3.0):
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _prepare_download(kind, spec):
+    """Fails fast, with a clear message, when a download is needed and impossible."""
+    if kind == "hf":
+        repo = spec[len(HF_PREFIX):].strip("/")
+        try:
+            import huggingface_hub
+        except ImportError:
+            raise CheckpointError(
+                f"Loading {spec} needs the huggingface_hub package: pip install huggingface_hub"
+            ) from None
+        cached = True
+        try:
+            huggingface_hub.hf_hub_download(repo, "config.json", local_files_only=True)
+        except Exception:  # noqa: BLE001 - not in the cache, for whatever reason
+            cached = False
+        if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "ON", "YES"):
+            if not cached:
+                raise CheckpointError(
+                    f"{spec} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. Received: checkpoint={spec!r}"
+                )
+            return {}
+        if not _reachable("huggingface.co"):
+            if cached:
+                return {"HF_HUB_OFFLINE": "1"}  # use the cache without retrying the network
+            raise CheckpointError(
+                f"Cannot download {spec}: huggingface.co is unreachable (no network?) and the model is not in the "
+                "Hugging Face cache (~/.cache/huggingface or $HF_HOME). Download it where there is network, or "
+                f"pass a local folder. Received: checkpoint={spec!r}"
+            )
+    elif kind in ("kaggle", "keras_hub_preset"):
+        if not _reachable("api.kaggle.com") and not _reachable("www.kaggle.com"):
+            raise CheckpointError(
+                f"Cannot download {spec}: Kaggle (api.kaggle.com) is unreachable (no network?). keras-hub presets "
+                "download from Kaggle Models into ~/.cache/kagglehub; save one with `save_to_preset` where there is "
+                f"network and pass the folder. Received: checkpoint={spec!r}"
+            )
+    return {}
+
+
+class _env:
+    """Temporarily sets environment variables."""
+
+    def __init__(self, values):
+        self.values, self.saved = values, {}
+
+    def __enter__(self):
+        for key, value in self.values.items():
+            self.saved[key] = os.environ.get(key)
+            os.environ[key] = value
+
+    def __exit__(self, *exc):
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _check_dtype(dtype):
+    if dtype is not None and dtype not in DTYPES:
+        raise CheckpointError(f"Expected dtype in {DTYPES} or None. Received: dtype={dtype!r}")
+
+
+def load_checkpoint(spec, dtype=None, which="best"):
+    """Loads the checkpoint `spec` names: a causal LM (or classifier run) and its tokenizer.
+
+    Args:
+        spec: a klm run folder, a keras-hub preset name, `kaggle://...`,
+            `hf://ORG/NAME`, or a local keras-hub / Transformers folder.
+        dtype: `None` (the checkpoint's own: float32 for Transformers
+            float32/bfloat16 weights converted by keras-hub unless set),
+            `"float32"`, `"bfloat16"`, `"float16"` or a mixed policy
+            (`"mixed_bfloat16"`). `"bfloat16"` halves the memory of big
+            checkpoints (`--precision bfloat16`). klm runs keep their dtype.
+        which: klm runs only: `"best"` or `"last"`.
+
+    Returns:
+        A `Checkpoint`.
+
+    Raises:
+        CheckpointError: unknown name, missing file, architecture keras-hub
+            cannot convert, no network (the message says which).
+
+    Example:
+
+    ```python
+    ckpt = load_checkpoint("hf://openai-community/gpt2", dtype="bfloat16")
+    ckpt.causal_lm.generate("The history of", max_length=30)
+    ```
+    """
+    _check_dtype(dtype)
+    spec = os.fspath(spec)
+    kind = classify(spec)
+    import keras  # noqa: F401 - before keras_hub, so klm's classes register after Keras, not inside keras_hub
+    if kind == "klm_run":
+        return _load_klm_run(spec, which)
+    model_type = None
+    if kind == "keras_hub_preset":
+        _check_keras_hub_preset_name(spec)
+    elif kind == "hf_dir":
+        model_type = _check_hf_dir(Path(spec))
+    env = _prepare_download(kind, spec)
+    name = os.path.abspath(spec) if kind in ("hf_dir", "keras_hub_dir") else spec
+    with _env(env):
+        causal_lm = _from_preset(spec, kind, dtype)
+        if kind == "hf" and model_type is None:
+            model_type = _hf_model_type(spec)
+    preprocessor = causal_lm.preprocessor
+    tokenizer = getattr(preprocessor, "tokenizer", None)
+    if tokenizer is None:
+        raise CheckpointError(
+            f"{spec} has no tokenizer keras-hub can load (a preset saved without its preprocessor?). "
+            f"Received: checkpoint={spec!r}"
+        )
+    source = {
+        "kind": kind,
+        "name": name,
+        "architecture": type(causal_lm).__name__,
+        "backbone": type(causal_lm.backbone).__name__,
+        "tokenizer": type(tokenizer).__name__,
+        "dtype": causal_lm.dtype_policy.name,
+        "add_start_token": bool(getattr(preprocessor, "add_start_token", False)),
+    }
+    if model_type:
+        source["model_type"] = model_type
+    return Checkpoint(model=causal_lm, tokenizer=tokenizer, preprocessor=preprocessor, source=source)
+
+
+def _hf_model_type(spec):
+    try:
+        from keras_hub.src.utils.preset_utils import load_json
+
+        return load_json(spec, "config.json").get("model_type")
+    except Exception:  # noqa: BLE001 - only informative
+        return None
+
+
+def _from_preset(spec, kind, dtype):
+    import keras_hub
+
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    try:
+        return keras_hub.models.CausalLM.from_preset(spec, **kwargs)
+    except CheckpointError:
+        raise
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{spec}: a file is missing: {e} Received: checkpoint={spec!r}") from None
+    except ImportError as e:
+        raise CheckpointError(f"Loading {spec} needs a package: {e}") from None
+    except Exception as e:  # noqa: BLE001 - translated below, or re-raised as is
+        message = str(e)
+        if _is_network_error(e):
+            raise CheckpointError(
+                f"Cannot download {spec}: {type(e).__name__}: {message[:300]} (no network?). "
+                f"Received: checkpoint={spec!r}"
+            ) from None
+        if kind == "hf" and "has no config.json" in message:
+            raise CheckpointError(
+                f"{spec}: no such Hugging Face model, or it has no config.json, or it is gated (log in with "
+                f"`hf auth login`). Received: checkpoint={spec!r}"
+            ) from None
+        if "Unable to find a subclass of CausalLM" in message:
+            raise CheckpointError(f"{spec} is not a causal language model: {message} Received: checkpoint={spec!r}") \
+                from None
+        if "KerasHub has no converter" in message:
+            raise CheckpointError(f"{spec}: {message} Received: checkpoint={spec!r}") from None
+        if isinstance(e, (ValueError, KeyError)):
+            raise CheckpointError(
+                f"keras-hub cannot load {spec}: {type(e).__name__}: {message[:500]} Received: checkpoint={spec!r}"
+            ) from None
+        raise
+
+
+def _is_network_error(e):
+    names = {cls.__name__ for cls in type(e).__mro__}
+    return bool(
+        names & {"ConnectionError", "Timeout", "NameResolutionError", "MaxRetryError", "OfflineModeIsEnabled"}
+    ) or "Failed to resolve" in str(e)
+
+
+def _load_klm_run(spec, which):
+    from klm import runs
+
+    try:
+        config = runs.read_run_config(spec)
+        if _is_keras_hub_tokenizer_folder(Path(spec) / runs.TOKENIZER_DIR):
+            run = _load_pretrained_run(spec, config, which)
+        else:
+            run = runs.load_run(spec, which=which)
+    except RunDirError as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(str(e)) from None
+    model = run.model
+    source = {
+        "kind": "klm_run",
+        "name": os.path.abspath(spec),
+        "architecture": type(model).__name__,
+        "backbone": type(model.backbone).__name__,
+        "tokenizer": type(run.tokenizer).__name__,
+        "dtype": model.dtype_policy.name,
+    }
+    preprocessor = getattr(model, "preprocessor", None)
+    # A run started from a pretrained checkpoint records its source (with
+    # add_start_token) under "pretrained" in config.json.
+    pretrained = run.config.get("pretrained") or {}
+    return Checkpoint(model=model, tokenizer=run.tokenizer, preprocessor=preprocessor, source=source,
+                      task=run.task, run=run, add_start_token=pretrained.get("add_start_token"))
+
+
+def _is_keras_hub_tokenizer_folder(directory):
+    path = Path(directory) / "tokenizer.json"
+    if not path.exists():
+        return False
+    try:
+        return "registered_name" in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+def _load_pretrained_run(spec, config, which):
+    """`runs.load_run` for a run whose tokenizer folder is keras-hub's (a run started from a checkpoint)."""
+    from klm import runs
+
+    run_dir = Path(spec)
+    summary_path = run_dir / runs.SUMMARY_FILE
+    if not summary_path.exists():
+        raise CheckpointError(
+            f"{run_dir} is an unfinished run (no {runs.SUMMARY_FILE}). Finish or resume it first. "
+            f"Received: run_dir={str(run_dir)!r}"
+        )
+    model = runs.load_model(runs.checkpoint_path(run_dir, which))
+    tokenizer = load_tokenizer(run_dir / runs.TOKENIZER_DIR)
+    labels, multi_label = None, False
+    if config["task"] == "classifier":
+        label_info = runs.read_json(run_dir / runs.LABELS_FILE)
+        labels, multi_label = label_info["labels"], bool(label_info.get("multi_label", False))
+    return runs.Run(run_dir, config, config["task"], model, tokenizer, labels, multi_label,
+                    runs.read_json(summary_path))
+
+
+def is_checkpoint_spec(spec):
+    """True when `spec` names something other than a klm run folder (imports no Keras)."""
+    try:
+        return classify(spec) != "klm_run"
+    except CheckpointError:
+        return not Path(os.fspath(spec)).exists()
+
+
+def save_tokenizer(tokenizer, directory):
+    """Saves a run's tokenizer folder: klm's format for klm tokenizers, keras-hub's for the others.
+
+    keras-hub tokenizers (`GPT2Tokenizer`, `Llama3Tokenizer`, ...) are saved
+    with `save_to_preset` (`tokenizer.json` with a `registered_name` +
+    `assets/tokenizer/`); `load_tokenizer` tells the two apart.
+    """
+    from klm.data.tokenizers.tokenizer_io import TOKENIZER_CLASSES
+
+    if type(tokenizer) in TOKENIZER_CLASSES.values():
+        from klm.data import save_tokenizer as save_klm_tokenizer
+
+        return save_klm_tokenizer(tokenizer, directory)
+    os.makedirs(directory, exist_ok=True)
+    tokenizer.save_to_preset(os.fspath(directory))
+
+
+def load_tokenizer(directory):
+    """Loads a tokenizer folder written by `save_tokenizer` (either format)."""
+    directory = os.fspath(directory)
+    path = os.path.join(directory, "tokenizer.json")
+    metadata = _read_json(Path(path)) if os.path.exists(path) else {}
+    if "registered_name" in metadata:
+        import keras
+        import keras_hub  # noqa: F401 - registers keras-hub's tokenizer classes
+
+        try:
+            tokenizer = keras.saving.deserialize_keras_object(metadata)
+            tokenizer.load_preset_assets(directory)
+            return tokenizer
+        except (OSError, ValueError, TypeError) as e:
+            raise CheckpointError(f"Cannot load the keras-hub tokenizer in {directory}: {e}") from None
+    from klm.data import load_tokenizer as load_klm_tokenizer
+
+    return load_klm_tokenizer(directory)

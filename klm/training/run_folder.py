@@ -1,0 +1,439 @@
+"""`RunFolder`: one training run's folder, from its first file to `summary.json`.
+
+Every training mode (pretraining, classifier fine-tuning, and those to come)
+goes through the same life:
+
+    open      lock the folder (one process trains in it), clean up temporary
+              files a kill left behind, check that an existing run is the
+              same model (`identity`), or start over (`--restart`, or a
+              folder whose run never reached its first checkpoint)
+    write     config.json, tokenizer/, labels.json (the chief process only)
+    resume    restore the newest intact backup generation (weights,
+              optimizer, dropout RNG, position in the data), falling back
+              to the previous generation, then to last.keras, with a warning
+              that says what was lost
+    save      backups (two generations, each checksummed before it replaces
+              the older), last.keras, best.keras
+    finish    summary.json (a run with it is finished)
+
+A run counts as started once its first checkpoint exists. If the command
+fails before that, `abandon()` removes what it wrote, so a corrected command
+starts cleanly instead of "resuming" a run built from bad input.
+
+Writes that fail (disk full, read-only folder) raise `RunDirError` naming the
+file and the last good checkpoint, which the atomic writes keep intact.
+"""
+
+import contextlib
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from klm import runs
+from klm.errors import RunDirError
+from klm.training.state import TrainingState
+from klm.training.state import capture_rng
+from klm.training.state import restore_rng
+
+LOCK_FILE = ".klm.lock"
+BACKUP_DIR = "backup"
+LAST_STATE_FILE = "last_state.json"
+BEST_FILE = "best.json"
+METRICS_FILE = "metrics.csv"
+BACKUP_GENERATIONS = 2
+# Files a run writes; a symlink in their place is refused (it would write elsewhere).
+_WRITTEN = (runs.CONFIG_FILE, runs.SUMMARY_FILE, runs.LABELS_FILE, METRICS_FILE, "last.keras", "best.keras",
+            BEST_FILE, LAST_STATE_FILE, "curves.png")
+
+
+def _log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+_FAULT_COUNTS = {}
+
+
+def fault_point(name):
+    """Fault-injection hook: `KLM_FAULT_POINT=NAME:N` SIGKILLs this process the N-th time it passes NAME.
+
+    The reliability tests use it to kill a run at exact moments (between the
+    two files of a backup, during an evaluation) that a timer could not hit
+    reliably. Without the variable it does nothing.
+    """
+    spec = os.environ.get("KLM_FAULT_POINT")
+    if not spec:
+        return
+    target, _, count = spec.partition(":")
+    if target != name:
+        return
+    _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
+    if _FAULT_COUNTS[name] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_temp(name):
+    # `runs.atomic_path` names: ".<name>.<random>.tmp<suffix>"
+    return name.startswith(".") and ".tmp" in name and name != LOCK_FILE
+
+
+@dataclasses.dataclass
+class ResumePoint:
+    """What a run resumes from: the state and a description of its source."""
+
+    state: TrainingState
+    source: str
+    warnings: list
+
+
+class RunFolder:
+    """The folder of one training run (see the module docstring).
+
+    Args:
+        path: the run folder (`--run-dir`).
+        chief: only the chief process (process 0) writes files; the others
+            of a multi-process run read the same folder and join the
+            collective saves.
+
+    Example:
+    ```python
+    folder = RunFolder.open("runs/lm", identity={"task": "causal_lm", "preset": "tiny"})
+    try:
+        ...  # write config and tokenizer, build the model
+        resume = folder.resume(model)
+        ...  # train, folder.save_backup(model, state) ...
+    except BaseException:
+        folder.abandon()  # removes what it wrote if no checkpoint exists yet
+        raise
+    ```
+    """
+
+    def __init__(self, path, chief=True):
+        self.path = Path(path)
+        self.chief = chief
+        self.created = False
+        self._lock_fd = None
+
+    # === Opening ===
+
+    @classmethod
+    def open(cls, path, identity, restart=False, chief=True, identity_fields=None):
+        """Locks and checks (or creates) a run folder. Only the chief changes anything.
+
+        Args:
+            path: the run folder.
+            identity: the resolved config; `identity_fields` of it must match
+                an existing run's `config.json`.
+            restart: clear an existing run first (`--restart`).
+            chief: `False` on processes other than 0 (they only read).
+            identity_fields: keys compared with an existing run.
+
+        Raises:
+            RunDirError: a file where the folder should be, a folder that is
+                not a klm run folder, a run of another model, or a folder in
+                use by another process.
+        """
+        folder = cls(path, chief)
+        if chief:
+            folder._open_as_chief(identity, restart, identity_fields or ())
+        return folder
+
+    def _open_as_chief(self, identity, restart, identity_fields):
+        path = self.path
+        flag = f"--run-dir={str(path)!r}"
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"Expected --run-dir to be a folder, but it is a file. Received: {flag}")
+        self.created = not path.exists()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"Cannot create the run folder {path}: {e.strerror or e}. Received: {flag}") from e
+        self._lock()
+        self._remove_temp_files()
+        for name in _WRITTEN:
+            if (path / name).is_symlink():
+                raise RunDirError(
+                    f"{path / name} is a symbolic link; klm writes this file and will not write through a link "
+                    f"(it could overwrite a file elsewhere). Remove the link. Received: {flag}"
+                )
+        config_path = path / runs.CONFIG_FILE
+        if self._contents() and not config_path.exists():
+            raise RunDirError(
+                f"{path} is not empty and is not a klm run folder (no {runs.CONFIG_FILE}); klm will not write into "
+                f"it{' or delete it (--restart)' if restart else ''}. Choose another --run-dir. Received: {flag}"
+            )
+        if restart and self._contents():
+            _log(f"--restart: deleting the run in {path}")
+            self._clear()
+            return
+        if not config_path.exists():
+            return
+        if not self.has_checkpoint():
+            _log(
+                f"note: {path} holds a run that never reached its first checkpoint (a start that failed or was "
+                "killed); starting it over."
+            )
+            self._clear()
+            return
+        try:
+            previous = runs.read_json(config_path)
+        except (OSError, ValueError) as e:
+            raise RunDirError(
+                f"{config_path} is unreadable ({e}); it records the run's settings. Restore it, or start over with "
+                f"--restart (deletes the run). Received: {flag}"
+            ) from e
+        for field in identity_fields:
+            if previous.get(field) != identity.get(field):
+                raise RunDirError(
+                    f"{path} holds a run with {field}={previous.get(field)!r}, but this command asks for "
+                    f"{field}={identity.get(field)!r}. Use another --run-dir, or --restart to start over "
+                    f"(deletes the old run). Received: {flag}"
+                )
+
+    def _lock(self):
+        """An OS lock on `.klm.lock`, held until this process exits (any exit, SIGKILL included)."""
+        import fcntl
+
+        lock_path = self.path / LOCK_FILE
+        with self.writing(lock_path):
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirError(
+                f"{self.path} is in use: klm process {holder} is training in it (it holds {lock_path}). Wait for "
+                f"it to finish, or stop it, then re-run to resume; or choose another --run-dir. "
+                f"Received: --run-dir={str(self.path)!r}"
+            )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def close(self):
+        """Releases the lock (also released when the process exits)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _contents(self):
+        return [p for p in self.path.iterdir() if p.name != LOCK_FILE] if self.path.is_dir() else []
+
+    def _clear(self):
+        for entry in self._contents():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def _remove_temp_files(self):
+        for folder in (self.path, self.path / BACKUP_DIR):
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                if _is_temp(entry.name):
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+        backup = self.path / BACKUP_DIR
+        if backup.is_dir():
+            # Weights whose state file was never written (killed in between).
+            committed = {p.name[: -len(".json")] for p in backup.glob("state-*.json")}
+            for weights in backup.glob("state-*.weights.h5"):
+                if weights.name[: -len(".weights.h5")] not in committed:
+                    weights.unlink(missing_ok=True)
+
+    def has_checkpoint(self):
+        """Whether the run has started: a backup generation or `last.keras` exists."""
+        return any((self.path / BACKUP_DIR).glob("state-*.json")) or (self.path / "last.keras").exists()
+
+    def abandon(self):
+        """After a failure: removes what this attempt wrote if the run never started.
+
+        A folder this process created is removed with it; a run that has a
+        checkpoint is left alone (it resumes).
+        """
+        if not self.chief or self._lock_fd is None or self.has_checkpoint():
+            return
+        with contextlib.suppress(OSError):
+            self._clear()
+            if self.created:
+                (self.path / LOCK_FILE).unlink(missing_ok=True)
+                self.path.rmdir()
+
+    # === Writing ===
+
+    @contextlib.contextmanager
+    def writing(self, what):
+        """Turns an `OSError` while writing `what` into a `RunDirError` that says what is intact."""
+        try:
+            yield
+        except OSError as e:
+            reason = e.strerror or str(e)
+            raise RunDirError(
+                f"Could not write {what}: {reason}. {self.last_good()} Free disk space or make {self.path} "
+                "writable, then re-run the same command to resume."
+            ) from e
+
+    def last_good(self):
+        """One sentence on the newest intact checkpoint, for error messages."""
+        backups = sorted((self.path / BACKUP_DIR).glob("state-*.json"))
+        parts = []
+        if backups:
+            with contextlib.suppress(Exception):
+                state = TrainingState.from_dict(runs.read_json(backups[-1])["state"])
+                parts.append(f"the resume backup {backups[-1].relative_to(self.path)} (step {state.step})")
+        if (self.path / "last.keras").exists():
+            parts.append("last.keras")
+        if (self.path / "best.keras").exists():
+            parts.append("best.keras")
+        if not parts:
+            return "No checkpoint had been written yet, so nothing was kept."
+        return f"Kept intact: {', '.join(parts)}."
+
+    def write_json(self, name, data):
+        if self.chief:
+            with self.writing(self.path / name):
+                runs.write_json(self.path / name, data)
+
+    def save_tokenizer(self, tokenizer, save):
+        """`save(tokenizer, folder)` into `tokenizer/` (atomically, chief only)."""
+        if self.chief and not (self.path / runs.TOKENIZER_DIR).exists():
+            with self.writing(self.path / runs.TOKENIZER_DIR):
+                with runs.atomic_path(self.path / runs.TOKENIZER_DIR) as tmp:
+                    save(tokenizer, tmp)
+
+    def save_model(self, model, name, state=None):
+        """Saves `name` (`last.keras`, `best.keras`); with `state`, a sidecar to resume from it."""
+        with self.writing(self.path / name):
+            runs.save_model(model, self.path / name, write=self.chief)
+            if state is not None and self.chief:
+                runs.write_json(self.path / LAST_STATE_FILE, json_state(state, model))
+
+    def save_backup(self, model, state):
+        """Writes a backup generation; keeps the newest `BACKUP_GENERATIONS`.
+
+        The weights go first, then `state-N.json` with their checksum: a state
+        file exists only for complete weights. Older generations are removed
+        only after the new one is complete.
+        """
+        backup = self.path / BACKUP_DIR
+        stem = f"state-{state.batches_done:010d}"
+        if not self.chief:
+            # Reading sharded weights is collective: join it, keep nothing.
+            with tempfile.TemporaryDirectory(prefix="klm-scratch-") as scratch:
+                model.save_weights(os.path.join(scratch, "w.weights.h5"))
+            return
+        with self.writing(backup / f"{stem}.weights.h5"):
+            backup.mkdir(exist_ok=True)
+            weights = backup / f"{stem}.weights.h5"
+            with runs.atomic_path(weights, ".weights.h5") as tmp:
+                model.save_weights(tmp)
+            fault_point("backup-write")
+            record = json_state(state, model)
+            record.update(weights=weights.name, sha256=sha256_file(weights))
+            runs.write_json(backup / f"{stem}.json", record)
+        generations = sorted(backup.glob("state-*.json"))
+        for old in generations[:-BACKUP_GENERATIONS]:
+            old.unlink(missing_ok=True)
+            (backup / (old.name[: -len(".json")] + ".weights.h5")).unlink(missing_ok=True)
+
+    def truncate_metrics(self, step):
+        """Drops `metrics.csv` rows past `step` (logged after the backup a run resumes from)."""
+        path = self.path / METRICS_FILE
+        if not self.chief or not path.exists():
+            return
+        with open(path, newline="") as f:
+            text = f.read()
+        rows = list(csv.DictReader(io.StringIO(text)))
+        kept = [r for r in rows if r.get("step") and int(float(r["step"])) <= step]
+        if len(kept) == len(rows):
+            return
+        fields = list(rows[0].keys())
+        with self.writing(path):
+            with runs.atomic_path(path, ".csv") as tmp:
+                with open(tmp, "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=fields)
+                    writer.writeheader()
+                    writer.writerows(kept)
+
+    # === Resuming ===
+
+    def latest_state(self):
+        """The newest backup's `TrainingState` (no weights are read), or `None`."""
+        for state_file in sorted((self.path / BACKUP_DIR).glob("state-*.json"), reverse=True):
+            with contextlib.suppress(Exception):
+                return TrainingState.from_dict(runs.read_json(state_file).get("state"))
+        return None
+
+    def resume(self, model):
+        """Restores the newest intact checkpoint into `model`; `None` for a new run.
+
+        Tries each backup generation (newest first, checksum verified), then
+        `last.keras`. Each one skipped is a warning in the result.
+        """
+        warnings = []
+        backup = self.path / BACKUP_DIR
+        for state_file in sorted(backup.glob("state-*.json"), reverse=True):
+            try:
+                record = runs.read_json(state_file)
+                state = TrainingState.from_dict(record.get("state"))
+                weights = backup / record["weights"]
+                if not weights.exists():
+                    raise ValueError(f"{weights.name} is missing")
+                if sha256_file(weights) != record["sha256"]:
+                    raise ValueError(f"{weights.name} does not match its checksum (damaged or incomplete)")
+                model.load_weights(str(weights))
+            except Exception as e:  # noqa: BLE001 - any unreadable generation falls back to the previous one
+                warnings.append(f"skipped the damaged backup {state_file.relative_to(self.path)}: {e}")
+                continue
+            restore_rng(model, state.rng)
+            return ResumePoint(state, f"the backup {state_file.relative_to(self.path)}", warnings)
+        last = self.path / "last.keras"
+        if last.exists():
+            try:
+                record = runs.read_json(self.path / LAST_STATE_FILE)
+                state = TrainingState.from_dict(record.get("state"))
+                model.load_weights(str(last))
+                import keras
+
+                step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+                if step != state.step:
+                    raise ValueError(f"{LAST_STATE_FILE} is for step {state.step}, last.keras for step {step}")
+            except Exception as e:  # noqa: BLE001
+                raise RunDirError(
+                    f"{self.path} cannot be resumed: no intact backup ({'; '.join(warnings) or 'backup/ is empty'}) "
+                    f"and {last} (or {LAST_STATE_FILE}) is unreadable ({e}). Start over with --restart (deletes "
+                    f"the run), or copy the run folder elsewhere first to keep it. "
+                    f"Received: --run-dir={str(self.path)!r}"
+                ) from e
+            restore_rng(model, state.rng)
+            warnings.append(
+                f"no intact resume backup in {self.path / BACKUP_DIR}; resuming from last.keras (step "
+                f"{state.step}): training done after that step is lost and will be redone"
+            )
+            return ResumePoint(state, "last.keras", warnings)
+        return None
+
+
+def json_state(state, model):
+    """The JSON record of a state, with the model's dropout RNG captured now."""
+    state.rng = capture_rng(model)
+    return {"state": json.loads(state.to_json())}
