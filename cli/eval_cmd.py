@@ -37,25 +37,31 @@ precision_option = click.option(
 @click.option("--start-token/--no-start-token", "start_token", default=None,
               help="Pretrained checkpoints: start every document with the tokenizer's start token. Default: as the "
               "checkpoint's keras-hub preprocessor does (GPT-2, Llama 3: yes; Qwen: no).")
+@click.option("--max-new-tokens", type=int, default=None,
+              help="SFT runs: tokens to generate at most per response (greedy). Default: the run's (64).")
 @precision_option
 @backend_option
 @user_errors
-def evaluate(run_dir, data, as_json, batch_size, text_field, label_field, seq_len, start_token, precision, backend):
+def evaluate(run_dir, data, as_json, batch_size, text_field, label_field, seq_len, start_token, max_new_tokens,
+             precision, backend):
     from klm.evaluate import evaluate_run, format_result
 
     if batch_size is not None and batch_size < 1:
         raise click.BadParameter(f"Expected a positive batch size. Received: --batch-size={batch_size}")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise click.BadParameter(f"Expected a positive number. Received: --max-new-tokens={max_new_tokens}")
     if seq_len is not None and seq_len < 2:
         raise click.BadParameter(f"Expected --seq-len >= 2. Received: --seq-len={seq_len}")
     result = evaluate_run(run_dir, data, backend=backend, batch_size=batch_size, text_field=text_field,
-                          label_field=label_field, seq_len=seq_len, dtype=precision, add_start_token=start_token)
+                          label_field=label_field, seq_len=seq_len, dtype=precision, add_start_token=start_token,
+                          max_new_tokens=max_new_tokens)
     click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
 
 
 @click.command(help="Generate text from a language-model run or pretrained checkpoint (streams tokens as they "
                "come; keras-hub samplers, key/value cache). " + CHECKPOINT_HELP)
 @click.argument("run_dir", metavar="RUN", type=click.Path())
-@click.option("--prompt", required=True, help="Text to continue.")
+@click.option("--prompt", default=None, help="Text to continue (an SFT run: the user's prompt; its template is applied).")
 @click.option("--max-new-tokens", type=int, default=50, show_default=True, help="Tokens to generate at most.")
 @click.option("--sampler", type=click.Choice(["greedy", "top_k", "top_p", "random"]), default="top_k", show_default=True,
               help="Decoding strategy.")
@@ -63,15 +69,26 @@ def evaluate(run_dir, data, as_json, batch_size, text_field, label_field, seq_le
 @click.option("--top-k", type=int, default=10, show_default=True, help="k for --sampler top_k.")
 @click.option("--top-p", type=float, default=0.9, show_default=True, help="p for --sampler top_p.")
 @click.option("--seed", type=int, default=None, help="Random seed for sampling.")
+@click.option("--raw", is_flag=True, help="SFT runs: use the prompt as is, without the run's template.")
+@click.option("--chat", is_flag=True,
+              help="SFT runs: a conversation: read one user turn per line from stdin, answer each (the conversation "
+                   "so far is kept), until end of input.")
+@click.option("--system", default=None, help="SFT runs: a system message for the template.")
+@click.option("--stop", multiple=True, help="Stop a response at this string (repeatable); end-of-text always stops.")
 @precision_option
 @backend_option
 @user_errors
-def generate(run_dir, prompt, max_new_tokens, sampler, temperature, top_k, top_p, seed, precision, backend):
+def generate(run_dir, prompt, max_new_tokens, sampler, temperature, top_k, top_p, seed, raw, chat, system, stop,
+             precision, backend):
     from klm.config import GenerateConfig
     from klm.errors import ConfigError
 
+    if prompt is None and not chat:
+        raise click.UsageError("Expected --prompt TEXT (or --chat to read turns from stdin). Received: no --prompt")
+    if chat and prompt is not None:
+        raise click.UsageError("--chat reads the prompts from stdin. Received: --chat with --prompt")
     try:
-        config = GenerateConfig(run_dir=run_dir, prompt=prompt, max_new_tokens=max_new_tokens, sampler=sampler,
+        config = GenerateConfig(run_dir=run_dir, prompt=prompt or "", max_new_tokens=max_new_tokens, sampler=sampler,
                                 temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, backend=backend)
     except ConfigError as e:
         raise click.UsageError(str(e))
@@ -87,6 +104,34 @@ def generate(run_dir, prompt, max_new_tokens, sampler, temperature, top_k, top_p
         raise ConfigError(
             f"Expected a language model to generate from; {run_dir} is a {run.task} run. Received: RUN={run_dir!r}"
         )
+    from klm.generate import generate_reply, sft_settings
+
+    sampling = dict(max_new_tokens=config.max_new_tokens, sampler=config.sampler, temperature=config.temperature,
+                    top_k=config.top_k, top_p=config.top_p, seed=config.seed, stop=stop)
+    sft = sft_settings(run) is not None
+    if chat and (raw or not sft):
+        raise ConfigError(f"--chat needs an SFT run (klm finetune --task sft) and its template. Received: RUN={run_dir!r}"
+                          + (" with --raw" if raw else ""))
+    if chat:
+        history = []
+        for line in sys.stdin:
+            user = line.rstrip("\n")
+            if not user.strip():
+                continue
+            click.echo("assistant: ", nl=False)
+            reply = generate_reply(run, user, history=history, system=system, on_text=_echo, **sampling)
+            click.echo("")
+            history.append((user, reply))
+        return
+    if sft and not raw:
+        generate_reply(run, prompt, system=system, on_text=_echo, **sampling)
+        click.echo("")
+        return
+    if stop:
+        click.echo(prompt + ("" if run.run is None else " "), nl=False)
+        generate_reply(run, prompt, raw=True, on_text=_echo, **sampling)
+        click.echo("")
+        return
     click.echo(prompt + ("" if run.run is None else " "), nl=False)
 
     def stream(row, piece):
@@ -97,3 +142,8 @@ def generate(run_dir, prompt, max_new_tokens, sampler, temperature, top_k, top_p
                   temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, seed=config.seed,
                   on_token=stream)
     click.echo("")
+
+
+def _echo(piece):
+    click.echo(piece, nl=False)
+    sys.stdout.flush()

@@ -53,6 +53,11 @@ def main():
     head, evaluate, generate, and export TF SavedModels for serving, on the
     TensorFlow, JAX or PyTorch backend (`--backend`).
     """
+    from klm import backend
+
+    # CPU-only machines: drop TensorFlow's "failed call to cuInit" error lines
+    # (KLM_KEEP_FRAMEWORK_LOGS=1 keeps them).
+    backend.filter_gpu_probe_noise()
 
 
 if __name__ == "__main__":

@@ -25,8 +25,16 @@ def _training_options(defaults):
             click.option("--lr-decay", type=float, default=None, help="Per-epoch LR factor for --schedule step. Default 0.95."),
             click.option("--warmup-steps", type=int, default=None, help="Linear warm-up steps for --schedule cosine."),
             click.option("--grad-accum", type=int, default=None, help="Accumulate gradients over this many batches per step."),
-            click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]), default=None,
-                         help="Compute precision. Default float32."),
+            click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "auto"]),
+                         default=None,
+                         help="Compute precision (bfloat16: bf16 weights too, halves a big checkpoint's memory). "
+                              "Default float32. auto: mixed_bfloat16 where the device has bf16 units and the "
+                              "backend's bf16 step measures faster there, else float32 (the choice and why are logged)."),
+            click.option("--lora-rank", type=int, default=None,
+                         help="Train LoRA adapters of this rank (and the head) instead of the whole backbone."),
+            click.option("--lora-alpha", type=float, default=None, help="LoRA scale numerator (updates x alpha/rank). Default = rank."),
+            click.option("--lora-targets", type=click.Choice(["attention", "qv", "all"]), default=None,
+                         help="Layers that get adapters: attention (q, k, v, output; default), qv, or all (+ feed-forward)."),
             click.option("--jit", type=click.Choice(["auto", "on", "off"]), default=None, help="XLA compilation (TF/JAX). Default auto."),
             click.option("--steps-per-execution", type=int, default=None, help="Training steps per compiled call (fewer host round trips)."),
             click.option("--strategy", type=click.Choice(["auto", "single", "data", "mirrored", "model", "fsdp", "multi-worker"]),
@@ -76,6 +84,7 @@ def _build_config(cls, config_file, flags):
     from klm.errors import ConfigError
 
     values = load_config_file(config_file) if config_file else {}
+    values.pop("task", None)  # `klm finetune --task` picks the config class
     values.update({k: v for k, v in flags.items() if v is not None})
     unknown = set(values) - {f for f in cls.__dataclass_fields__}
     if unknown:
@@ -95,6 +104,9 @@ def _build_config(cls, config_file, flags):
 @click.option("--batching", type=click.Choice(["contiguous", "shuffled"]), default=None,
               help="contiguous = the seed's batchify/bptt (default); shuffled = random windows.")
 @click.option("--eval-batch-size", type=int, default=None, help="Batch size for validation/test. Default 10 (the seed's).")
+@click.option("--init-from", default=None,
+              help="Continue pretraining a checkpoint (klm run, keras-hub preset, hf://ORG/NAME, kaggle://..., local "
+                   "folder) with its own tokenizer; --preset and tokenizer options are then unused.")
 @_training_options(dict(epochs=1, batch_size=20, seq_len=35, optimizer="sgd", lr=5.0, clipnorm=0.5, schedule="step", log_every=200))
 @user_errors
 def pretrain(config_file, **flags):
@@ -108,7 +120,9 @@ def pretrain(config_file, **flags):
 
 
 @click.command(help="Fine-tune a classifier head on a pretrained run (or train one from scratch with --from none).")
-@click.option("--from", "from_run", default=None, help="Pretrained run folder, or 'none' to train from scratch.")
+@click.option("--from", "from_run", default=None,
+              help="Start from: a klm run folder, a keras-hub preset (gpt2_base_en), hf://ORG/NAME, kaggle://..., "
+                   "a local keras-hub or Transformers folder; or 'none' to train from scratch.")
 @click.option("--train", default=None, help="Labelled training data: 'LABEL TEXT' lines, CSV/TSV or JSONL.")
 @click.option("--valid", default=None, help="Labelled validation data.")
 @click.option("--test", default=None, help="Labelled test data (reported at the end).")
@@ -118,12 +132,46 @@ def pretrain(config_file, **flags):
 @click.option("--pooling", type=click.Choice(["last", "mean"]), default=None, help="Pool the last real token (default) or the mean.")
 @click.option("--head-dropout", type=float, default=None, help="Dropout before the classifier head. Default 0.1.")
 @click.option("--freeze-backbone", is_flag=True, default=None, help="Train only the classifier head.")
+@click.option("--task", type=click.Choice(["classify", "sft"]), default=None,
+              help="classify (default): a classifier head on labelled text. sft: supervised fine-tuning for generation "
+                   "on prompt -> response data (JSONL prompt/response, Alpaca or chat messages; TSV/CSV).")
+@click.option("--template", default=None,
+              help="SFT: prompt template file with {system}, {prompt}, {response} slots. Default: the checkpoint's "
+                   "chat template if it ships one, else klm's ('user: {prompt}' / 'assistant: {response}').")
+@click.option("--train-on-prompt", is_flag=True, default=None, help="SFT: put the loss on prompt tokens too (default: responses only).")
+@click.option("--packing", is_flag=True, default=None,
+              help="SFT: pack several examples per sequence (attention kept within each; klm models only).")
+@click.option("--truncate", type=click.Choice(["prompt", "refuse"]), default=None,
+              help="SFT: examples over --seq-len lose tokens from the prompt's start (default) or are refused.")
+@click.option("--eval-generations", type=int, default=None,
+              help="SFT: held-out examples generated greedily for the final exact match / token F1. Default 64.")
+@click.option("--max-new-tokens", type=int, default=None, help="SFT: generation budget of those examples. Default 64.")
 @_training_options(dict(epochs=3, batch_size=32, seq_len=64, optimizer="adamw", lr=3e-4, clipnorm=1.0, schedule="constant", log_every=50))
 @user_errors
-def finetune(config_file, **flags):
+def finetune(config_file, task, **flags):
     from klm.config import FinetuneConfig
     from klm.train import finetune as run
 
+    sft_only = ("template", "train_on_prompt", "packing", "truncate", "eval_generations", "max_new_tokens")
+    if task is None and config_file:
+        task = load_config_file(config_file).get("task")
+    if task == "sft":
+        classify_only = ("label_field", "multi_label", "pooling", "head_dropout")
+        given = [name for name in classify_only if flags.get(name) is not None]
+        if given:
+            raise click.UsageError(f"--{given[0].replace('_', '-')} applies to --task classify only. "
+                                   f"Received: --task=sft with --{given[0].replace('_', '-')}")
+        from klm.sft import SftConfig, finetune_sft
+
+        config = _build_config(SftConfig, config_file, {k: v for k, v in flags.items() if k not in classify_only})
+        summary = finetune_sft(config)
+        click.echo(f"run folder: {config.run_dir}  (summary.json, best.keras, curves.png)")
+        return summary
+    given = [name for name in sft_only if flags.get(name) is not None]
+    if given:
+        raise click.UsageError(f"--{given[0].replace('_', '-')} applies to --task sft only. "
+                               f"Received: --{given[0].replace('_', '-')} without --task sft")
+    flags = {k: v for k, v in flags.items() if k not in sft_only}
     config = _build_config(FinetuneConfig, config_file, flags)
     summary = run(config)
     click.echo(f"run folder: {config.run_dir}  (summary.json, best.keras, curves.png)")

@@ -16,6 +16,7 @@ this module.
 import importlib.util
 import json
 import os
+import re
 import sys
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -122,6 +123,73 @@ def current():
 
 
 # === Backend-specific helpers ===
+# Log lines the frameworks print while probing for a GPU on a machine that has
+# none: errors in form only (a CPU-only run is what the user asked for).
+_GPU_PROBE_NOISE = (
+    re.compile(rb"^E0000 [^\]]*cuda_platform\.cc:\d+\] failed call to cuInit"),
+    re.compile(rb"^[IWE]0000 [^\]]*cudart_stub\.cc:\d+\] Could not find cuda drivers"),
+    re.compile(rb"^[IWE]0000 [^\]]*cuda_(executor|diagnostics|dnn|blas|fft)\.cc:\d+\] "),
+)
+
+
+def _nvidia_driver_present():
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
+
+
+def filter_gpu_probe_noise():
+    """Drops the frameworks' GPU-probe error lines from stderr on machines without an NVIDIA driver.
+
+    TensorFlow and JAX log `failed call to cuInit: ... CUDA error` at `E`
+    (error) level whenever they look for a GPU, which reads as a failure to a
+    user who trains on a CPU. This routes file descriptor 2 through a thread
+    that drops exactly those lines and passes everything else through, in
+    order. Nothing changes where a driver exists (a GPU was possible), or with
+    `KLM_KEEP_FRAMEWORK_LOGS=1`. For the `klm` command only; call it once,
+    before any framework is imported.
+    """
+    if os.environ.get("KLM_KEEP_FRAMEWORK_LOGS") or _nvidia_driver_present():
+        return
+    import atexit
+    import threading
+
+    sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
+    original = os.dup(2)
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+
+    def keep(line):
+        return not any(pattern.match(line) for pattern in _GPU_PROBE_NOISE)
+
+    def pump():
+        pending = b""
+        while True:
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            out = b"".join(line + b"\n" for line in lines if keep(line))
+            # A partial line is passed on at once (progress bars), unless it may be a framework log line.
+            if pending and not pending[:1] in (b"I", b"W", b"E"):
+                out, pending = out + pending, b""
+            if out:
+                os.write(original, out)
+        if pending and keep(pending):
+            os.write(original, pending)
+        os.close(read_fd)
+
+    thread = threading.Thread(target=pump, name="klm-stderr-filter", daemon=True)
+    thread.start()
+
+    def restore():
+        sys.stderr.flush()
+        os.dup2(original, 2)  # closes the pipe's write end: the pump sees EOF
+        thread.join(timeout=2)
+
+    atexit.register(restore)
+
+
 # Everything below imports Keras lazily and branches on the backend. No other
 # module in klm branches on the backend name.
 
@@ -451,3 +519,195 @@ def barrier(name):
             from jax.experimental import multihost_utils
 
             multihost_utils.sync_global_devices(name)
+
+
+# === Kernels with a backend-specific fast path ===
+
+
+def dense(inputs, kernel, bias=None):
+    """`inputs @ kernel + bias` in the dtype of `inputs` (the compute dtype).
+
+    Under mixed precision the (float32) kernel and bias are cast to the
+    inputs' dtype first, so the matmul runs in bfloat16 with the backends'
+    float32 accumulation (oneDNN on CPU, cuBLAS on GPU) instead of being
+    promoted to a float32 matmul. PyTorch gets the bias fused into the matmul
+    (`F.linear`, i.e. `addmm`) instead of a separate broadcast add over the
+    output; JAX asks XLA for a float32-accumulating dot of bfloat16 operands
+    (`preferred_element_type`), which its CPU backend runs faster than a
+    bfloat16-output dot.
+
+    Args:
+        inputs: `(..., in)` float tensor.
+        kernel: `(in, out)` weight (tensor or Keras variable).
+        bias: `(out,)` or `None`.
+    """
+    import keras
+    from keras import ops
+
+    backend = keras.backend.backend()
+    inputs = ops.convert_to_tensor(inputs)
+    dtype = keras.backend.standardize_dtype(inputs.dtype)
+    kernel = ops.convert_to_tensor(kernel)
+    if keras.backend.standardize_dtype(kernel.dtype) != dtype:
+        kernel = ops.cast(kernel, dtype)
+    if bias is not None:
+        bias = ops.convert_to_tensor(bias)
+        if keras.backend.standardize_dtype(bias.dtype) != dtype:
+            bias = ops.cast(bias, dtype)
+    if backend == "torch":
+        import torch
+
+        return torch.nn.functional.linear(inputs, kernel.t(), bias)
+    if backend == "jax" and dtype in ("bfloat16", "float16"):
+        import jax.numpy as jnp
+
+        outputs = jnp.matmul(inputs, kernel, preferred_element_type=jnp.float32)
+        if bias is not None:
+            outputs = outputs + bias.astype(jnp.float32)
+        return outputs.astype(dtype)
+    outputs = ops.matmul(inputs, kernel)
+    return outputs if bias is None else ops.add(outputs, bias)
+
+
+def sparse_softmax_cross_entropy(labels, logits):
+    """Per-row `logsumexp(logits) - logits[label]` of float32 `(N, V)` logits and int `(N,)` labels.
+
+    Each backend's fused kernel where it has one: PyTorch's
+    `F.cross_entropy` (one vectorised log-softmax forward and backward
+    instead of separate max, subtract, exp, sum, log and gather ops over the
+    logits) and TensorFlow's `sparse_softmax_cross_entropy_with_logits`
+    (loss and gradient in one kernel); under JAX the log-sum-exp and a gather,
+    which XLA fuses. The result is float32.
+    """
+    import keras
+    from keras import ops
+
+    backend = keras.backend.backend()
+    logits = ops.cast(logits, "float32")
+    if backend == "torch":
+        import torch
+
+        labels = ops.convert_to_tensor(labels)
+        return torch.nn.functional.cross_entropy(logits, labels.long(), reduction="none")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ops.cast(labels, "int32"), logits=logits)
+    labels = ops.reshape(ops.cast(labels, "int32"), (-1, 1))
+    log_normalizer = ops.logsumexp(logits, axis=-1)
+    return log_normalizer - ops.squeeze(ops.take_along_axis(logits, labels, axis=-1), axis=-1)
+
+
+# === Precision ===
+
+# CPU flags of bfloat16 matrix units: AMX tiles, or the AVX512-BF16 dot
+# product (`vdpbf16ps`, 32 bf16 multiply-adds per instruction).
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+# Backends whose mixed_bfloat16 training step measured faster than float32
+# on a CPU with bf16 units (examples/benchmarks/README.md: seed preset on an
+# AVX512-BF16 AMD EPYC): their CPU matmuls go through oneDNN, which has
+# bf16 kernels. XLA's CPU backend (JAX) measured no faster in bf16.
+BF16_FASTER_ON_CPU = ("tensorflow", "torch")
+
+
+def _read_cpu_flags():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return sorted(set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return []
+
+
+def _nvidia_gpus():
+    """`[(name, compute_capability)]` from `nvidia-smi`, without importing a framework."""
+    import shutil
+    import subprocess
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1") or not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        name, _, capability = line.rpartition(",")
+        gpus.append((name.strip(), capability.strip()))
+    return gpus
+
+
+def describe_device():
+    """The machine's compute device, as `resolve_precision` reads it; imports no framework.
+
+    Returns:
+        `{"kind": "gpu", "name": ..., "compute_capability": "8.0"}` for an
+        NVIDIA GPU (found with `nvidia-smi`), else `{"kind": "cpu", "name":
+        ..., "cpu_flags": [the bf16 flags of /proc/cpuinfo]}`.
+    """
+    gpus = _nvidia_gpus()
+    if gpus:
+        name, capability = gpus[0]
+        return {"kind": "gpu", "name": name, "compute_capability": capability}
+    import platform
+
+    flags = _read_cpu_flags()
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return {"kind": "cpu", "name": name, "cpu_flags": [f for f in flags if f in BF16_CPU_FLAGS]}
+
+
+def resolve_precision(precision, backend, device):
+    """Resolves `--precision auto` to a Keras dtype policy name; a pure function.
+
+    `"auto"` is `mixed_bfloat16` where the device has bfloat16 units and the
+    backend's bf16 step measured faster there, float32 otherwise:
+
+    - NVIDIA GPU with compute capability >= 8.0 (Ampere and later, bf16
+      tensor cores): `mixed_bfloat16` on every backend; older GPUs: float32.
+    - CPU with AMX-BF16 or AVX512-BF16: `mixed_bfloat16` on TensorFlow and
+      PyTorch (oneDNN bf16 matmuls), float32 on JAX (XLA's CPU matmuls are
+      no faster in bf16); without them bf16 is emulated, so float32.
+
+    Args:
+        precision: a `--precision` value; anything but `"auto"` is returned as is.
+        backend: canonical backend name.
+        device: a dict as `describe_device()` returns.
+
+    Returns:
+        `(policy, reason)`: the dtype policy and a one-line reason.
+
+    Example:
+
+    >>> resolve_precision("auto", "torch", {"kind": "cpu", "name": "x", "cpu_flags": ["avx512_bf16"]})[0]
+    'mixed_bfloat16'
+    """
+    if precision != "auto":
+        return precision, "requested"
+    kind = device.get("kind", "cpu")
+    name = device.get("name") or kind
+    if kind == "gpu":
+        try:
+            major = int(str(device.get("compute_capability") or "0").split(".")[0])
+        except ValueError:
+            major = 0
+        if major >= 8:
+            return "mixed_bfloat16", f"{name} has bf16 tensor cores (compute capability {device['compute_capability']})"
+        return "float32", f"{name} has no bf16 tensor cores (compute capability {device.get('compute_capability')})"
+    if kind == "tpu":
+        return "mixed_bfloat16", f"{name}: TPUs compute in bf16"
+    units = [flag for flag in BF16_CPU_FLAGS if flag in (device.get("cpu_flags") or [])]
+    if not units:
+        return "float32", f"{name} has no bf16 units (no {' / '.join(BF16_CPU_FLAGS)}): bf16 would be emulated"
+    if backend in BF16_FASTER_ON_CPU:
+        return "mixed_bfloat16", f"{name} has bf16 units ({', '.join(units)}) and {backend}'s oneDNN bf16 matmuls measured faster"
+    return "float32", f"{name} has bf16 units ({', '.join(units)}), but {backend}'s CPU bf16 step measured no faster than float32"

@@ -65,7 +65,7 @@ class StepLogger(keras.callbacks.Callback):
         tensorboard_dir: folder for TensorBoard event files, or `None`.
     """
 
-    FIELDS = ["time", "epoch", "step", "lr", "loss", "ppl", "accuracy", "ms_per_batch", "tokens_per_second",
+    FIELDS = ["time", "epoch", "step", "batch", "lr", "loss", "ppl", "accuracy", "ms_per_batch", "tokens_per_second",
               "val_loss", "val_ppl", "val_accuracy"]
 
     def __init__(self, metrics_path, steps_per_epoch, tokens_per_step, every=200, stream=sys.stdout, metric="ppl",
@@ -180,7 +180,8 @@ class StepLogger(keras.callbacks.Callback):
         tokens_per_second = window["tokens"] / window["seconds"] if window["seconds"] > 0 else 0.0
         step = self._step(after)
         lr = self._lr(step)
-        row = {"time": round(time.time(), 3), "epoch": self.epoch + 1, "step": step, "lr": lr,
+        row = {"time": round(time.time(), 3), "epoch": self.epoch + 1, "step": step,
+               "batch": self.epoch * self.steps_per_epoch + after, "lr": lr,
                "loss": window_loss, "ms_per_batch": ms, "tokens_per_second": tokens_per_second}
         if self.metric == "ppl":
             row["ppl"] = perplexity(window_loss)
@@ -213,7 +214,8 @@ class StepLogger(keras.callbacks.Callback):
 
     def log_validation(self, val_loss, val_accuracy=None, epoch_end=False, step=None):
         """Writes a validation row (and line) at `step`; `epoch_end` prints the seed's block."""
-        row = {"time": round(time.time(), 3), "epoch": self.epoch + 1, "step": step, "val_loss": val_loss}
+        row = {"time": round(time.time(), 3), "epoch": self.epoch + 1, "step": step,
+               "batch": self.epoch * self.steps_per_epoch + self.offset + self._seg_seen, "val_loss": val_loss}
         if self.metric == "ppl":
             row["val_ppl"] = perplexity(val_loss)
             text = f"valid loss {val_loss:5.2f} | valid ppl {row['val_ppl']:8.2f}"

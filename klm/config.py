@@ -11,7 +11,7 @@ from typing import Optional
 
 from klm.errors import ConfigError
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "auto")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
 STRATEGIES = ("auto", "single", "data", "model", "fsdp", "mirrored", "multi-worker")
@@ -75,6 +75,9 @@ class TrainingOptions:
     restart: bool = False
     dropout: Optional[float] = None
     verbose: str = "auto"
+    lora_rank: Optional[int] = None
+    lora_alpha: Optional[float] = None
+    lora_targets: str = "attention"
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "grad_accum", "log_every", "backup_every", "steps_per_execution"):
@@ -106,6 +109,11 @@ class TrainingOptions:
         _check_choice("strategy", self.strategy, STRATEGIES)
         _check_choice("jit", self.jit, ("auto", "on", "off"))
         _check_choice("verbose", self.verbose, ("auto", "bar", "lines", "quiet"))
+        _check_positive("lora_rank", self.lora_rank, allow_none=True)
+        _check_positive("lora_alpha", self.lora_alpha, allow_none=True)
+        if self.lora_alpha is not None and self.lora_rank is None:
+            raise ConfigError(f"--lora-alpha needs --lora-rank. Received: --lora-alpha={self.lora_alpha!r}")
+        _check_choice("lora_targets", self.lora_targets, ("attention", "qv", "all"))
         if self.backend is not None:
             from klm.backend import BackendError, normalize
 
@@ -113,6 +121,24 @@ class TrainingOptions:
                 self.backend = normalize(self.backend)
             except BackendError as e:
                 raise ConfigError(str(e).replace("backend=", "--backend="))
+        if self.precision == "auto":
+            self.resolve_precision()
+
+    def resolve_precision(self, device=None):
+        """Replaces `precision="auto"` with a dtype policy (see `klm.backend.resolve_precision`).
+
+        The reason is kept in `self.precision_reason` (not a config field).
+        `device` defaults to `klm.backend.describe_device()`.
+        """
+        from klm import backend as backend_lib
+
+        if self.precision != "auto":
+            return self.precision
+        device = device if device is not None else backend_lib.describe_device()
+        precision, reason = backend_lib.resolve_precision("auto", backend_lib.resolve(self.backend), device)
+        self.precision = precision
+        self.precision_reason = f"--precision auto -> {precision}: {reason}"
+        return precision
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -149,7 +175,10 @@ class PretrainConfig(TrainingOptions, DataOptions):
         test: held-out file for a final perplexity.
         preset: model size (`seed`, `tiny`, `small`, `base`).
         batching: `contiguous` (the seed's batchify/bptt) or `shuffled`.
-        estimate: only print the size/time estimate, do not train.
+        init_from: continue pretraining from a checkpoint (a klm run folder,
+            a keras-hub preset, `hf://ORG/NAME`, `kaggle://...`, or a local
+            keras-hub / Transformers folder) with its own tokenizer;
+            `preset` and the tokenizer options are then ignored.
     """
 
     data: str = ""
@@ -159,6 +188,7 @@ class PretrainConfig(TrainingOptions, DataOptions):
     preset: str = "seed"
     batching: str = "contiguous"
     eval_batch_size: int = 10
+    init_from: Optional[str] = None
 
     def __post_init__(self):
         TrainingOptions.__post_init__(self)
@@ -179,7 +209,9 @@ class FinetuneConfig(TrainingOptions, DataOptions):
     """Everything `klm finetune` needs.
 
     Attributes:
-        from_run: a pretrained run folder, or `"none"` to train from scratch.
+        from_run: a pretrained checkpoint (a klm run folder, a keras-hub
+            preset, `hf://ORG/NAME`, `kaggle://...`, a local keras-hub or
+            Transformers folder), or `"none"` to train from scratch.
         train / valid / test: labelled data (`LABEL TEXT` lines, CSV/TSV,
             JSONL).
         label_field: label column / field for CSV, TSV and JSONL.

@@ -55,7 +55,7 @@ def classification_metrics(model, dataset, labels, multi_label):
 
 
 def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text", label_field="label",
-                 seq_len=None, dtype=None, add_start_token=None):
+                 seq_len=None, dtype=None, add_start_token=None, max_new_tokens=None, samples=3):
     """Evaluates a finished run, or a pretrained checkpoint, on a data file.
 
     Language model (klm run): mean next-token loss, perplexity and token
@@ -69,9 +69,17 @@ def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text"
     context up to 1024 tokens; see `klm.pretrained.perplexity`), with the
     checkpoint's own tokenizer.
 
+    SFT run (`klm finetune --task sft`; `data` in its formats): the
+    response-only loss and perplexity (prompt tokens carry no loss), and the
+    greedy generation of every example's last response with the run's
+    template, against the reference: exact match and token F1 (see
+    `evaluate_sft`).
+
     Args:
         seq_len, dtype, add_start_token: pretrained checkpoints only (see
             `klm.pretrained.evaluate_checkpoint`, `load_checkpoint`).
+        max_new_tokens, samples: SFT runs: the generation budget (default:
+            the run's `max_new_tokens`) and how many generations to show.
 
     Returns:
         A dict of results (the `--json` output of `klm evaluate`).
@@ -82,6 +90,9 @@ def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text"
     from klm import data as data_lib
     from klm.pretrained.checkpoint import classify
 
+    if classify(run_dir) == "klm_run" and runs.read_run_config(run_dir).get("finetune_task") == "sft":
+        return evaluate_sft(run_dir, data, backend=backend, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                            samples=samples, dtype=dtype)
     if classify(run_dir) != "klm_run" or runs.read_run_config(run_dir).get("pretrained"):
         return _evaluate_pretrained(run_dir, data, backend, batch_size, text_field, label_field, seq_len, dtype,
                                     add_start_token)
@@ -118,6 +129,47 @@ def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text"
         return result
     result.update(_classifier_metrics(run, data, batch_size, text_field, label_field))
     return result
+
+
+def evaluate_sft(run_dir, data, backend=None, batch_size=None, max_new_tokens=None, samples=3, dtype=None):
+    """Response loss/perplexity, greedy exact match and token F1 of an SFT run on held-out SFT data.
+
+    Returns:
+        dict with `response_loss`, `response_perplexity`, `response_tokens`,
+        `exact_match`, `token_f1` (fractions in [0, 1]), `examples`,
+        `samples` (a few prompts, references and generations), `template`
+        and the data report (`truncated_examples`, ...).
+    """
+    from klm.generate import _position_limit, run_template, sft_settings
+    from klm.pretrained import load_checkpoint
+    from klm.sft import batching
+    from klm.sft.conversations import read_conversations
+    from klm.sft.encoding import encode_conversations
+    from klm.sft.evaluation import generation_metrics, perplexity, response_loss
+
+    conversations = read_conversations(data)
+    run = load_checkpoint(run_dir, dtype=dtype)
+    settings = sft_settings(run)
+    template = run_template(run)
+    config = run.config
+    seq_len = int(config.get("seq_len", 128))
+    end_id, start_id = settings.get("end_token_id"), settings.get("start_token_id")
+    pad_id = int(settings.get("pad_token_id") or 0)
+    examples, report = encode_conversations(conversations, template, run.tokenizer, seq_len, truncate="prompt",
+                                            end_token_id=end_id, start_token_id=start_id)
+    batches = batching.padded_batches(examples, batch_size or int(config.get("eval_batch_size", 32)), pad_id,
+                                      seq_len)
+    loss, tokens = response_loss(run.model, batches)
+    budget = max_new_tokens or int(config.get("max_new_tokens", 64))
+    metrics = generation_metrics(run.model, run.tokenizer, template, conversations, budget, end_id, start_id,
+                                 limit=_position_limit(run.model), samples=samples)
+    return {
+        "run_dir": str(run_dir), "data": str(data), "task": "causal_lm", "finetune_task": "sft", "backend": backend,
+        "template": template.source, "examples": len(conversations), "response_tokens": tokens,
+        "response_loss": loss, "response_perplexity": perplexity(loss),
+        "exact_match": metrics["exact_match"], "token_f1": metrics["token_f1"], "max_new_tokens": budget,
+        "truncated_examples": report["truncated_examples"], "samples": metrics["samples"],
+    }
 
 
 def _classifier_metrics(run, data, batch_size, text_field, label_field):
@@ -161,6 +213,20 @@ def format_result(result):
     if "checkpoint" in result:
         source = result["checkpoint"]
         lines.append(f"model: {source.get('architecture')} ({source.get('kind')}, {source.get('dtype')})")
+    if result.get("finetune_task") == "sft":
+        lines += [
+            f"template:            {result['template']}",
+            f"examples:            {result['examples']:,} ({result['response_tokens']:,} response tokens, "
+            f"{result['truncated_examples']} truncated)",
+            f"response loss:       {result['response_loss']:.4f}",
+            f"response perplexity: {result['response_perplexity']:.2f}",
+            f"exact match:         {result['exact_match']:.4f} (greedy, up to {result['max_new_tokens']} new tokens)",
+            f"token F1:            {result['token_f1']:.4f}",
+        ]
+        for sample in result["samples"]:
+            lines += [f"--- prompt:    {sample['prompt']!r}", f"    reference: {sample['reference']!r}",
+                      f"    generated: {sample['generated']!r}"]
+        return "\n".join(lines)
     if result["task"] == "causal_lm":
         if "convention" in result:
             lines.append(f"window: {result['seq_len']} tokens, {result['convention']}")

@@ -94,7 +94,8 @@ def _position_limit(model):
     return getattr(backbone, "max_sequence_length", None)
 
 
-def generate_ids(model, prompt_ids, max_new_tokens, sampler, stop_token_id=None, pad_id=0, on_token_id=None):
+def generate_ids(model, prompt_ids, max_new_tokens, sampler, stop_token_id=None, pad_id=0, on_token_id=None,
+                 stop_when=None):
     """Token ids generated after `prompt_ids` (one row), with the KV cache.
 
     Works for `KlmCausalLM` and every keras-hub `CausalLM` (both expose
@@ -107,6 +108,8 @@ def generate_ids(model, prompt_ids, max_new_tokens, sampler, stop_token_id=None,
         sampler: a keras-hub `Sampler` (see `make_sampler`).
         stop_token_id: generation stops before this id (not returned).
         on_token_id: optional callback `(id)` for each new id.
+        stop_when: optional callable `(ids) -> bool` called with the ids so
+            far after each new one; `True` ends generation (stop strings).
 
     Returns:
         The list of new ids (without the prompt and the stop id).
@@ -143,6 +146,8 @@ def generate_ids(model, prompt_ids, max_new_tokens, sampler, stop_token_id=None,
         generated.append(next_id)
         if on_token_id is not None:
             on_token_id(next_id)
+        if stop_when is not None and stop_when(generated):
+            break
         if index + 1 < total:
             logits, _, cache = model.call_with_cache(
                 ops.convert_to_tensor(np.array([[next_id]], "int32")), cache, index
@@ -156,3 +161,101 @@ def _detokenize(tokenizer, ids):
     text = tokenizer.detokenize([ids])
     text = np.asarray(text).reshape(-1)[0]
     return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+
+
+# === Fine-tuned (SFT) runs: the run's prompt template ===
+
+
+def sft_settings(run):
+    """The `sft` section of an SFT run's `config.json`, or `None` for other runs."""
+    config = getattr(run, "config", None) or {}
+    return config.get("sft") if config.get("finetune_task") == "sft" else None
+
+
+def run_template(run):
+    """The prompt template an SFT run was trained with, or `None`."""
+    settings = sft_settings(run)
+    if settings is None:
+        return None
+    from klm.sft.prompt_template import template_from_dict
+
+    return template_from_dict(settings["template"])
+
+
+def cut_at_stop(text, stop):
+    """`(text up to the first stop string, found)`."""
+    cuts = [text.find(s) for s in stop or () if s and s in text]
+    if not cuts:
+        return text, False
+    return text[: min(cuts)], True
+
+
+def generate_reply(run, prompt, history=(), system=None, max_new_tokens=50, sampler="greedy", temperature=1.0,
+                   top_k=10, top_p=0.9, seed=None, stop=(), on_text=None, raw=False):
+    """The response of an SFT run to `prompt`, with the run's template applied (the way it was trained).
+
+    The conversation so far (`history`, `(prompt, response)` pairs, and a
+    `system` message) is rendered with the template, each earlier response
+    followed by end-of-text, then the new prompt's prompt part; generation
+    stops at end-of-text, at a `stop` string (cut off) or after
+    `max_new_tokens`.
+
+    Args:
+        run: a `klm.pretrained.Checkpoint` of an SFT run (or any causal LM
+            with `raw=True`: the prompt is then used as is).
+        prompt: the user's raw prompt.
+        history: earlier `(prompt, response)` turns (`klm generate --chat`).
+        system: a system message, or `None`.
+        stop: strings that end the response.
+        on_text: optional callback `(new_text)`, streaming the response (text
+            that could still turn into a stop string is held back).
+        raw: skip the template.
+
+    Returns:
+        The response text.
+    """
+    from klm.sft.conversations import Conversation
+    from klm.sft.encoding import conversation_pieces, encode_pieces
+
+    template = None if raw else run_template(run)
+    model, tokenizer = run.model, run.tokenizer
+    settings = sft_settings(run) or {}
+    end_id = settings.get("end_token_id", getattr(tokenizer, "end_token_id", None))
+    start_id = settings.get("start_token_id", getattr(run, "start_token_id", None))
+    pad_id = getattr(tokenizer, "pad_token_id", 0) or 0
+    if template is None:
+        ids = ([start_id] if start_id is not None else []) + _tokens_to_list(tokenizer.tokenize([prompt]))[0]
+        if not ids:
+            ids = [end_id if end_id is not None else pad_id]
+    else:
+        conversation = Conversation(list(history), system=system)
+        pieces = conversation_pieces(template, [conversation], next_prompts=[prompt])
+        ids = [int(i) for i in encode_pieces(pieces, tokenizer, end_id, start_id)[0][0]]
+    limit = _position_limit(model)
+    if limit is not None and len(ids) + max_new_tokens > limit:
+        from klm.sft.evaluation import fit_prompt
+
+        ids = fit_prompt(ids, limit, max_new_tokens, keep_first=0 if start_id is None else 1)
+    sampler_obj = make_sampler(sampler, temperature, top_k, top_p, seed)
+    holdback = max((len(s) for s in stop or () if s), default=1) - 1
+    shown = [0]
+
+    def text_of(ids_so_far):
+        return _detokenize(tokenizer, ids_so_far)
+
+    def stop_when(ids_so_far):
+        text = text_of(ids_so_far)
+        cut, found = cut_at_stop(text, stop)
+        if on_text is not None:
+            visible = cut if found else text[: max(len(text) - holdback, shown[0])]
+            if len(visible) > shown[0]:
+                on_text(visible[shown[0]:])
+                shown[0] = len(visible)
+        return found
+
+    generated = generate_ids(model, ids, max_new_tokens, sampler_obj, stop_token_id=end_id, pad_id=pad_id,
+                             stop_when=stop_when)
+    text, _ = cut_at_stop(text_of(generated), stop)
+    if on_text is not None and len(text) > shown[0]:
+        on_text(text[shown[0]:])
+    return text

@@ -16,10 +16,17 @@ the Keras loss on `(batch, seq, vocabulary)` logits it avoids
   position;
 - under mixed precision, a softmax over bfloat16 logits: they are cast to
   float32 first, as PyTorch's reference casts `output.float()`.
+
+Each backend computes it with its fused kernel where it has one
+(`klm.backend.sparse_softmax_cross_entropy`: PyTorch `F.cross_entropy`,
+TensorFlow `sparse_softmax_cross_entropy_with_logits`; JAX a log-sum-exp and
+a gather that XLA fuses).
 """
 
 import keras
 from keras import ops
+
+from klm import backend
 
 
 def sparse_cross_entropy_from_logits(y_true, y_pred):
@@ -46,10 +53,9 @@ def sparse_cross_entropy_from_logits(y_true, y_pred):
     out_shape = ops.shape(labels)
     vocabulary = ops.shape(logits)[-1]
     flat_logits = ops.reshape(logits, (-1, vocabulary))
-    flat_labels = ops.reshape(labels, (-1, 1))
-    log_normalizer = ops.logsumexp(flat_logits, axis=-1)
-    label_logits = ops.squeeze(ops.take_along_axis(flat_logits, flat_labels, axis=-1), axis=-1)
-    return ops.reshape(log_normalizer - label_logits, out_shape)
+    flat_labels = ops.reshape(labels, (-1,))
+    losses = backend.sparse_softmax_cross_entropy(flat_labels, flat_logits)
+    return ops.reshape(losses, out_shape)
 
 
 @keras.saving.register_keras_serializable(package="klm")

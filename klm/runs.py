@@ -192,7 +192,7 @@ def load_run(run_dir, which="best", require_finished=True):
     Raises:
         RunDirError: missing, unfinished or malformed run folder.
     """
-    from klm.data import load_tokenizer
+    from klm.pretrained import load_tokenizer  # klm's tokenizers and keras-hub's (runs from a checkpoint)
 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)

@@ -20,7 +20,8 @@ from klm.training.session import LoopPlan, TrainingSession, total_batches
 
 # Fields that must match when an existing run folder is resumed: changing any
 # of them would silently train a different model on the old checkpoint.
-_IDENTITY_FIELDS = ("task", "preset", "tokenizer", "vocab_size", "seq_len", "min_freq", "from_run")
+_IDENTITY_FIELDS = ("task", "preset", "tokenizer", "vocab_size", "seq_len", "min_freq", "from_run", "init_from",
+                    "lora_rank", "lora_targets")
 
 
 def num_tokens(tokens):
@@ -186,7 +187,18 @@ def build_causal_lm(config, vocabulary_size, steps_per_epoch, total_steps):
         sampler="greedy",
     )
     model.build({"token_ids": (None, None), "padding_mask": (None, None)})
+    build_optimizer_state(model)
     return model
+
+
+def build_optimizer_state(model):
+    """Creates the optimizer's variables now (Keras would on the first step).
+
+    A resumed run loads them from its backup before the first step; Keras
+    skips (with only a warning) optimizer state that has nowhere to go.
+    """
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
 
 
 
@@ -213,7 +225,15 @@ def pretrain(config: PretrainConfig):
         session.open(_IDENTITY_FIELDS)
         _log(f"klm pretrain: backend={session.backend} run_dir={session.run_dir}"
              f"{' (resuming)' if session.resuming else ''}")
-        corpus = load_pretrain_corpus(config, session.load_tokenizer())
+        scope, description = session.distribution()
+        checkpoint = None
+        if config.init_from:
+            with scope:
+                checkpoint = _load_checkpoint(config.init_from, config)
+            corpus = _checkpoint_corpus(config, checkpoint)
+            session.resolved.update(pretrained=checkpoint.source)
+        else:
+            corpus = load_pretrain_corpus(config, session.load_tokenizer())
         tokenizer = corpus.tokenizer
         vocabulary_size = int(tokenizer.vocabulary_size())
         train_tokens = num_tokens(corpus.train)
@@ -261,11 +281,14 @@ def pretrain(config: PretrainConfig):
                     data_lib.lm_dataset(corpus.split(split), config.seq_len, config.eval_batch_size, mode="contiguous")
                 )
 
-        scope, description = session.distribution()
         with scope:
-            model = build_causal_lm(config, vocabulary_size, steps_per_epoch, _optimizer_steps(plan))
+            if checkpoint is None:
+                model = build_causal_lm(config, vocabulary_size, steps_per_epoch, _optimizer_steps(plan))
+            else:
+                model = _compile_pretrained_lm(checkpoint, config, session, steps_per_epoch, _optimizer_steps(plan))
         _log(
-            f"model: {model} | preset {config.preset} | precision {config.precision} | {description}\n"
+            f"model: {_describe(model)} | {'from ' + config.init_from if checkpoint else 'preset ' + config.preset} | "
+            f"precision {config.precision} | {description}\n"
             f"data: {train_tokens:,} training tokens, {steps_per_epoch} steps/epoch of "
             f"{config.batch_size}x{config.seq_len}, vocabulary {vocabulary_size:,}"
         )
@@ -292,6 +315,65 @@ def pretrain(config: PretrainConfig):
             print(f"{line}\n| End of training | test loss {test_loss:5.2f} | test ppl {_ppl(test_loss):8.2f}\n{line}",
                   flush=True)
         return session.finish(model, state, logger, extra, metric="ppl")
+
+
+def _load_checkpoint(spec, config):
+    """`klm.pretrained.load_checkpoint` with the run's precision (`bfloat16` loads bf16 weights)."""
+    from klm.pretrained import load_checkpoint
+
+    return load_checkpoint(spec, dtype="bfloat16" if config.precision == "bfloat16" else None)
+
+
+def _checkpoint_corpus(config, checkpoint):
+    """The training/valid/test token streams, tokenized with the checkpoint's own tokenizer."""
+    from klm.data import Corpus
+    from klm.pretrained import token_stream
+
+    train = token_stream(checkpoint, config.data, text_field=config.text_field)
+    valid = token_stream(checkpoint, config.valid, text_field=config.text_field) if config.valid else None
+    test = token_stream(checkpoint, config.test, text_field=config.text_field) if config.test else None
+    if valid is None and config.valid_fraction:
+        cut = int(len(train) * (1 - config.valid_fraction))
+        train, valid = train[:cut], train[cut:]
+    return Corpus(tokenizer=checkpoint.tokenizer, train=train, valid=valid, test=test,
+                  eos_between_documents=checkpoint.end_token_id is not None)
+
+
+def _lora(model, config, session):
+    """Enables LoRA (`--lora-rank`) on `model`'s backbone; records the counts for the summary."""
+    if not config.lora_rank:
+        return
+    from klm.pretrained import apply_lora
+
+    info = apply_lora(model, config.lora_rank, alpha=config.lora_alpha, targets=config.lora_targets)
+    session.summary_extra["lora"] = {k: info[k] for k in ("rank", "alpha", "targets", "lora", "trainable", "total")}
+    _log(f"LoRA rank {info['rank']} (alpha {info['alpha']}) on {len(info['layers'])} layers: "
+         f"{info['trainable']:,} of {info['total']:,} parameters train")
+
+
+def _compile_pretrained_lm(checkpoint, config, session, steps_per_epoch, total_steps):
+    """The checkpoint's causal LM, compiled like `build_causal_lm` (call inside the distribution scope)."""
+    model = checkpoint.causal_lm
+    # Batches arrive tokenized; the tokenizer is saved in the run's tokenizer/.
+    if hasattr(model, "preprocessor"):
+        model.preprocessor = None
+    _lora(model, config, session)
+    model.compile(
+        optimizer=build_optimizer(config, steps_per_epoch, total_steps),
+        loss=lm_loss(),
+        weighted_metrics=[],
+        jit_compile=_jit(config),
+        steps_per_execution=config.steps_per_execution,
+        sampler="greedy",
+    )
+    build_optimizer_state(model)
+    return model
+
+
+def _describe(model):
+    return str(model) if type(model).__module__.startswith("klm") else (
+        f"<{type(model).__name__} {model.count_params():,} params>"
+    )
 
 
 def _logger(session, config, steps_per_epoch, tokens_per_step, metric, last_step_tokens=None):
@@ -327,13 +409,23 @@ def finetune(config: FinetuneConfig):
     from klm import data as data_lib
     from klm.models import KlmBackbone, KlmClassifier, preset_config
 
-    pretrained = _pretrained_source(config, session.resolved)
+    native = _native_run(config.from_run)
+    pretrained = _pretrained_source(config, session.resolved) if native else None
+    checkpoint = None
     with session:
         session.open(_IDENTITY_FIELDS)
         _log(f"klm finetune: backend={session.backend} run_dir={session.run_dir}"
              f"{' (resuming)' if session.resuming else ''}")
+        scope, description = session.distribution()
         if pretrained is not None:
             tokenizer = data_lib.load_tokenizer(str(Path(config.from_run) / runs.TOKENIZER_DIR))
+        elif config.from_run != "none":
+            _check_no_tokenizer_flags(config)
+            with scope:
+                checkpoint = _load_checkpoint(config.from_run, config)
+            tokenizer = checkpoint.tokenizer
+            session.resolved.update(pretrained=checkpoint.source, tokenizer=checkpoint.source.get("tokenizer"),
+                                    preset=checkpoint.source.get("architecture"))
         else:
             tokenizer = session.load_tokenizer()
         labels_path = session.run_dir / runs.LABELS_FILE
@@ -391,9 +483,10 @@ def finetune(config: FinetuneConfig):
         valid_ds = dataset(labelled.valid, False) if labelled.valid is not None else None
         test_ds = dataset(labelled.test, False) if labelled.test is not None else None
 
-        scope, description = session.distribution()
         with scope:
-            if pretrained is not None:
+            if checkpoint is not None:
+                backbone = checkpoint.backbone
+            elif pretrained is not None:
                 lm = runs.load_model(runs.checkpoint_path(config.from_run, "best"))
                 backbone_config = lm.backbone.get_config()
                 if config.dropout is not None:
@@ -411,12 +504,15 @@ def finetune(config: FinetuneConfig):
                 pooling=config.pooling,
                 dropout=config.head_dropout,
             )
+            _lora(model, config, session)
             model.compile(
                 optimizer=build_optimizer(config, steps_per_epoch, _optimizer_steps(plan)),
                 jit_compile=_jit(config),
                 steps_per_execution=config.steps_per_execution,
             )
-        _log(f"model: {model} | from {config.from_run} | {len(labels)} classes | {description}")
+            model.build({"token_ids": (None, None), "padding_mask": (None, None)})
+            build_optimizer_state(model)
+        _log(f"model: {_describe(model)} | from {config.from_run} | {len(labels)} classes | {description}")
         logger = _logger(session, config, steps_per_epoch, config.batch_size * config.seq_len, "accuracy")
         state = session.fit(model, plan, make_train_data, valid_ds, logger)
 
@@ -434,6 +530,26 @@ def finetune(config: FinetuneConfig):
             print(f"| End of training | test accuracy {extra['test_accuracy']:.4f} | "
                   f"test macro-F1 {extra['test_macro_f1']:.4f}")
         return session.finish(model, state, logger, extra, metric="accuracy")
+
+
+def _native_run(spec):
+    """Whether `--from` names a klm run folder with klm's own model (not one started from a checkpoint)."""
+    if spec == "none":
+        return False
+    from klm.pretrained import classify
+
+    if classify(spec) != "klm_run":
+        return False
+    return not runs.read_run_config(spec).get("pretrained")
+
+
+def _check_no_tokenizer_flags(config):
+    for field in ("tokenizer", "vocab_size"):
+        if getattr(config, field) is not None:
+            raise ConfigError(
+                f"--{field.replace('_', '-')} cannot be used with --from {config.from_run}: a pretrained checkpoint "
+                f"brings its own tokenizer. Received: --{field.replace('_', '-')}={getattr(config, field)!r}"
+            )
 
 
 def _pretrained_source(config, resolved):

@@ -69,7 +69,7 @@ def assert_same_run(a, b):
     assert worst == 0.0, f"final weights differ by {worst}"
     assert metric_rows(a) == metric_rows(b)
     sa, sb = (json.loads((Path(d) / "summary.json").read_text()) for d in (a, b))
-    for key in ("steps", "batches", "train_tokens", "best_step", "valid_loss", "test_loss"):
+    for key in ("steps", "batches", "train_tokens", "best_step", "valid_loss", "test_loss", "valid_accuracy"):
         assert sa.get(key) == sb.get(key), key
 
 
@@ -304,3 +304,49 @@ def test_read_only_run_folder_is_a_clear_error(tmp_path):
         assert "Read-only file system" in result.stderr and "Traceback" not in result.stderr
     finally:
         subprocess.run(["umount", "-l", str(mount)])
+
+
+def make_labelled(path, lines=48, seed=0):
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for i in range(lines):
+            label = i % 2
+            words = list(rng.choice(WORDS[:14], size=3)) + [("good" if label else "bad")] * 2
+            rng.shuffle(words)
+            f.write(f"{label} {' '.join(words)}\n")
+    return str(path)
+
+
+VARIANTS = {
+    # AdamW (optimizer slots), shuffled examples, a classifier head.
+    "finetune": lambda tmp: ["finetune", "--from", "none", "--preset", "tiny", "--train", make_labelled(tmp / "l.txt"),
+                             "--valid", make_labelled(tmp / "v.txt", 16, 1), "--batch-size", "4", "--seq-len", "8",
+                             "--epochs", "3", "--backup-every", "5", "--eval-every", "7", "--log-every", "4",
+                             "--verbose", "lines"],
+    # Gradient accumulation across backups and epoch ends (contiguous batching, AdamW).
+    "grad-accum": lambda tmp: ["pretrain", "--data", make_corpus(tmp / "c.txt", lines=150), *TINY, "--grad-accum", "3",
+                               "--max-steps", "14", "--backup-every", "2", "--eval-every", "4", "--optimizer", "adamw", "--lr", "1e-3",
+                               "--valid-fraction", "0.1", "--dropout", "0.1"],
+    # Several steps per compiled call (TF and JAX only).
+    "steps-per-execution": lambda tmp: ["pretrain", "--data", make_corpus(tmp / "c.txt", lines=150), *TINY,
+                                        "--steps-per-execution", "3", "--max-steps", "30", "--backup-every", "4",
+                                        "--eval-every", "5", "--valid-fraction", "0.1", "--dropout", "0.1"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_resume_is_exact_for(variant, tmp_path):
+    if variant == "steps-per-execution" and BACKEND == "torch":
+        pytest.skip("Keras runs one step per call on PyTorch (steps_per_execution is refused there)")
+    args = VARIANTS[variant](tmp_path)
+    straight = klm([*args, "--run-dir", str(tmp_path / "a")])
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    run = str(tmp_path / "b")
+    for point in ("eval:2", "backup-write:2"):
+        killed = klm([*args, "--run-dir", run], env={"KLM_FAULT_POINT": point})
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-3000:])
+    resumed = klm([*args, "--run-dir", run])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from the backup" in resumed.stderr
+    assert_same_run(tmp_path / "a", run)

@@ -127,10 +127,12 @@ def clean_to_files(
             open_split(split)
             if split == "train" and split_off_valid:
                 open_split("valid")
-            progress = ProgressReporter(f"cleaning {split}", "lines", enabled=verbose)
+            progress = ProgressReporter(
+                f"cleaning {split}", "lines", enabled=verbose, total=_source_bytes(splits[split])
+            )
             for source in splits[split]:
                 for text, _ in iter_documents(source, text_field=text_field, decode=cleaner.decode):
-                    progress.update()
+                    progress.update(1, done=len(text) + 1)
                     cleaned = cleaner.clean(text)
                     if cleaned is None:
                         continue
@@ -161,6 +163,14 @@ def clean_to_files(
     return outputs
 
 
+def _source_bytes(sources):
+    """Total size of the source files (the ETA's yardstick; None if unknown)."""
+    try:
+        return sum(os.path.getsize(source.path) for source in sources) or None
+    except (OSError, TypeError):
+        return None
+
+
 def text_file_dataset(path):
     """A `tf.data.Dataset` of the lines (documents) of a cleaned text file."""
     return tf.data.TextLineDataset(path)
@@ -183,13 +193,17 @@ def train_or_load_tokenizer(
         if isinstance(tokenizer, (str, os.PathLike)):
             return load_tokenizer(tokenizer)
         return tokenizer
-    progress = ProgressReporter(f"training {kind} tokenizer", "s", enabled=verbose)
+    progress = ProgressReporter(
+        f"reading text for the {kind} tokenizer", "batches", enabled=verbose and kind != "byte",
+        total=os.path.getsize(train_text_path) or None,
+    )
     result = train_tokenizer(
         kind,
         text_file_dataset(train_text_path).batch(TEXT_BATCH_SIZE),
         vocab_size=vocab_size,
         min_freq=min_freq,
         sentencepiece_model_type=sentencepiece_type,
+        progress=lambda n: progress.update(1, done=n),
     )
     if verbose:
         elapsed = progress.close(summary=False)
@@ -215,7 +229,8 @@ def iter_token_chunks(tokenizer, text_path, eos_between_documents, label="tokeni
 
     def tokenize(batch):
         tokens = tokenizer.tokenize(batch)
-        return tokens.flat_values, tokens.row_lengths()
+        text_bytes = tf.reduce_sum(tf.strings.length(batch)) + tf.size(batch)
+        return tokens.flat_values, tokens.row_lengths(), text_bytes
 
     dataset = (
         text_file_dataset(text_path)
@@ -223,13 +238,13 @@ def iter_token_chunks(tokenizer, text_path, eos_between_documents, label="tokeni
         .map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     )
-    progress = ProgressReporter(label, "tokens", enabled=verbose)
-    for flat, lengths in dataset.as_numpy_iterator():
+    progress = ProgressReporter(label, "tokens", enabled=verbose, total=os.path.getsize(text_path) or None)
+    for flat, lengths, text_bytes in dataset.as_numpy_iterator():
         flat = flat.astype(np.int64, copy=False)
         documents = int(np.count_nonzero(lengths))
         if eos_id is not None and documents:
             ends = np.cumsum(lengths)[lengths > 0]
             flat = np.insert(flat, ends, eos_id)
-        progress.update(len(flat))
+        progress.update(len(flat), done=int(text_bytes))
         yield flat, documents
     progress.close(summary=progress.count > 0)

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 from keras_hub.layers import RotaryEmbedding
 
+from klm.layers.fused_dense import FusedDense
 from klm.layers.initializers import fresh_initializer
 
 
@@ -47,6 +48,14 @@ class CausalSelfAttention(keras.layers.Layer):
         cache_update_index: int or int tensor, position of `inputs[:, 0]` in
             the whole sequence (required with `cache`).
         training: bool.
+        attention_mask: optional bool tensor `(batch, seq, seq)`: query `i`
+            may attend to key `j` where it is `True`. It replaces the plain
+            causal mask (packed sequences: causal *within* each example, see
+            `KlmBackbone`); every row must allow at least one key. `None`
+            (the default) keeps the fused causal kernel.
+        positions: optional int tensor `(batch, seq)`, the rotary position of
+            each token (positions restarting per packed example); `None`:
+            `0 .. seq - 1` (plus `cache_update_index`).
 
     Returns:
         `(batch, seq, hidden)` outputs, or `(outputs, cache)` when a cache is
@@ -86,14 +95,14 @@ class CausalSelfAttention(keras.layers.Layer):
             )
         self.hidden_dim = hidden_dim
         self.head_dim = hidden_dim // self.num_heads
-        self.qkv_dense = keras.layers.Dense(
+        self.qkv_dense = FusedDense(
             3 * hidden_dim,
             kernel_initializer=fresh_initializer(self.qkv_initializer or self.kernel_initializer),
             dtype=self.dtype_policy,
             name="qkv",
         )
         self.qkv_dense.build(inputs_shape)
-        self.output_dense = keras.layers.Dense(
+        self.output_dense = FusedDense(
             hidden_dim,
             kernel_initializer=fresh_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
@@ -111,14 +120,17 @@ class CausalSelfAttention(keras.layers.Layer):
         )
         self.built = True
 
-    def call(self, inputs, cache=None, cache_update_index=None, training=None):
+    def call(self, inputs, cache=None, cache_update_index=None, training=None, attention_mask=None, positions=None):
         batch_size, seq_len = ops.shape(inputs)[0], ops.shape(inputs)[1]
         qkv = self.qkv_dense(inputs)  # (batch, seq, 3 * hidden)
         qkv = ops.reshape(qkv, (batch_size, seq_len, 3, self.num_heads, self.head_dim))
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (batch, seq, heads, head_dim)
 
         start_index = 0 if cache_update_index is None else cache_update_index
-        if self.use_rotary:
+        if self.use_rotary and positions is not None and cache is None:
+            query = self.rotary_embedding(query, positions=positions)
+            key = self.rotary_embedding(key, positions=positions)
+        elif self.use_rotary:
             query = self.rotary_embedding(query, start_index=start_index)
             key = self.rotary_embedding(key, start_index=start_index)
 
@@ -138,7 +150,10 @@ class CausalSelfAttention(keras.layers.Layer):
             mask = mask[None, None, :, :]  # (1, 1, seq, max_len)
             outputs = ops.dot_product_attention(query, key, value, mask=mask)
         elif training and self.dropout > 0:
-            outputs = self._attention_with_dropout(query, key, value, training)
+            outputs = self._attention_with_dropout(query, key, value, training, attention_mask)
+        elif attention_mask is not None:
+            mask = ops.expand_dims(ops.cast(attention_mask, "bool"), axis=1)  # (batch, 1, seq, seq)
+            outputs = ops.dot_product_attention(query, key, value, mask=mask)
         else:
             outputs = ops.dot_product_attention(query, key, value, is_causal=True)
 
@@ -148,20 +163,24 @@ class CausalSelfAttention(keras.layers.Layer):
             return outputs, cache
         return outputs
 
-    def _attention_with_dropout(self, query, key, value, training):
+    def _attention_with_dropout(self, query, key, value, training, attention_mask=None):
         # Explicit softmax attention, used only when attention dropout is on.
         seq_len = ops.shape(query)[1]
         scale = ops.cast(1.0 / (self.head_dim**0.5), query.dtype)
         scores = ops.einsum("bqhd,bkhd->bhqk", query * scale, key)  # (batch, heads, seq, seq)
-        causal = ops.tril(ops.ones((seq_len, seq_len), dtype="bool"))
-        scores = ops.where(causal[None, None], scores, ops.cast(-1e9, scores.dtype))
+        if attention_mask is None:
+            allowed = ops.tril(ops.ones((seq_len, seq_len), dtype="bool"))[None, None]
+        else:
+            allowed = ops.expand_dims(ops.cast(attention_mask, "bool"), axis=1)
+        scores = ops.where(allowed, scores, ops.cast(-1e9, scores.dtype))
         probabilities = ops.softmax(ops.cast(scores, "float32"), axis=-1)
         probabilities = self.probabilities_dropout(
             ops.cast(probabilities, query.dtype), training=training
         )
         return ops.einsum("bhqk,bkhd->bqhd", probabilities, value)  # (batch, seq, heads, head_dim)
 
-    def compute_output_spec(self, inputs, cache=None, cache_update_index=None, training=None):
+    def compute_output_spec(self, inputs, cache=None, cache_update_index=None, training=None, attention_mask=None,
+                            positions=None):
         outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
         if cache is not None:
             return outputs, keras.KerasTensor(cache.shape, dtype=self.compute_dtype)

@@ -3,6 +3,7 @@
 import keras
 
 from klm.layers.causal_self_attention import CausalSelfAttention
+from klm.layers.fused_dense import FusedDense
 from klm.layers.initializers import fresh_initializer
 
 
@@ -49,6 +50,8 @@ class DecoderBlock(keras.layers.Layer):
         inputs: `(batch, seq, hidden)`.
         cache, cache_update_index: see `CausalSelfAttention`.
         training: bool.
+        attention_mask, positions: optional; see `CausalSelfAttention` (packed
+            sequences).
 
     Examples:
     ```python
@@ -116,7 +119,7 @@ class DecoderBlock(keras.layers.Layer):
         self.attention_dropout_layer = keras.layers.Dropout(
             self.dropout, dtype=dtype, name="attention_dropout"
         )
-        self.feedforward_intermediate = keras.layers.Dense(
+        self.feedforward_intermediate = FusedDense(
             self.intermediate_dim,
             kernel_initializer=fresh_initializer(self.kernel_initializer),
             bias_initializer=self._bias_initializer(hidden_dim),
@@ -127,7 +130,7 @@ class DecoderBlock(keras.layers.Layer):
         self.feedforward_inner_dropout = keras.layers.Dropout(
             self.dropout, dtype=dtype, name="feedforward_inner_dropout"
         )
-        self.feedforward_output = keras.layers.Dense(
+        self.feedforward_output = FusedDense(
             hidden_dim,
             kernel_initializer=fresh_initializer(self.kernel_initializer),
             bias_initializer=self._bias_initializer(self.intermediate_dim),
@@ -160,11 +163,15 @@ class DecoderBlock(keras.layers.Layer):
             x = self._dropout(self.feedforward_inner_dropout, x, training)
         return self.feedforward_output(x)  # (batch, seq, hidden)
 
-    def call(self, inputs, cache=None, cache_update_index=None, training=None):
+    def call(self, inputs, cache=None, cache_update_index=None, training=None, attention_mask=None, positions=None):
         x = inputs
         # === Self-attention ===
         attention_input = self.attention_norm(x) if self.normalize_first else x
-        if cache is None:
+        if cache is None and attention_mask is not None:
+            attended = self.attention(
+                attention_input, training=training, attention_mask=attention_mask, positions=positions
+            )
+        elif cache is None:
             attended = self.attention(attention_input, training=training)
         else:
             attended, cache = self.attention(
@@ -185,7 +192,8 @@ class DecoderBlock(keras.layers.Layer):
             return x, cache
         return x
 
-    def compute_output_spec(self, inputs, cache=None, cache_update_index=None, training=None):
+    def compute_output_spec(self, inputs, cache=None, cache_update_index=None, training=None, attention_mask=None,
+                            positions=None):
         outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
         if cache is not None:
             return outputs, keras.KerasTensor(cache.shape, dtype=self.compute_dtype)

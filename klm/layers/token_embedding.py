@@ -4,6 +4,7 @@ import keras
 from keras import ops
 from keras_hub.layers import ReversibleEmbedding
 
+from klm import backend
 from klm.layers.initializers import fresh_initializer
 
 
@@ -79,10 +80,20 @@ class TokenEmbedding(ReversibleEmbedding):
 
     def call(self, inputs, reverse=False, training=None):
         if reverse:
-            outputs = super().call(inputs, reverse=True)
-            if self.use_output_bias:
-                outputs = ops.add(outputs, ops.cast(self.output_bias, outputs.dtype))
-            return outputs
+            if self.quantization_mode is not None or self.logit_soft_cap is not None or self.reverse_dtype is not None:
+                outputs = super().call(inputs, reverse=True)
+                if self.use_output_bias:
+                    outputs = ops.add(outputs, ops.cast(self.output_bias, outputs.dtype))
+                return outputs
+            # The vocabulary projection, most of a small model's FLOPs, in the
+            # compute dtype: the parent multiplies compute-dtype (bfloat16)
+            # hidden states by the float32 variable, which promotes the whole
+            # matmul to float32 under mixed precision. `backend.dense` casts
+            # the weights first (float32 accumulation inside the bfloat16
+            # matmul) and fuses the bias into it on PyTorch.
+            kernel = ops.transpose(self.embeddings) if self.tie_weights else self.reverse_embeddings
+            bias = self.output_bias if self.use_output_bias else None
+            return backend.dense(ops.cast(inputs, self.compute_dtype), kernel, bias)
         if self.quantization_mode is not None:
             outputs = super().call(inputs)
             return ops.multiply(outputs, ops.cast(self.embeddings_scale, outputs.dtype))

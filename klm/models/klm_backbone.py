@@ -36,6 +36,35 @@ def _initializers(initialization):
     return normal, normal, None
 
 
+def segment_attention(segment_ids):
+    """`(attention_mask, positions)` of packed sequences.
+
+    Args:
+        segment_ids: int tensor `(batch, seq)`: `1, 2, ...` per packed
+            example, `0` for padding.
+
+    Returns:
+        `attention_mask`, bool `(batch, seq, seq)`: query `i` may see key `j`
+        when `j <= i` and both belong to the same segment (padding sees
+        padding, so no row is empty); `positions`, int32 `(batch, seq)`: the
+        index of each token within its own example.
+
+    Example:
+    ```python
+    mask, positions = segment_attention(np.array([[1, 1, 2, 2, 2, 0]]))
+    # positions [[0, 1, 0, 1, 2, 0]]
+    ```
+    """
+    segments = keras.ops.cast(segment_ids, "int32")
+    length = keras.ops.shape(segments)[1]
+    index = keras.ops.arange(length)
+    causal = keras.ops.expand_dims(index, 1) >= keras.ops.expand_dims(index, 0)  # (seq, seq)
+    same = keras.ops.equal(keras.ops.expand_dims(segments, 2), keras.ops.expand_dims(segments, 1))
+    attention_mask = keras.ops.logical_and(same, keras.ops.expand_dims(causal, 0))
+    positions = keras.ops.sum(keras.ops.cast(attention_mask, "int32"), axis=-1) - 1
+    return attention_mask, positions
+
+
 @keras.saving.register_keras_serializable(package="klm")
 class KlmBackbone(ParameterCountRepr, Backbone):
     """A decoder-only (causal) Transformer: token ids -> hidden states.
@@ -72,6 +101,19 @@ class KlmBackbone(ParameterCountRepr, Backbone):
             PyTorch initialisation).
         dtype: dtype policy for the whole model.
 
+    Inputs: a dict with `"token_ids"` and `"padding_mask"` (int, `(batch,
+    seq)`; right-padded, so the causal mask alone keeps real tokens off the
+    padding), and optionally `"segment_ids"` for *packed* sequences (several
+    examples in one row, `klm finetune --task sft --packing`): int `(batch,
+    seq)`, `1, 2, ...` for the tokens of the 1st, 2nd, ... example, `0` for
+    padding. With it, attention is causal *within* each example only (a
+    token never sees another example) and positions restart at 0 with each
+    example (learned, sinusoidal and rotary alike), so an example's logits
+    are the same packed or alone. The segment mask is an explicit
+    `(batch, seq, seq)` mask, so that path does not use the fused causal
+    kernel; without `"segment_ids"` the model is unchanged (saved models,
+    exported graphs and the `{"token_ids", "padding_mask"}` interface).
+
     Examples:
     ```python
     backbone = klm.models.KlmBackbone(
@@ -82,6 +124,12 @@ class KlmBackbone(ParameterCountRepr, Backbone):
         "token_ids": np.ones((1, 12), "int32"),
         "padding_mask": np.ones((1, 12), "int32"),
     })  # (1, 12, 64)
+    # Two examples packed in one row: 5 + 4 tokens, then padding.
+    packed = backbone({
+        "token_ids": np.ones((1, 12), "int32"),
+        "padding_mask": np.array([[1] * 9 + [0] * 3], "int32"),
+        "segment_ids": np.array([[1] * 5 + [2] * 4 + [0] * 3], "int32"),
+    })
     ```
     """
 
@@ -218,16 +266,46 @@ class KlmBackbone(ParameterCountRepr, Backbone):
         self.output_bias = output_bias
         self.initialization = initialization
 
-    def embed(self, token_ids, start_index=0, training=None):
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        if isinstance(inputs, dict) and "segment_ids" in inputs:
+            return self.call_with_segments(inputs["token_ids"], inputs["segment_ids"], training=training)
+        return super().call(inputs, training=training, mask=mask, **kwargs)
+
+    def call_with_segments(self, token_ids, segment_ids, training=None):
+        """Hidden states of packed sequences, `(batch, seq, hidden)`.
+
+        Args:
+            token_ids: int tensor `(batch, seq)`.
+            segment_ids: int tensor `(batch, seq)`: `1, 2, ...` per packed
+                example, `0` for padding (see the class docstring).
+            training: bool.
+        """
+        attention_mask, positions = segment_attention(segment_ids)
+        x = self.embed(token_ids, training=training, positions=positions)
+        rotary_positions = positions if self.position_encoding == "rotary" else None
+        for transformer_layer in self.transformer_layers:
+            x = transformer_layer(x, training=training, attention_mask=attention_mask, positions=rotary_positions)
+        if self.layer_norm is not None:
+            x = self.layer_norm(x)
+        return x
+
+    def embed(self, token_ids, start_index=0, training=None, positions=None):
         """Token embedding + position encoding + dropout, `(batch, seq, hidden)`.
 
         Shared by the functional graph and cached decoding (`start_index` is
-        the absolute position of `token_ids[:, 0]`).
+        the absolute position of `token_ids[:, 0]`); `positions` (int,
+        `(batch, seq)`) gives each token its own position instead (packed
+        sequences).
         """
         x = self.token_embedding(token_ids)  # (batch, seq, hidden)
         if self.position_embedding is not None:
-            positions = self.position_embedding(x, start_index=start_index)
-            x = self.embeddings_add((x, positions))
+            if positions is not None:
+                if self.position_encoding == "sinusoidal":
+                    positions = keras.ops.cast(positions, self.position_embedding.compute_dtype)
+                position_vectors = self.position_embedding(x, positions=positions)
+            else:
+                position_vectors = self.position_embedding(x, start_index=start_index)
+            x = self.embeddings_add((x, position_vectors))
         if training is False:
             # Cached decoding says so explicitly and saves a layer call per
             # token. (The functional graph is built with `training=None` and

@@ -102,3 +102,40 @@ def test_every_weight_gets_its_own_random_draw(initialization):
             if initialization == "pytorch" and (i, j) == (0, 3):
                 continue  # blocks are copies of the first under "pytorch"
             assert not np.allclose(flat[i], flat[j]), (i, j)
+
+
+@pytest.mark.parametrize("position_encoding", ["learned", "sinusoidal", "rotary"])
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_packed_segments_match_examples_alone(position_encoding, dropout):
+    """Two examples packed in one row give each the logits it has alone (mask + restarting positions)."""
+    from klm.models.klm_causal_lm import KlmCausalLM
+
+    config = tiny_backbone_config(position_encoding=position_encoding)
+    config["attention_dropout"] = dropout  # the explicit-softmax path when training; identity at inference
+    lm = KlmCausalLM(KlmBackbone(**config))
+    rng = np.random.default_rng(0)
+    first, second = rng.integers(4, 50, size=5), rng.integers(4, 50, size=4)
+
+    def alone(ids):
+        x = {"token_ids": ids[None].astype("int32"), "padding_mask": np.ones((1, len(ids)), "int32")}
+        return keras.ops.convert_to_numpy(lm(x))[0]
+
+    packed_ids = np.concatenate([first, second, [0, 0, 0]])[None].astype("int32")
+    segments = np.array([[1] * 5 + [2] * 4 + [0] * 3], "int32")
+    packed = keras.ops.convert_to_numpy(lm({
+        "token_ids": packed_ids, "padding_mask": (segments > 0).astype("int32"), "segment_ids": segments,
+    }))[0]
+    np.testing.assert_allclose(packed[:5], alone(first), atol=1e-5)
+    np.testing.assert_allclose(packed[5:9], alone(second), atol=1e-5)
+    # Without segment ids the second example would see the first.
+    plain = keras.ops.convert_to_numpy(lm({"token_ids": packed_ids, "padding_mask": np.ones_like(packed_ids)}))[0]
+    assert np.abs(plain[5:9] - alone(second)).max() > 1e-4
+
+
+def test_segment_attention_positions():
+    from klm.models.klm_backbone import segment_attention
+
+    mask, positions = segment_attention(np.array([[1, 1, 2, 2, 2, 0]], "int32"))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(positions), [[0, 1, 0, 1, 2, 0]])
+    mask = keras.ops.convert_to_numpy(mask)[0]
+    assert mask[3].tolist() == [False, False, True, True, False, False]

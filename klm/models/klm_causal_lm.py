@@ -22,6 +22,10 @@ class KlmCausalLM(ParameterCountRepr, CausalLM):
     the inputs shifted left by one, loss sparse categorical cross-entropy
     from logits (the default set by `compile()`).
 
+    Inputs: `{"token_ids", "padding_mask"}`, plus optionally
+    `"segment_ids"` for packed sequences (see `KlmBackbone`: attention stays
+    within each packed example and positions restart per example).
+
     Args:
         backbone: a `KlmBackbone`.
         preprocessor: `None`; klm tokenizes in its tf.data pipelines, so the
@@ -51,6 +55,12 @@ class KlmCausalLM(ParameterCountRepr, CausalLM):
         hidden_states = backbone(inputs)
         outputs = backbone.token_embedding(hidden_states, reverse=True)  # (batch, seq, vocab)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        if isinstance(inputs, dict) and "segment_ids" in inputs:
+            hidden_states = self.backbone(inputs, training=training)
+            return self.backbone.token_embedding(hidden_states, reverse=True)
+        return super().call(inputs, training=training, mask=mask, **kwargs)
 
     def call_with_cache(self, token_ids, cache, cache_update_index):
         """Forward pass over `token_ids` that reads and extends a KV cache.

@@ -256,9 +256,10 @@ class RunFolder:
         if backup.is_dir():
             # Weights whose state file was never written (killed in between).
             committed = {p.name[: -len(".json")] for p in backup.glob("state-*.json")}
-            for weights in backup.glob("state-*.weights.h5"):
-                if weights.name[: -len(".weights.h5")] not in committed:
-                    weights.unlink(missing_ok=True)
+            for suffix in (".weights.h5", ".lora.npz"):
+                for weights in backup.glob(f"state-*{suffix}"):
+                    if weights.name[: -len(suffix)] not in committed:
+                        weights.unlink(missing_ok=True)
 
     def has_checkpoint(self):
         """Whether the run has started: a backup generation or `last.keras` exists."""
@@ -346,24 +347,41 @@ class RunFolder:
             weights = backup / f"{stem}.weights.h5"
             with runs.atomic_path(weights, ".weights.h5") as tmp:
                 model.save_weights(tmp)
-            fault_point("backup-write")
             record = json_state(state, model)
             record.update(weights=weights.name, sha256=sha256_file(weights))
+            lora = _lora_variables(model)
+            if lora:
+                # Keras saves a LoRA layer's kernel merged with its adapters
+                # and zeroes the adapters on load: keep them apart to resume.
+                import numpy as np
+
+                arrays = backup / f"{stem}.lora.npz"
+                with runs.atomic_path(arrays, ".npz") as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, *[_to_numpy(v) for v in lora.values()])
+                record["lora"] = {"file": arrays.name, "sha256": sha256_file(arrays), "paths": list(lora)}
+            fault_point("backup-write")
             runs.write_json(backup / f"{stem}.json", record)
         generations = sorted(backup.glob("state-*.json"))
         for old in generations[:-BACKUP_GENERATIONS]:
             old.unlink(missing_ok=True)
-            (backup / (old.name[: -len(".json")] + ".weights.h5")).unlink(missing_ok=True)
+            for suffix in (".weights.h5", ".lora.npz"):
+                (backup / (old.name[: -len(".json")] + suffix)).unlink(missing_ok=True)
 
-    def truncate_metrics(self, step):
-        """Drops `metrics.csv` rows past `step` (logged after the backup a run resumes from)."""
+    def truncate_metrics(self, batches, step):
+        """Drops `metrics.csv` rows logged after the backup a run resumes from (past `batches`)."""
         path = self.path / METRICS_FILE
         if not self.chief or not path.exists():
             return
         with open(path, newline="") as f:
             text = f.read()
         rows = list(csv.DictReader(io.StringIO(text)))
-        kept = [r for r in rows if r.get("step") and int(float(r["step"])) <= step]
+        def before(row):
+            if row.get("batch"):
+                return int(float(row["batch"])) <= batches
+            return bool(row.get("step")) and int(float(row["step"])) <= step
+
+        kept = [r for r in rows if before(r)]
         if len(kept) == len(rows):
             return
         fields = list(rows[0].keys())
@@ -401,6 +419,8 @@ class RunFolder:
                 if sha256_file(weights) != record["sha256"]:
                     raise ValueError(f"{weights.name} does not match its checksum (damaged or incomplete)")
                 model.load_weights(str(weights))
+                if record.get("lora"):
+                    _restore_lora(model, backup, record["lora"])
             except Exception as e:  # noqa: BLE001 - any unreadable generation falls back to the previous one
                 warnings.append(f"skipped the damaged backup {state_file.relative_to(self.path)}: {e}")
                 continue
@@ -431,6 +451,37 @@ class RunFolder:
             )
             return ResumePoint(state, "last.keras", warnings)
         return None
+
+
+def _lora_variables(model):
+    """The variables of the model's LoRA layers (kernel, bias, adapters), by path."""
+    variables = {}
+    for layer in model._flatten_layers(include_self=False):
+        if getattr(layer, "lora_enabled", False):
+            for variable in layer.weights:
+                variables[variable.path] = variable
+    return variables
+
+
+def _to_numpy(variable):
+    import keras
+    import numpy as np
+
+    return np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(variable, "float32")))
+
+
+def _restore_lora(model, backup, record):
+    import numpy as np
+
+    arrays = backup / record["file"]
+    if not arrays.exists() or sha256_file(arrays) != record["sha256"]:
+        raise ValueError(f"{record['file']} is missing or does not match its checksum")
+    variables = _lora_variables(model)
+    with np.load(arrays) as data:
+        for i, path in enumerate(record["paths"]):
+            if path not in variables:
+                raise ValueError(f"the model has no LoRA variable {path}")
+            variables[path].assign(data[f"arr_{i}"].astype(variables[path].dtype))
 
 
 def json_state(state, model):

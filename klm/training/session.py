@@ -113,6 +113,7 @@ class TrainingSession:
         self.folder = None
         self.run_dir = Path(config.run_dir)
         self.resolved = dict(config.to_dict(), task=task, backend=self.backend)
+        self.summary_extra = {}  # mode-specific figures known before the end (e.g. LoRA counts)
 
     # === Opening ===
 
@@ -141,14 +142,14 @@ class TrainingSession:
 
     def load_tokenizer(self):
         """The tokenizer of a run being resumed, or `None`."""
-        from klm.data import load_tokenizer
+        from klm.pretrained import load_tokenizer
 
         path = self.run_dir / runs.TOKENIZER_DIR
         return load_tokenizer(str(path)) if self.resuming and path.exists() else None
 
     def write_run_files(self, tokenizer, extra_json=None):
         """Writes `tokenizer/`, any `{name: data}` of `extra_json`, then `config.json` (chief only)."""
-        from klm.data import save_tokenizer
+        from klm.pretrained import save_tokenizer  # klm's tokenizers and keras-hub's
 
         self.folder.save_tokenizer(tokenizer, save_tokenizer)
         for name, data in (extra_json or {}).items():
@@ -253,7 +254,7 @@ class TrainingSession:
         state = resume.state
         for warning in resume.warnings:
             log(f"warning: {warning}")
-        self.folder.truncate_metrics(state.step)
+        self.folder.truncate_metrics(state.batches_done, state.step)
         logger.load_state(state.logger)
         epoch, offset = divmod(state.batches_done, plan.steps_per_epoch)
         log(f"resuming from {resume.source}: step {state.step}, epoch {epoch + 1}, batch {offset}/"
@@ -317,6 +318,7 @@ class TrainingSession:
             "device": backend_lib.accelerator_name(),
             "parameters": int(model.count_params()),
         }
+        summary.update(self.summary_extra)
         summary.update(extra)
         if self.chief:
             with self.folder.writing(self.run_dir / "curves.png"):

@@ -26,6 +26,68 @@ DEFAULT_SUBWORD_VOCABULARY_SIZE = 8000
 # is within 5% of the requested size (tf-text's `slack_ratio`), so WordPiece
 # sizes are approximate; below that the corpus cannot fill the request.
 WORDPIECE_SLACK = 0.05
+# Subword tokenizers learn from a bounded, uniform sample of the training
+# documents, so that their memory and time stay flat as the corpus grows:
+# SentencePiece holds its sentences in memory (~27 bytes of RSS per byte of
+# text, measured: a 48 MB sample peaked at 2.0 GB for the whole `klm
+# prepare`) and its training time grows with them. 32 MB of text is ~75,000
+# WikiText paragraphs, plenty for vocabularies of tens of thousands.
+TOKENIZER_SAMPLE_BYTES = 32 * 2**20
+# SentencePiece skips longer sentences (its `max_sentence_length`); the
+# sample leaves them out rather than spend its budget on them.
+SENTENCEPIECE_MAX_SENTENCE_BYTES = 4192
+
+
+class DocumentSample:
+    """A uniform sample of non-empty documents whose text fits in `max_bytes`.
+
+    Every document gets a random key (`random.Random(seed)`); the sample
+    keeps the documents with the smallest keys that fit in the byte budget
+    (a max-heap evicts the largest key while the budget is exceeded), so
+    memory is bounded by `max_bytes` however long the stream. A corpus that
+    fits whole is kept whole, in its own order; the sample is returned in
+    stream order either way.
+
+    Attributes:
+        documents: the sampled documents (bytes), in stream order.
+        seen: non-empty documents read; `seen_bytes`: their bytes.
+    """
+
+    def __init__(self, batches, max_bytes=None, max_document_bytes=None, seed=0, progress=None):
+        import heapq
+        import random
+
+        max_bytes = TOKENIZER_SAMPLE_BYTES if max_bytes is None else max_bytes
+        rng = random.Random(seed)
+        heap = []  # (-key, index, document)
+        total = 0
+        self.seen = self.seen_bytes = self.skipped_long = 0
+        for batch in batches:
+            batch_bytes = 0
+            for text in batch:
+                document = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+                size = len(document)
+                batch_bytes += size + 1
+                if not size:
+                    continue
+                self.seen += 1
+                self.seen_bytes += size
+                if max_document_bytes and size > max_document_bytes:
+                    self.skipped_long += 1
+                    continue
+                key = rng.random()
+                if total + size > max_bytes and heap and -heap[0][0] <= key:
+                    continue
+                heapq.heappush(heap, (-key, self.seen, document))
+                total += size
+                while total > max_bytes and heap:
+                    total -= len(heapq.heappop(heap)[2])
+            if progress is not None:
+                progress(batch_bytes)
+        self.documents = [document for _, _, document in sorted(heap, key=lambda item: item[1])]
+        self.bytes = total
+        self.sampled = len(self.documents) < self.seen - self.skipped_long
+
 
 
 def iter_text_batches(texts, batch_size=1024):
@@ -79,7 +141,7 @@ def _empty_corpus_error():
     )
 
 
-def count_words(texts, batch_size=1024):
+def count_words(texts, batch_size=1024, progress=None):
     """Counts `basic_english` words (as UTF-8 bytes) with the in-graph splitter.
 
     Counting with the very ops the `WordTokenizer` runs guarantees that the
@@ -92,6 +154,8 @@ def count_words(texts, batch_size=1024):
     counts = collections.Counter()
     for batch in iter_text_batches(texts, batch_size):
         counts.update(split(tf.constant(batch, dtype=tf.string)).numpy().tolist())
+        if progress is not None:
+            progress(sum(len(text) + 1 for text in batch))
     return counts
 
 
@@ -104,6 +168,8 @@ def train_tokenizer(
     sentencepiece_model_type="unigram",
     lowercase=False,
     batch_size=1024,
+    sample_bytes=None,
+    progress=None,
 ):
     """Trains a tokenizer of one kind on training text.
 
@@ -138,6 +204,11 @@ def train_tokenizer(
         sentencepiece_model_type: `"unigram"` or `"bpe"`.
         lowercase: bool. Lower-case inside the subword trainer and tokenizer.
         batch_size: documents per batch while counting.
+        sample_bytes: the subword kinds learn from a uniform sample of the
+            documents of at most this many bytes (default
+            `TOKENIZER_SAMPLE_BYTES`, 32 MB), so that memory and time stay
+            flat as the corpus grows; a smaller corpus is used whole.
+        progress: optional callable, given the bytes of each batch read.
 
     Returns:
         The trained tokenizer layer.
@@ -170,13 +241,23 @@ def train_tokenizer(
             )
         return ByteTokenizer()
     if kind == "word":
-        return _train_word(texts, vocab_size, min_freq, max_vocab, batch_size)
+        return _train_word(texts, vocab_size, min_freq, max_vocab, batch_size, progress)
     vocab_size = vocab_size or DEFAULT_SUBWORD_VOCABULARY_SIZE
-    if kind == "sentencepiece" and not isinstance(texts, tf.data.Dataset) and iter(texts) is texts:
-        # A one-shot iterator: keep it for the retries of a too-large
-        # --vocab-size (SentencePiece holds the sentences in memory anyway).
-        texts = list(texts)
-    batches = _CountingBatches(lambda: iter_text_batches(texts, batch_size))
+    # One pass over the texts draws a bounded sample (see DocumentSample);
+    # the trainers (and the retries of a too-large --vocab-size) read it.
+    sample = DocumentSample(
+        iter_text_batches(texts, batch_size),
+        max_bytes=sample_bytes,
+        max_document_bytes=SENTENCEPIECE_MAX_SENTENCE_BYTES if kind == "sentencepiece" else None,
+        progress=progress,
+    )
+    if sample.sampled:
+        print(
+            f"[klm] tokenizer trained on a sample: {len(sample.documents):,} of {sample.seen:,} documents "
+            f"({sample.bytes / 2**20:,.1f} of {sample.seen_bytes / 2**20:,.1f} MB)",
+            file=sys.stderr,
+        )
+    batches = _CountingBatches(lambda: iter_text_batches(sample.documents, batch_size))
     dataset = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=tf.TensorSpec([None], tf.string))
     if kind == "wordpiece":
         return _train_wordpiece(dataset, batches, vocab_size, lowercase)
@@ -185,7 +266,7 @@ def train_tokenizer(
             f"Expected --sentencepiece-type to be one of {', '.join(SENTENCEPIECE_MODEL_TYPES)}. "
             f"Received: --sentencepiece-type={sentencepiece_model_type!r}"
         )
-    return _train_sentencepiece(dataset.unbatch(), batches, vocab_size, sentencepiece_model_type, lowercase)
+    return _train_sentencepiece(sample.documents, batches, vocab_size, sentencepiece_model_type, lowercase)
 
 
 def note_smaller_vocabulary(requested, built, detail=""):
@@ -196,8 +277,8 @@ def note_smaller_vocabulary(requested, built, detail=""):
     )
 
 
-def _train_word(texts, vocab_size, min_freq, max_vocab, batch_size):
-    counts = count_words(texts, batch_size)
+def _train_word(texts, vocab_size, min_freq, max_vocab, batch_size, progress=None):
+    counts = count_words(texts, batch_size, progress)
     if not counts:
         raise _empty_corpus_error()
     vocabulary = build_word_vocabulary(counts, min_freq=min_freq)
@@ -245,16 +326,41 @@ def _train_wordpiece(dataset, batches, vocab_size, lowercase):
 SENTENCEPIECE_RETRIES = 8
 
 
-def _train_sentencepiece(dataset, batches, vocab_size, model_type, lowercase):
+def _compute_sentence_piece_proto(documents, vocabulary_size, model_type, lowercase):
+    """`keras_hub.tokenizers.compute_sentence_piece_proto`'s training, on every core."""
+    import io
+    import os
+
+    import sentencepiece as spm
+
+    writer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(documents),
+        model_writer=writer,
+        vocab_size=vocabulary_size,
+        model_type=model_type,
+        normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
+        pad_id=0,
+        unk_id=1,
+        bos_id=2,
+        eos_id=3,
+        num_threads=os.cpu_count() or 1,
+        max_sentence_length=SENTENCEPIECE_MAX_SENTENCE_BYTES,
+        minloglevel=2,
+    )
+    return writer.getvalue()
+
+
+def _train_sentencepiece(documents, batches, vocab_size, model_type, lowercase):
     requested = size = vocab_size
+    if not documents:
+        raise _empty_corpus_error()
     for _ in range(SENTENCEPIECE_RETRIES):
         try:
-            proto = keras_hub.tokenizers.compute_sentence_piece_proto(
-                dataset, vocabulary_size=size, model_type=model_type, lowercase=lowercase
-            )
+            proto = _compute_sentence_piece_proto(documents, size, model_type, lowercase)
             break
         except RuntimeError as e:
-            if batches.documents == 0:
+            if not documents:
                 raise _empty_corpus_error() from None
             too_small = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))
             if too_small:
@@ -279,7 +385,7 @@ def _train_sentencepiece(dataset, batches, vocab_size, model_type, lowercase):
             f"Expected --vocab-size <= {size}: SentencePiece {model_type} cannot fill a larger vocabulary from this "
             f"training text. Received: --vocab-size={requested}"
         )
-    if batches.documents == 0:
+    if not documents:
         raise _empty_corpus_error()
     tokenizer = SentencePieceTokenizer(proto)
     if tokenizer.vocabulary_size() < requested:

@@ -1,0 +1,318 @@
+"""`finetune_sft(SftConfig)`: supervised fine-tuning for generation (`klm finetune --task sft`).
+
+Like `klm.train.finetune`, the recipe does only what is its own -- read and
+tokenize the prompt/response data, build the model, the batches and the
+report -- and `klm.training.TrainingSession` does the rest (run folder,
+lock, exact resume, evaluation every N steps, early stopping, summary).
+The run is a language-model run (`task: causal_lm` in `config.json`) with
+`finetune_task: "sft"` and an `sft` section (template, end-of-text and
+start ids, masking and packing): `klm evaluate`, `klm generate` and
+`klm export` read it to apply the template.
+"""
+
+import math
+import sys
+from pathlib import Path
+
+from klm import runs
+from klm.errors import ConfigError
+from klm.sft.config import SftConfig
+from klm.training.session import LoopPlan, TrainingSession, total_batches
+
+# Fields that must match when an existing run folder is resumed.
+IDENTITY_FIELDS = ("task", "finetune_task", "preset", "tokenizer", "vocab_size", "seq_len", "min_freq", "from_run",
+                   "packing", "train_on_prompt", "lora_rank")
+
+
+def _log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def _read(path):
+    from klm.sft.conversations import read_conversations
+
+    return None if path is None else read_conversations(path)
+
+
+def resolve_template(config, checkpoint=None):
+    """The template of a run: `--template FILE`, else a checkpoint's chat template, else klm's default."""
+    from klm.sft.prompt_template import PromptTemplate
+
+    if config.template:
+        return PromptTemplate.from_file(config.template)
+    if checkpoint is not None and checkpoint.source.get("kind") != "klm_run":
+        from klm.sft.chat_template import checkpoint_chat_template
+
+        chat = checkpoint_chat_template(config.from_run, checkpoint.tokenizer)
+        if chat is not None:
+            return chat
+    return PromptTemplate()
+
+
+def _source_model(config, session):
+    """`(kind, checkpoint)`: `"none"`, `"klm_run"` or `"pretrained"`, with the loaded `Checkpoint`."""
+    if config.from_run == "none":
+        return "none", None
+    from klm.pretrained import load_checkpoint
+    from klm.pretrained.checkpoint import classify
+
+    kind = classify(config.from_run)
+    checkpoint = load_checkpoint(config.from_run)
+    if checkpoint.task != "causal_lm":
+        raise ConfigError(
+            f"Expected --from to be a language model (a pretraining or SFT run, or a pretrained checkpoint). "
+            f"Received: --from={config.from_run!r} (task {checkpoint.task})"
+        )
+    pretrained = kind != "klm_run" or bool(checkpoint.config.get("pretrained"))
+    return ("pretrained" if pretrained else "klm_run"), checkpoint
+
+
+def _check_tokenizer_flags(config, source_config):
+    for field in ("tokenizer", "vocab_size"):
+        given = getattr(config, field)
+        if given is not None and given != source_config.get(field):
+            raise ConfigError(
+                f"--{field.replace('_', '-')} {given} does not match --from {config.from_run}, which used "
+                f"{field}={source_config.get(field)!r}: fine-tuning must tokenize like the model it starts from. "
+                f"Leave the option out. Received: --{field.replace('_', '-')}={given!r}"
+            )
+
+
+def _plan(config, steps_per_epoch):
+    return LoopPlan(
+        steps_per_epoch=steps_per_epoch,
+        total_batches=total_batches(config, steps_per_epoch),
+        grad_accum=config.grad_accum,
+        backup_every=config.backup_every,
+        eval_every=config.eval_every,
+        eval_steps=config.eval_steps,
+        early_stop_patience=config.early_stop_patience,
+        early_stop_min_delta=config.early_stop_min_delta,
+    )
+
+
+def sft_loss():
+    """Next-token cross-entropy averaged over the weighted (response) tokens of a batch."""
+    from klm.losses import SparseCrossEntropyFromLogits
+
+    return SparseCrossEntropyFromLogits(reduction="mean_with_sample_weight")
+
+
+def finetune_sft(config: SftConfig):
+    """Fine-tunes a causal LM on prompt -> response data; returns the summary dict.
+
+    Reads `config.train` (and `valid`/`test`) first: a malformed line, a
+    missing field, an unknown role or an empty response stops the command
+    before anything is written. Re-running the same command resumes; a
+    finished run is left as it is.
+
+    Example:
+    ```python
+    from klm.sft import SftConfig, finetune_sft
+    summary = finetune_sft(SftConfig(train="train.jsonl", valid="valid.jsonl", run_dir="runs/sft",
+                                     preset="tiny", tokenizer="word", max_steps=300, lr=3e-3))
+    summary["valid_exact_match"]
+    ```
+    """
+    session = TrainingSession(config, task="causal_lm")
+    train, valid, test = _read(config.train), _read(config.valid), _read(config.test)
+    from klm.sft import batching
+    from klm.sft.encoding import encode_conversations
+    from klm.train import _already_finished, _jit, _logger, _optimizer_steps, build_optimizer
+
+    with session:
+        session.resolved.update(finetune_task="sft")
+        session.open(IDENTITY_FIELDS)
+        _log(f"klm finetune --task sft: backend={session.backend} run_dir={session.run_dir}"
+             f"{' (resuming)' if session.resuming else ''}")
+        kind, checkpoint = _source_model(config, session)
+        template = resolve_template(config, checkpoint)
+        start_token_id = None
+        if kind == "none":
+            tokenizer = session.load_tokenizer()
+            if tokenizer is None:
+                tokenizer = _train_tokenizer(config, train, template)
+            session.resolved["tokenizer"] = config.tokenizer or "word"
+        else:
+            tokenizer = checkpoint.tokenizer
+            start_token_id = checkpoint.start_token_id
+            if kind == "klm_run":
+                _check_tokenizer_flags(config, checkpoint.config)
+                session.resolved["tokenizer"] = checkpoint.config.get("tokenizer")
+                session.resolved["preset"] = checkpoint.config.get("preset")
+            else:
+                session.resolved["tokenizer"] = checkpoint.source.get("tokenizer")
+                session.resolved["preset"] = None
+                session.resolved["pretrained"] = checkpoint.source
+        end_token_id = getattr(tokenizer, "end_token_id", None)
+        pad_id = getattr(tokenizer, "pad_token_id", None)
+        pad_id = 0 if pad_id is None else int(pad_id)
+        if config.packing and kind == "pretrained":
+            raise ConfigError(
+                f"--packing needs klm's own models (KlmBackbone takes segment ids; {checkpoint.source.get('backbone')} "
+                "cannot keep attention within each packed example). Leave --packing out: examples are then padded "
+                f"per batch. Received: --packing with --from={config.from_run!r}"
+            )
+        _log(f"template: {template.source}")
+
+        def encode(conversations):
+            return encode_conversations(conversations, template, tokenizer, config.seq_len, truncate=config.truncate,
+                                        end_token_id=end_token_id, start_token_id=start_token_id)
+
+        train_examples, report = encode(train)
+        valid_examples = encode(valid)[0] if valid else None
+        test_examples = encode(test)[0] if test else None
+        if config.packing:
+            rows = batching.pack_rows(train_examples, config.seq_len, seed=config.seed)
+            steps_per_epoch = math.ceil(len(rows) / config.batch_size)
+
+            def epoch_batches(epoch):
+                return batching.packed_batches(train_examples, rows, config.batch_size, pad_id, config.seq_len,
+                                               config.seed, epoch, config.train_on_prompt)
+        else:
+            steps_per_epoch = math.ceil(len(train_examples) / config.batch_size)
+
+            def epoch_batches(epoch):
+                return batching.padded_batches(train_examples, config.batch_size, pad_id, config.seq_len,
+                                               seed=config.seed, epoch=epoch, train_on_prompt=config.train_on_prompt)
+        first_epoch = epoch_batches(0)
+        real_tokens = sum(int(batch[0]["padding_mask"].sum()) for batch in first_epoch)
+        report.update(padding_fraction=round(batching.padding_fraction(first_epoch), 4),
+                      sequences=sum(len(batch[1]) for batch in first_epoch), steps_per_epoch=steps_per_epoch)
+        plan = _plan(config, steps_per_epoch)
+        finished = _already_finished(session, plan)
+        if finished is not None:
+            return finished
+        vocabulary_size = int(tokenizer.vocabulary_size())
+        session.resolved.update(
+            vocabulary_size=vocabulary_size,
+            sft={
+                "template": template.to_dict(),
+                "end_token_id": None if end_token_id is None else int(end_token_id),
+                "start_token_id": None if start_token_id is None else int(start_token_id),
+                "pad_token_id": pad_id,
+                "train_on_prompt": config.train_on_prompt,
+                "packing": config.packing,
+                "data": report,
+            },
+        )
+        _write_run_files(session, tokenizer, kind)
+        _log(f"data: {len(train_examples)} examples ({report['truncated_examples']} truncated, "
+             f"{report['truncated_tokens']} tokens cut), {report['response_tokens']} response tokens, "
+             f"{steps_per_epoch} steps/epoch, {'packed' if config.packing else 'padded'}: "
+             f"{report['padding_fraction']:.1%} of positions are padding")
+
+        cache = {0: first_epoch}
+
+        def make_train_data(epoch, offset, length):
+            batches = cache.pop(epoch, None) or epoch_batches(epoch)
+            return batching.to_dataset(batches[offset : offset + length])
+
+        def eval_data(examples):
+            if not examples:
+                return None
+            return batching.to_dataset(batching.padded_batches(
+                examples, config.eval_batch_size, pad_id, config.seq_len, train_on_prompt=config.train_on_prompt))
+
+        valid_ds = eval_data(valid_examples)
+        scope, description = session.distribution()
+        with scope:
+            model = _build_model(config, kind, checkpoint, vocabulary_size)
+            lora = None
+            if config.lora_rank:
+                from klm.pretrained import apply_lora
+
+                lora = apply_lora(model, int(config.lora_rank), config.lora_alpha,
+                                  targets=getattr(config, "lora_targets", "attention"))
+            model.compile(
+                optimizer=build_optimizer(config, steps_per_epoch, _optimizer_steps(plan)),
+                loss=sft_loss(),
+                weighted_metrics=[],
+                jit_compile=_jit(config),
+                steps_per_execution=config.steps_per_execution,
+                sampler="greedy",
+            )
+        _log(f"model: {model} | from {config.from_run} | {description}"
+             + (f" | LoRA rank {lora['rank']}: {lora['trainable']:,} trainable parameters" if lora else ""))
+        logger = _logger(session, config, steps_per_epoch, max(1, round(real_tokens / steps_per_epoch)), "ppl")
+        state = session.fit(model, plan, make_train_data, valid_ds, logger)
+
+        best = runs.load_model(runs.checkpoint_path(session.run_dir, "best"))
+        extra = {"task": "causal_lm", "finetune_task": "sft", "template": template.source, "data": report,
+                 "train_tokens": state.batches_done * logger.tokens_per_step}
+        if lora:
+            extra["lora"] = {key: lora[key] for key in ("rank", "alpha", "targets", "trainable", "total", "lora")}
+        extra.update(_held_out_report(config, best, tokenizer, template, valid, valid_examples, test, test_examples,
+                                      pad_id, end_token_id, start_token_id))
+        if session.chief and "valid_exact_match" in extra:
+            print(f"| End of training | valid response loss {extra['valid_response_loss']:.4f} | "
+                  f"exact match {extra['valid_exact_match']:.3f} | token F1 {extra['valid_token_f1']:.3f}",
+                  flush=True)
+        return session.finish(model, state, logger, extra, metric="ppl")
+
+
+def _held_out_report(config, model, tokenizer, template, valid, valid_examples, test, test_examples, pad_id,
+                     end_token_id, start_token_id):
+    from klm.generate import _position_limit
+    from klm.sft import batching
+    from klm.sft.evaluation import generation_metrics, perplexity, response_loss
+
+    out = {}
+    for split, conversations, examples in (("valid", valid, valid_examples), ("test", test, test_examples)):
+        if not examples:
+            continue
+        loss, tokens = response_loss(model, batching.padded_batches(
+            examples, config.eval_batch_size, pad_id, config.seq_len, train_on_prompt=False))
+        out[f"{split}_response_loss"] = loss
+        out[f"{split}_response_perplexity"] = perplexity(loss)
+        if config.eval_generations:
+            metrics = generation_metrics(model, tokenizer, template, conversations[: config.eval_generations],
+                                         config.max_new_tokens, end_token_id, start_token_id,
+                                         limit=_position_limit(model))
+            out[f"{split}_exact_match"] = metrics["exact_match"]
+            out[f"{split}_token_f1"] = metrics["token_f1"]
+            out[f"{split}_generated_examples"] = metrics["examples"]
+    return out
+
+
+def _train_tokenizer(config, conversations, template):
+    from klm import data as data_lib
+
+    kind = config.tokenizer or "word"
+    texts = [text for conversation in conversations for text in conversation.texts]
+    texts.append(template.prompt_text("", system=""))  # the template's own words (role markers)
+    return data_lib.train_tokenizer(
+        "sentencepiece" if kind == "sentencepiece-bpe" else kind,
+        texts,
+        vocab_size=config.vocab_size,
+        min_freq=config.min_freq,
+        **({"sentencepiece_model_type": "bpe"} if kind == "sentencepiece-bpe" else {}),
+    )
+
+
+def _write_run_files(session, tokenizer, kind):
+    if kind == "pretrained":
+        from klm.pretrained import save_tokenizer
+
+        session.folder.save_tokenizer(tokenizer, save_tokenizer)
+        session.folder.write_json(runs.CONFIG_FILE, session.resolved)
+    else:
+        session.write_run_files(tokenizer)
+
+
+def _build_model(config, kind, checkpoint, vocabulary_size):
+    from klm.models import KlmBackbone, KlmCausalLM, preset_config
+
+    if kind == "none":
+        backbone = KlmBackbone(**preset_config(config.preset, vocabulary_size, dropout=config.dropout))
+        model = KlmCausalLM(backbone)
+        model.build({"token_ids": (None, None), "padding_mask": (None, None)})
+        return model
+    model = checkpoint.model
+    if kind == "klm_run" and config.dropout is not None:
+        backbone_config = model.backbone.get_config()
+        backbone_config["dropout"] = config.dropout
+        backbone = KlmBackbone.from_config(backbone_config)
+        backbone.set_weights(model.backbone.get_weights())
+        model = KlmCausalLM(backbone)
+    return model
