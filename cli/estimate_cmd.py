@@ -5,7 +5,7 @@ import json
 import click
 
 from klm.cli.common import user_errors
-from klm.cli.train_cmd import _build_config
+from klm.cli.train_cmd import build_config
 from klm.cli.train_cmd import pretrain as _pretrain_command
 
 
@@ -24,7 +24,7 @@ def estimate(config_file, measure_steps, measure_warmup, as_json, **flags):
     from klm.estimate import estimate as run
     from klm.estimate import format_report
 
-    config = _build_config(PretrainConfig, config_file, flags)
+    config = build_config(PretrainConfig, config_file, flags)
     report = run(config, measure_steps=measure_steps, warmup_steps=measure_warmup)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
     return report

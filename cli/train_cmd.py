@@ -80,7 +80,8 @@ def _training_options(defaults):
     return decorate
 
 
-def _build_config(cls, config_file, flags):
+def build_config(cls, config_file, flags):
+    """`cls(**values)` from a --config file overlaid with the flags given; clean errors for both."""
     from klm.errors import ConfigError
 
     values = load_config_file(config_file) if config_file else {}
@@ -113,7 +114,7 @@ def pretrain(config_file, **flags):
     from klm.config import PretrainConfig
     from klm.train import pretrain as run
 
-    config = _build_config(PretrainConfig, config_file, flags)
+    config = build_config(PretrainConfig, config_file, flags)
     summary = run(config)
     click.echo(f"run folder: {config.run_dir}  (summary.json, best.keras, curves.png)")
     return summary
@@ -163,7 +164,7 @@ def finetune(config_file, task, **flags):
                                    f"Received: --task=sft with --{given[0].replace('_', '-')}")
         from klm.sft import SftConfig, finetune_sft
 
-        config = _build_config(SftConfig, config_file, {k: v for k, v in flags.items() if k not in classify_only})
+        config = build_config(SftConfig, config_file, {k: v for k, v in flags.items() if k not in classify_only})
         summary = finetune_sft(config)
         click.echo(f"run folder: {config.run_dir}  (summary.json, best.keras, curves.png)")
         return summary
@@ -172,7 +173,7 @@ def finetune(config_file, task, **flags):
         raise click.UsageError(f"--{given[0].replace('_', '-')} applies to --task sft only. "
                                f"Received: --{given[0].replace('_', '-')} without --task sft")
     flags = {k: v for k, v in flags.items() if k not in sft_only}
-    config = _build_config(FinetuneConfig, config_file, flags)
+    config = build_config(FinetuneConfig, config_file, flags)
     summary = run(config)
     click.echo(f"run folder: {config.run_dir}  (summary.json, best.keras, curves.png)")
     return summary

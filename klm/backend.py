@@ -711,3 +711,39 @@ def resolve_precision(precision, backend, device):
     if backend in BF16_FASTER_ON_CPU:
         return "mixed_bfloat16", f"{name} has bf16 units ({', '.join(units)}) and {backend}'s oneDNN bf16 matmuls measured faster"
     return "float32", f"{name} has bf16 units ({', '.join(units)}), but {backend}'s CPU bf16 step measured no faster than float32"
+
+
+def fuse_global_clipnorm(optimizer):
+    """Makes `optimizer`'s global-norm clipping one fused pass on PyTorch; returns it.
+
+    Keras clips with a square, a sum and a multiply per gradient (three
+    passes over every weight-sized tensor, Python per op). On PyTorch this
+    replaces it with `torch._foreach_norm` (one multi-tensor kernel, as
+    `torch.nn.utils.clip_grad_norm_` does) and one `torch._foreach_mul` by
+    `clipnorm / max(norm, clipnorm)`: the same
+    result, NaN/inf included (the scale is NaN then, as in Keras). Other
+    backends compile the step (XLA / tf.function), which fuses Keras's ops.
+    """
+    import keras
+
+    if keras.backend.backend() != "torch" or not optimizer.global_clipnorm or optimizer.clipnorm:
+        return optimizer
+    import types
+
+    import torch
+
+    def clip_gradients(self, grads):
+        if not self.global_clipnorm or self.global_clipnorm <= 0:
+            return type(self)._clip_gradients(self, grads)
+        present = [g for g in grads if g is not None]
+        if not present:
+            return grads
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(present)))
+        clip = torch.as_tensor(float(self.global_clipnorm), dtype=norm.dtype, device=norm.device)
+        scale = clip / torch.maximum(norm, clip) + (norm - norm)  # NaN for a NaN/inf norm, as in Keras
+        # Out of place: with gradient accumulation these are the accumulators.
+        scaled = iter(torch._foreach_mul(present, scale))
+        return [next(scaled) if g is not None else None for g in grads]
+
+    optimizer._clip_gradients = types.MethodType(clip_gradients, optimizer)
+    return optimizer

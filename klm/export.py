@@ -29,6 +29,12 @@ Signatures (every one takes a batch of raw strings, `tf.string [None]`):
   token per step and stops when every row has produced the end-of-text token
   or `max_new_tokens` tokens. An empty prompt starts from the end-of-text
   token, as `klm generate` does.
+- SFT run (`klm finetune --task sft`): the same signatures, but `generate`
+  and `generate_top_k` take the user's RAW prompts and apply the run's
+  prompt template inside the graph (`before + prompt + after` with the
+  template's text, then the start token the run used, if any), exactly as
+  `klm generate` does; the check compares the SavedModel's greedy text with
+  `klm generate`'s (`klm.generate.generate_reply`) on the verify prompts.
 
 How it runs: the parent process (any backend, it imports no Keras) checks the
 run folder and the output folder, then starts a TensorFlow-backend worker
@@ -890,6 +896,7 @@ def generate_function(run, sampling=False):
     model, tokenizer = run.model, run.tokenizer
     backbone = model.backbone
     pad_id, end_id = int(tokenizer.pad_token_id), _end_token_id(tokenizer)
+    template = sft_prompt_parts(run)
     vocabulary_size = int(backbone.vocabulary_size)
     num_layers, num_heads = int(backbone.num_layers), int(backbone.num_heads)
     head_dim = int(backbone.hidden_dim) // num_heads
@@ -905,7 +912,13 @@ def generate_function(run, sampling=False):
                 tf.debugging.assert_positive(top_k, message="Expected top_k >= 1"),
                 tf.debugging.assert_positive(temperature, message="Expected temperature > 0"),
             ]
+        if template is not None:  # an SFT run: the template around the raw prompt, as `klm generate`
+            before, after, start_id = template
+            prompts = tf.strings.join([tf.fill(tf.shape(prompts), before), prompts, tf.fill(tf.shape(prompts), after)])
         ids = _ragged_ids(tokenizer, prompts)
+        if template is not None and start_id is not None:
+            starts = tf.RaggedTensor.from_tensor(tf.fill([ids.nrows(), 1], tf.constant(start_id, tf.int32)))
+            ids = tf.concat([starts, ids], axis=1)
         # An empty prompt starts from the end-of-text token (as `klm generate`).
         empty = tf.equal(ids.row_lengths(), 0)
         filler = tf.RaggedTensor.from_row_lengths(
@@ -999,6 +1012,17 @@ def generate_function(run, sampling=False):
     return _core_ops_only(generate_greedy)
 
 
+def sft_prompt_parts(run):
+    """`(before, after, start_id)` of an SFT run's template (a raw prompt becomes `before + prompt + after`), or `None`."""
+    from klm.generate import run_template, sft_settings
+
+    template = run_template(run)
+    if template is None:
+        return None
+    before, after = template.single_turn_parts()
+    return before, after, sft_settings(run).get("start_token_id")
+
+
 # === References computed with the Keras model (for the check) ===
 
 
@@ -1057,6 +1081,12 @@ def keras_reference(run, texts, prompts, max_new_tokens):
         log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
         log_likelihoods.append(float(log_probs[np.arange(len(ids)), ids].sum()))
         counts.append(len(ids))
+    if sft_prompt_parts(run) is not None:
+        # An SFT run: the SavedModel must answer a raw prompt as `klm generate` does.
+        from klm.generate import generate_reply
+
+        greedy = [generate_reply(run, prompt, max_new_tokens=max_new_tokens, sampler="greedy") for prompt in prompts]
+        return {"log_likelihood": log_likelihoods, "num_tokens": counts, "greedy": greedy}
     # Greedy decoding without a cache: the whole sequence again for each token.
     greedy = []
     for prompt in prompts:

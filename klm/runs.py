@@ -113,6 +113,12 @@ def load_model(path):
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             if not Path(path).exists():
                 raise RunDirError(f"Checkpoint not found. Received: path={str(path)!r}") from e
+            if not zipfile.is_zipfile(path):
+                raise RunDirError(
+                    f"{path} is damaged or incomplete: not a complete .keras (zip) archive, e.g. a truncated copy. "
+                    "If the run folder has a resume backup, re-run the training command to rebuild it; or delete "
+                    "the file (best.keras falls back to last.keras)."
+                ) from e
             raise RunDirError(
                 f"{path} could not be read: it is damaged or incomplete ({type(e).__name__}: "
                 f"{str(e).splitlines()[0] if str(e) else 'no detail'}). If the run folder has a resume backup, re-run "

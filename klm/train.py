@@ -16,7 +16,10 @@ from klm.config import FinetuneConfig, PretrainConfig
 from klm.errors import ConfigError, RunDirError
 from klm.errors import TrainingDiverged  # noqa: F401 - importable from here, as before
 from klm.errors import TrainingInterrupted  # noqa: F401
-from klm.training.session import LoopPlan, TrainingSession, total_batches
+from klm.training.session import LoopPlan, TrainingSession, jit_compile, optimizer_steps, total_batches
+
+# Old private names (used by recipes written against 0.1); use the public ones.
+_jit, _optimizer_steps = jit_compile, optimizer_steps
 
 # Fields that must match when an existing run folder is resumed: changing any
 # of them would silently train a different model on the old checkpoint.
@@ -39,10 +42,20 @@ def _ppl(loss):
     return None if loss is None else perplexity(loss)
 
 
-def _cleaning(config):
-    """Cleaning steps turned on by flags, over the source's defaults (`None`: none)."""
+def _cleaning(config, classification=False):
+    """The cleaning the flags ask for (`--lowercase`, `--strict`, `--scrub-privacy`); `None`: the default.
+
+    Pretraining text gets the source kind's default cleaning with these
+    steps turned on; labelled examples get the full default cleaning plus
+    these steps when any is set, and no cleaning otherwise (as before).
+    """
     flags = {"lowercase": config.lowercase, "strict_utf8": config.strict, "scrub_privacy": config.scrub_privacy}
-    return {name: True for name, on in flags.items() if on} or None
+    chosen = {name: True for name, on in flags.items() if on}
+    if classification and chosen:
+        from klm.data import CleaningConfig
+
+        return CleaningConfig(**chosen)
+    return chosen or None
 
 
 def _plan(config, steps_per_epoch):
@@ -56,21 +69,6 @@ def _plan(config, steps_per_epoch):
         early_stop_patience=config.early_stop_patience,
         early_stop_min_delta=config.early_stop_min_delta,
     )
-
-
-def _optimizer_steps(plan):
-    return math.ceil(plan.total_batches / plan.grad_accum)
-
-
-def _already_finished(session, plan):
-    summary = session.finished_summary(plan)
-    if summary is not None:
-        how = "stopped early" if summary.get("stopped_early") else "finished"
-        _log(
-            f"{session.run_dir} already {how} at step {summary.get('steps')} (summary.json); nothing to do. "
-            "Raise --epochs or --max-steps to train further, or use --restart to start over."
-        )
-    return summary
 
 
 def lm_model_inputs(dataset):
@@ -123,16 +121,14 @@ def build_optimizer(config, steps_per_epoch, total_steps):
         global_clipnorm=config.clipnorm or None,  # 0 turns clipping off
         gradient_accumulation_steps=config.grad_accum if config.grad_accum > 1 else None,
     )
+    from klm import backend as backend_lib
+
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(**common)
-    optimizer = keras.optimizers.AdamW(weight_decay=config.weight_decay, **common)
+        return backend_lib.fuse_global_clipnorm(keras.optimizers.SGD(**common))
+    optimizer = backend_lib.fuse_global_clipnorm(keras.optimizers.AdamW(weight_decay=config.weight_decay, **common))
     # No weight decay on biases, LayerNorm scales and position tables.
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "position"])
     return optimizer
-
-
-def _jit(config):
-    return {"auto": "auto", "on": True, "off": False}[config.jit]
 
 
 def lm_loss():
@@ -182,7 +178,7 @@ def build_causal_lm(config, vocabulary_size, steps_per_epoch, total_steps):
         optimizer=build_optimizer(config, steps_per_epoch, total_steps),
         loss=lm_loss(),
         weighted_metrics=[],
-        jit_compile=_jit(config),
+        jit_compile=jit_compile(config),
         steps_per_execution=config.steps_per_execution,
         sampler="greedy",
     )
@@ -252,7 +248,7 @@ def pretrain(config: PretrainConfig):
         )
         tokens_per_step = config.batch_size * config.seq_len
         plan = _plan(config, steps_per_epoch)
-        finished = _already_finished(session, plan)
+        finished = session.already_finished(plan)
         if finished is not None:
             return finished
         session.resolved.update(
@@ -283,17 +279,17 @@ def pretrain(config: PretrainConfig):
 
         with scope:
             if checkpoint is None:
-                model = build_causal_lm(config, vocabulary_size, steps_per_epoch, _optimizer_steps(plan))
+                model = build_causal_lm(config, vocabulary_size, steps_per_epoch, optimizer_steps(plan))
             else:
-                model = _compile_pretrained_lm(checkpoint, config, session, steps_per_epoch, _optimizer_steps(plan))
+                model = _compile_pretrained_lm(checkpoint, config, session, steps_per_epoch, optimizer_steps(plan))
         _log(
             f"model: {_describe(model)} | {'from ' + config.init_from if checkpoint else 'preset ' + config.preset} | "
             f"precision {config.precision} | {description}\n"
             f"data: {train_tokens:,} training tokens, {steps_per_epoch} steps/epoch of "
             f"{config.batch_size}x{config.seq_len}, vocabulary {vocabulary_size:,}"
         )
-        logger = _logger(session, config, steps_per_epoch, tokens_per_step, "ppl",
-                         last_step_tokens=tokens_per_epoch - (steps_per_epoch - 1) * tokens_per_step)
+        logger = session.step_logger(steps_per_epoch, tokens_per_step, "ppl",
+                                     last_step_tokens=tokens_per_epoch - (steps_per_epoch - 1) * tokens_per_step)
         state = session.fit(model, plan, make_train_data, eval_ds.get("valid"), logger)
 
         # Report the best checkpoint on held-out data, as the seed does.
@@ -362,7 +358,7 @@ def _compile_pretrained_lm(checkpoint, config, session, steps_per_epoch, total_s
         optimizer=build_optimizer(config, steps_per_epoch, total_steps),
         loss=lm_loss(),
         weighted_metrics=[],
-        jit_compile=_jit(config),
+        jit_compile=jit_compile(config),
         steps_per_execution=config.steps_per_execution,
         sampler="greedy",
     )
@@ -373,18 +369,6 @@ def _compile_pretrained_lm(checkpoint, config, session, steps_per_epoch, total_s
 def _describe(model):
     return str(model) if type(model).__module__.startswith("klm") else (
         f"<{type(model).__name__} {model.count_params():,} params>"
-    )
-
-
-def _logger(session, config, steps_per_epoch, tokens_per_step, metric, last_step_tokens=None):
-    from klm.callbacks import StepLogger
-
-    stream = session.verbose()[1]
-    chief = session.chief
-    return StepLogger(
-        session.run_dir / "metrics.csv" if chief else None, steps_per_epoch, tokens_per_step,
-        every=config.log_every, stream=stream, metric=metric, last_step_tokens=last_step_tokens,
-        grad_accum=config.grad_accum, tensorboard_dir=session.run_dir / "tensorboard" if chief else None,
     )
 
 
@@ -438,7 +422,7 @@ def finetune(config: FinetuneConfig):
             label_vocabulary=(
                 data_lib.LabelVocabulary.load(str(labels_path)) if session.resuming and labels_path.exists() else None
             ),
-            cleaning=_cleaning(config),
+            cleaning=_cleaning(config, classification=True),
         )
         vocabulary = labelled.label_vocabulary
         labels, multi_label = list(vocabulary.labels), bool(vocabulary.multi_label)
@@ -464,7 +448,7 @@ def finetune(config: FinetuneConfig):
         vocabulary_size = int(tokenizer.vocabulary_size())
         steps_per_epoch = math.ceil(len(labelled.train["texts"]) / config.batch_size)
         plan = _plan(config, steps_per_epoch)
-        finished = _already_finished(session, plan)
+        finished = session.already_finished(plan)
         if finished is not None:
             return finished
         session.resolved.update(vocabulary_size=vocabulary_size, labels=labels, multi_label=multi_label,
@@ -506,14 +490,14 @@ def finetune(config: FinetuneConfig):
             )
             _lora(model, config, session)
             model.compile(
-                optimizer=build_optimizer(config, steps_per_epoch, _optimizer_steps(plan)),
-                jit_compile=_jit(config),
+                optimizer=build_optimizer(config, steps_per_epoch, optimizer_steps(plan)),
+                jit_compile=jit_compile(config),
                 steps_per_execution=config.steps_per_execution,
             )
             model.build({"token_ids": (None, None), "padding_mask": (None, None)})
             build_optimizer_state(model)
         _log(f"model: {_describe(model)} | from {config.from_run} | {len(labels)} classes | {description}")
-        logger = _logger(session, config, steps_per_epoch, config.batch_size * config.seq_len, "accuracy")
+        logger = session.step_logger(steps_per_epoch, config.batch_size * config.seq_len, "accuracy")
         state = session.fit(model, plan, make_train_data, valid_ds, logger)
 
         best = runs.load_model(runs.checkpoint_path(session.run_dir, "best"))
@@ -576,3 +560,11 @@ def _pretrained_source(config, resolved):
     resolved["tokenizer"] = source_config.get("tokenizer")
     resolved["preset"] = source_config.get("preset")
     return source_config
+
+
+def _already_finished(session, plan):  # old private name (see above)
+    return session.already_finished(plan)
+
+
+def _logger(session, config, steps_per_epoch, tokens_per_step, metric, last_step_tokens=None):  # old private name
+    return session.step_logger(steps_per_epoch, tokens_per_step, metric, last_step_tokens=last_step_tokens)

@@ -86,3 +86,22 @@ def test_cpu_runs_do_not_print_the_gpu_probe_error(tmp_path):
     assert result.returncode == 0
     assert "cuInit" not in result.stderr and "Could not find cuda drivers" not in result.stderr
     assert "klm pretrain: backend=" in result.stderr  # the rest of stderr still comes through
+
+
+def test_pretrain_strict_and_scrub_privacy_on_raw_text(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(("the cat sat on the mat .\n" * 30).encode() + b"a broken \xff byte here\n")
+    run = tmp_path / "strict"
+    result = klm(["pretrain", "--data", str(bad), "--run-dir", str(run), *TINY, "--max-steps", "2", "--strict"])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "bad.txt" in result.stderr and "line 31" in result.stderr and "Traceback" not in result.stderr
+    assert not run.exists()
+    pii = tmp_path / "pii.txt"
+    pii.write_text("the cat wrote to jane.doe@example.com from 10.0.0.7 .\n" * 40)
+    run = tmp_path / "scrubbed"
+    result = klm(["pretrain", "--data", str(pii), "--run-dir", str(run), *TINY, "--max-steps", "2", "--scrub-privacy"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((run / "config.json").read_text())["cleaning_report"]
+    assert report["privacy_email"] == 40 and report["privacy_ip"] == 40
+    vocabulary = " ".join(p.read_text() for p in (run / "tokenizer").rglob("*") if p.is_file())
+    assert "jane" not in vocabulary and "10.0.0.7" not in vocabulary

@@ -113,3 +113,17 @@ def test_bf16_keeps_the_loss_in_float32_and_close_to_float32():
         a = float(np.asarray(fp32.train_on_batch(inputs, y)).ravel()[0])
         b = float(np.asarray(bf16.train_on_batch(inputs, y)).ravel()[0])
         assert abs(a - b) < 0.03 * a
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0, float("nan")])
+def test_fused_global_clipnorm_matches_keras(scale):
+    from keras.src.optimizers.base_optimizer import clip_by_global_norm
+
+    rng = np.random.default_rng(0)
+    grads = [keras.ops.convert_to_tensor((scale * rng.normal(size=shape)).astype("float32")) for shape in [(3, 4), (5,)]]
+    optimizer = backend_lib.fuse_global_clipnorm(keras.optimizers.SGD(0.1, global_clipnorm=0.5))
+    expected = [keras.ops.convert_to_numpy(g) for g in clip_by_global_norm(list(grads), 0.5)]
+    got = optimizer._clip_gradients(list(grads) + [None])
+    assert got[-1] is None
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), b, rtol=1e-5, atol=1e-7)

@@ -487,7 +487,12 @@ def detect_device():
             return "cuda", torch.cuda.get_device_name(0)
     except ImportError:
         pass
-    return "cpu", f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    sys.path.insert(0, str(REPO))
+    from klm import backend as backend_lib
+
+    description = backend_lib.describe_device()
+    units = ", ".join(description.get("cpu_flags") or []) or "none"
+    return "cpu", f"{description.get('name') or platform.machine()}, {os.cpu_count()} CPUs, bf16 units: {units}"
 
 
 def run_group(title, workers, rounds, steps, ref_name=None, peak_dtype=None, log=print):
@@ -666,6 +671,141 @@ def data_rows(train_rows, rounds, log=print):
 
 
 # ==========================================================================
+# Corpus scale: `klm prepare` and the first pretraining steps.
+# ==========================================================================
+
+
+def _local_text():
+    """Local text to repeat into big corpora: WikiText-2 from ../shared/data if present, else synthetic."""
+    import glob
+
+    shared = Path(os.environ.get("KLM_SHARED_DATA", REPO.parent / "shared" / "data")) / "wikitext-2"
+    files = sorted(glob.glob(str(shared / "*.txt")))
+    if files:
+        return b"".join(Path(f).read_bytes() for f in files), f"WikiText-2 ({', '.join(Path(f).name for f in files)}) repeated"
+    import random
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(20000)]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 120))) + " ." for _ in range(20000)]
+    return ("\n".join(lines) + "\n").encode(), "synthetic text (20,000 random words) repeated"
+
+
+def _build_corpus(path, megabytes, text):
+    with open(path, "wb") as f:
+        written = 0
+        while written < megabytes * 2**20:
+            f.write(text)
+            written += len(text)
+    return written
+
+
+def _timed_child(cmd, env=None):
+    """Runs `cmd`; returns (wall s, peak RSS MiB of the child, stderr text, exit code)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {})))
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024, stderr, proc.returncode
+
+
+def _klm_cli(*args):
+    return [sys.executable, "-c", "import sys; from klm.cli.main import main; sys.argv[0] = 'klm'; main()", *args]
+
+
+def prepare_rows(sizes_mb, workdir, tokenizer="sentencepiece", vocab_size=16000, log=print):
+    """`klm prepare` on corpora of `sizes_mb` MB (local text repeated): wall time, peak RSS, stage figures."""
+    import re
+
+    text, origin = _local_text()
+    rows = []
+    for mb in sizes_mb:
+        corpus = os.path.join(workdir, f"corpus-{mb}mb.txt")
+        size = _build_corpus(corpus, mb, text)
+        out = os.path.join(workdir, f"prepared-{mb}mb")
+        log(f"\n== prepare {mb} MB ({origin}), --tokenizer {tokenizer} --vocab-size {vocab_size}")
+        wall, rss, err, code = _timed_child(_klm_cli("prepare", corpus, "--out", out, "--overwrite",
+                                                     "--tokenizer", tokenizer, "--vocab-size", str(vocab_size)))
+        if code != 0:
+            raise RuntimeError(f"klm prepare failed ({code}):\n{err[-3000:]}")
+        trained = re.search(r"trained \S+ tokenizer: [\d,]+ tokens in ([\d.]+)s", err)
+        encoded = re.findall(r"tokenizing train: ([\d,]+) tokens in ([\d.]+)s .*?, ([\d,.]+) MB \(([\d,.]+) MB/s\)", err)
+        cleaned = re.search(r"cleaning train: .* in ([\d.]+)s", err)
+        sample = re.search(r"sample: ([\d,]+) of ([\d,]+) documents", err)
+        row = {"section": "prepare", "megabytes": size / 2**20, "origin": origin, "wall_s": wall, "peak_rss_mb": rss,
+               "clean_s": float(cleaned.group(1)) if cleaned else None,
+               "tokenizer_train_s": float(trained.group(1)) if trained else None,
+               "tokenizer_sample": sample.group(0) if sample else "whole corpus",
+               "encode_s": float(encoded[-1][1]) if encoded else None,
+               "encode_mb_per_s": float(encoded[-1][3].replace(",", "")) if encoded else None,
+               "train_tokens": int(encoded[-1][0].replace(",", "")) if encoded else None, "out": out}
+        log(f"   {wall:.0f}s, peak RSS {rss:,.0f} MiB, tokenizer {row['tokenizer_train_s']}s, "
+            f"encoding {row['encode_mb_per_s']} MB/s")
+        os.unlink(corpus)
+        rows.append(row)
+    return rows
+
+
+def _scaled_prepared(source, out, tokens):
+    """A copy of prepared folder `source` whose train split is its tokens tiled to `tokens` tokens."""
+    import hashlib
+    import shutil
+
+    import numpy as np
+
+    manifest = json.loads(Path(source, "manifest.json").read_text())
+    dtype = np.dtype(manifest["token_dtype"]).newbyteorder("<")
+    base = np.concatenate([np.fromfile(os.path.join(source, s["file"]), dtype=dtype)
+                           for s in manifest["splits"]["train"]["shards"]])
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    shutil.copytree(os.path.join(source, manifest["tokenizer"]["path"]), os.path.join(out, manifest["tokenizer"]["path"]))
+    shard_tokens = manifest["shard_tokens"]
+    shards, written, index = [], 0, 0
+    while written < tokens:
+        count = min(shard_tokens, tokens - written)
+        reps = -(-count // len(base))
+        chunk = np.tile(base, reps)[:count] if reps > 1 else base[:count]
+        name = f"train-{index:05d}.bin"
+        data = chunk.astype(dtype).tobytes()
+        Path(out, name).write_bytes(data)
+        shards.append({"file": name, "tokens": count, "sha256": hashlib.sha256(data).hexdigest()})
+        written += count
+        index += 1
+    manifest["splits"] = {"train": {"documents": manifest["splits"]["train"]["documents"], "tokens": tokens,
+                                    "shards": shards}}
+    Path(out, "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def scale_rows(prepared, token_counts, workdir, backend="tensorflow", steps=30, log=print):
+    """`klm pretrain` on the first `steps` steps of prepared corpora of `token_counts` tokens."""
+    rows = []
+    for tokens in token_counts:
+        folder = _scaled_prepared(prepared, os.path.join(workdir, f"scale-{tokens}"), tokens)
+        run_dir = os.path.join(workdir, f"run-{tokens}")
+        log(f"\n== pretrain {backend} on {tokens:,} prepared tokens, first {steps} steps")
+        wall, rss, err, code = _timed_child(
+            _klm_cli("pretrain", "--data", folder, "--run-dir", run_dir, "--restart", "--max-steps", str(steps),
+                     "--valid-fraction", "0", "--backend", backend),
+            env={"KERAS_BACKEND": backend})
+        if code != 0:
+            raise RuntimeError(f"klm pretrain failed ({code}):\n{err[-3000:]}")
+        summary = json.loads(Path(run_dir, "summary.json").read_text())
+        rows.append({"section": "scale", "tokens": tokens, "backend": backend, "steps": steps, "wall_s": wall,
+                     "peak_rss_mb": rss, "train_tokens_per_second": summary.get("train_tokens_per_second"),
+                     "compile_seconds": summary.get("compile_seconds"), "disk_mb": tokens * 2 / 2**20})
+        log(f"   {summary.get('train_tokens_per_second')} tokens/s, peak RSS {rss:,.0f} MiB, {wall:.0f}s in all")
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return rows
+
+
+# ==========================================================================
 # Report.
 # ==========================================================================
 
@@ -697,6 +837,8 @@ def print_report(report, out=print):
     out("ratio = klm tokens/s / PyTorch tokens/s, median of per-round ratios (> 1: klm faster); cpu = the "
         "same on process CPU time; MFU = flops_per_token x tokens/s / matmul peak (row's dtype, same device, "
         "this run)")
+    for backend, choice in m.get("precision_auto", {}).items():
+        out(f"--precision auto on {backend}: {choice['precision']} ({choice['reason']})")
     if not report["train"]:
         out("(no training comparisons run)")
     else:
@@ -706,6 +848,20 @@ def print_report(report, out=print):
         for r in report["generate"]:
             out(f"{r['preset'] + ' ' + r['name']:28} {r['kv_tokens_per_s']:15.1f} {r['recompute_tokens_per_s']:16.1f} "
                 f"{r['kv_speedup']:9.2f} {str(r['outputs_match']):>12}")
+    if report.get("prepare"):
+        out(f"\n{'klm prepare (' + report['prepare'][0]['origin'] + ')':60}")
+        out(f"{'corpus MB':>10} {'wall s':>7} {'peak RSS MiB':>13} {'clean s':>8} {'tokenizer s':>12} {'encode MB/s':>12} "
+            f"{'train tokens':>13}  tokenizer text")
+        for r in report["prepare"]:
+            out(f"{r['megabytes']:10.0f} {r['wall_s']:7.0f} {r['peak_rss_mb']:13,.0f} {_fmt(r['clean_s'], '8.1f')} "
+                f"{_fmt(r['tokenizer_train_s'], '12.1f')} {_fmt(r['encode_mb_per_s'], '12.1f')} "
+                f"{_fmt(r['train_tokens'], '13,d')}  {r['tokenizer_sample']}")
+    if report.get("scale"):
+        out(f"\n{'pretraining, first steps':26} {'tokens/s':>9} {'peak RSS MiB':>13} {'compile s':>10} {'wall s':>7}")
+        for r in report["scale"]:
+            out(f"{r['backend'] + ' ' + format(r['tokens'], ',') + ' tokens':26} "
+                f"{_fmt(r['train_tokens_per_second'], '9.0f')} {r['peak_rss_mb']:13,.0f} "
+                f"{_fmt(r['compile_seconds'], '10.1f')} {r['wall_s']:7.0f}")
     if report.get("data"):
         out(f"\n{'data pipeline':22} {'lm_dataset tok/s':>17} {'fastest training':>28} {'tok/s':>9} {'headroom':>9}")
         for r in report["data"]:
@@ -724,14 +880,22 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="a few minutes on a small CPU: fewer rounds and steps")
     p.add_argument("--json", default=None, help="write every figure (and raw timings) here")
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated Keras backends")
-    p.add_argument("--sections", default="train,generate,data", help="comma-separated: train, generate, data")
+    p.add_argument("--sections", default="train,generate,data",
+                   help="comma-separated: train, generate, data, prepare, scale (prepare and scale are not run by default)")
     p.add_argument("--presets", default="seed,small")
-    p.add_argument("--precisions", default=None, help="default float32,mixed_bfloat16 (small bf16 skipped on CPU with --quick)")
+    p.add_argument("--precisions", default=None,
+                   help="default float32, plus mixed_bfloat16 where the CPU/GPU has bf16 units (small bf16 skipped on CPU "
+                        "with --quick)")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="steps per worker per round")
     p.add_argument("--small-batch", type=int, default=None, help="batch of the small preset (default 2 on CPU, 32 on GPU)")
     p.add_argument("--variants", default=None,
                    help="JSON {name: {backend, jit, steps_per_execution, loss}} of klm runs (replaces one run per backend)")
+    p.add_argument("--prepare-mb", default=None,
+                   help="corpus sizes in MB for the prepare section (default 10; e.g. 10,100,1000)")
+    p.add_argument("--scale-tokens", default=None,
+                   help="prepared train-split sizes for the scale section (default 1000000,30000000,300000000)")
+    p.add_argument("--workdir", default=None, help="where the prepare/scale sections write (default: a temp folder)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -746,11 +910,20 @@ def main(argv=None):
     backends = [b for b in args.backends.split(",") if b]
     sections = set(args.sections.split(","))
     presets = args.presets.split(",")
-    precisions = (args.precisions or "float32,mixed_bfloat16").split(",")
+    sys.path.insert(0, str(REPO))
+    from klm import backend as backend_lib  # imports no framework
+
+    description = backend_lib.describe_device()
+    auto = {b: backend_lib.resolve_precision("auto", b, description) for b in BACKENDS}
+    has_bf16 = gpu or bool(description.get("cpu_flags"))
+    # bf16 rows where the hardware has bf16 units (it is emulated elsewhere).
+    precisions = (args.precisions or ("float32,mixed_bfloat16" if has_bf16 else "float32")).split(",")
     rounds = args.rounds or (3 if args.quick else 8)
     variants = json.loads(args.variants) if args.variants else None
-    report = {"mode": "quick" if args.quick else "full", "train": [], "generate": [], "data": [],
+    report = {"mode": "quick" if args.quick else "full", "train": [], "generate": [], "data": [], "prepare": [], "scale": [],
               "machine": {"device": device, "device_name": device_name, "cpus": os.cpu_count(),
+                          "device_description": description,
+                          "precision_auto": {b: {"precision": p, "reason": r} for b, (p, r) in auto.items()},
                           "platform": platform.platform(), "python": platform.python_version(),
                           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
               "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]))}
@@ -794,6 +967,19 @@ def main(argv=None):
                                                  prompt_len=16, new_tokens=128)
     if "data" in sections and report["train"]:
         report["data"] = data_rows(report["train"], 3 if args.quick else 5)
+    if "prepare" in sections or "scale" in sections:
+        workdir = args.workdir or tempfile.mkdtemp(prefix="klm-bench-scale-")
+        os.makedirs(workdir, exist_ok=True)
+        sizes = [int(v) for v in (args.prepare_mb or "10").split(",")]
+        if "scale" in sections and "prepare" not in sections:
+            sizes = sizes[:1]
+        prepared = prepare_rows(sizes, workdir)
+        if "prepare" in sections:
+            report["prepare"] = prepared
+        if "scale" in sections:
+            counts = [int(v) for v in (args.scale_tokens or "1000000,30000000,300000000").split(",")]
+            report["scale"] = scale_rows(prepared[0]["out"], counts, workdir, backend=backends[0] if len(backends) == 1
+                                         else "tensorflow")
     report["wall_seconds"] = time.perf_counter() - wall0
     print_report(report)
     if args.json:

@@ -13,6 +13,7 @@
 Importing this package imports no Keras.
 """
 
+from klm.sft.chat_template import ChatTemplate
 from klm.sft.config import SftConfig
 from klm.sft.conversations import Conversation, read_conversations
 from klm.sft.encoding import EncodedExample, encode_conversations
@@ -20,6 +21,7 @@ from klm.sft.prompt_template import DEFAULT_TEMPLATE, PromptTemplate, template_f
 from klm.sft.recipe import finetune_sft
 
 __all__ = [
+    "ChatTemplate",
     "Conversation",
     "DEFAULT_TEMPLATE",
     "EncodedExample",

@@ -1,8 +1,10 @@
 """SFT batches: padded (bucketed by length) or packed, deterministic per (seed, epoch).
 
 Padded (the default): each batch holds `batch_size` examples padded to its
-longest, rounded up to a multiple of `PAD_MULTIPLE` (so compiled backends
-see few shapes); padded positions have loss weight 0. Examples are shuffled
+longest, rounded up to a multiple of `PAD_MULTIPLE`, and a short last batch
+gets empty rows, so compiled backends (JAX, TensorFlow's XLA) see one shape
+per length bucket (each new shape is compiled once); padded positions have
+loss weight 0. Examples are shuffled
 per epoch, then sorted by length within windows of `BUCKET_BATCHES`
 batches, so a batch's examples have similar lengths, and the batches are
 shuffled again.
@@ -35,11 +37,16 @@ def _pad_length(longest, seq_len):
     return int(min(seq_len, -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE))
 
 
-def padded_batch(examples, pad_id, seq_len, train_on_prompt=False):
-    """One padded batch of `EncodedExample`s (numpy), padded to the longest (rounded up)."""
+def padded_batch(examples, pad_id, seq_len, train_on_prompt=False, batch_size=None):
+    """One padded batch of `EncodedExample`s (numpy), padded to the longest (rounded up).
+
+    With `batch_size`, a short (last) batch gets empty rows (no tokens, no
+    loss), so that every batch has the same number of rows: compiled
+    backends then see one shape per length bucket.
+    """
     rows = [example.arrays(train_on_prompt) for example in examples]
     length = _pad_length(max(len(x) for x, _, _ in rows), seq_len)
-    count = len(rows)
+    count = max(len(rows), batch_size or 0)
     token_ids = np.full((count, length), pad_id, "int32")
     targets = np.full((count, length), pad_id, "int32")
     weights = np.zeros((count, length), "float32")
@@ -68,7 +75,8 @@ def padded_batches(examples, batch_size, pad_id, seq_len, seed=None, epoch=0, tr
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     if seed is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
-    return [padded_batch([examples[i] for i in batch], pad_id, seq_len, train_on_prompt) for batch in batches]
+    return [padded_batch([examples[i] for i in batch], pad_id, seq_len, train_on_prompt, batch_size=batch_size)
+            for batch in batches]
 
 
 def pack_rows(examples, seq_len, seed=0):
@@ -96,9 +104,9 @@ def pack_rows(examples, seq_len, seed=0):
     return rows
 
 
-def packed_batch(examples, rows, pad_id, seq_len, train_on_prompt=False):
-    """One packed batch (numpy): `rows` lists the example indices of each row."""
-    count = len(rows)
+def packed_batch(examples, rows, pad_id, seq_len, train_on_prompt=False, batch_size=None):
+    """One packed batch (numpy): `rows` lists the example indices of each row (empty rows up to `batch_size`)."""
+    count = max(len(rows), batch_size or 0)
     token_ids = np.full((count, seq_len), pad_id, "int32")
     targets = np.full((count, seq_len), pad_id, "int32")
     weights = np.zeros((count, seq_len), "float32")
@@ -122,7 +130,7 @@ def packed_batches(examples, rows, batch_size, pad_id, seq_len, seed, epoch, tra
     order = epoch_rng(seed, epoch).permutation(len(rows))
     return [
         packed_batch(examples, [rows[i] for i in order[start : start + batch_size]], pad_id, seq_len,
-                     train_on_prompt)
+                     train_on_prompt, batch_size=batch_size)
         for start in range(0, len(order), batch_size)
     ]
 

@@ -43,6 +43,8 @@ def per_example_losses(model, batch):
         for segment in ids:
             where = np.ones_like(weights[row], bool) if segments is None else segments[row] == segment
             w = weights[row] * where
+            if not np.any(w):
+                continue  # an empty (filler) row
             out.append(float(np.sum(losses[row] * w) / np.sum(w)))
     return out
 

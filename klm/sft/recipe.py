@@ -40,31 +40,56 @@ def resolve_template(config, checkpoint=None):
 
     if config.template:
         return PromptTemplate.from_file(config.template)
-    if checkpoint is not None and checkpoint.source.get("kind") != "klm_run":
-        from klm.sft.chat_template import checkpoint_chat_template
+    if checkpoint is not None:
+        source_config = checkpoint.config
+        if source_config.get("finetune_task") == "sft":  # continuing an SFT run: its template
+            from klm.sft.prompt_template import template_from_dict
 
-        chat = checkpoint_chat_template(config.from_run, checkpoint.tokenizer)
-        if chat is not None:
-            return chat
+            return template_from_dict(source_config["sft"]["template"])
+        spec = config.from_run if checkpoint.run is None else (source_config.get("pretrained") or {}).get("name")
+        if spec:
+            from klm.sft.chat_template import checkpoint_chat_template
+
+            chat = checkpoint_chat_template(spec, checkpoint.tokenizer)
+            if chat is not None:
+                return chat
     return PromptTemplate()
 
 
-def _source_model(config, session):
-    """`(kind, checkpoint)`: `"none"`, `"klm_run"` or `"pretrained"`, with the loaded `Checkpoint`."""
+def _source_kind(config):
+    """`(kind, source run config)`: `"none"`, `"klm_run"` or `"pretrained"`; reads no weights, imports no Keras."""
     if config.from_run == "none":
         return "none", None
-    from klm.pretrained import load_checkpoint
     from klm.pretrained.checkpoint import classify
 
-    kind = classify(config.from_run)
-    checkpoint = load_checkpoint(config.from_run)
-    if checkpoint.task != "causal_lm":
+    if classify(config.from_run) != "klm_run":
+        return "pretrained", None
+    source_config = runs.read_run_config(config.from_run)
+    if source_config.get("task") != "causal_lm":
         raise ConfigError(
             f"Expected --from to be a language model (a pretraining or SFT run, or a pretrained checkpoint). "
-            f"Received: --from={config.from_run!r} (task {checkpoint.task})"
+            f"Received: --from={config.from_run!r} (task {source_config.get('task')})"
         )
-    pretrained = kind != "klm_run" or bool(checkpoint.config.get("pretrained"))
-    return ("pretrained" if pretrained else "klm_run"), checkpoint
+    return ("pretrained" if source_config.get("pretrained") else "klm_run"), source_config
+
+
+def _identity(config, kind, source_config, resolved):
+    """Sets the run's identity fields (compared when a run folder is resumed) before the folder is opened."""
+    resolved["finetune_task"] = "sft"
+    if kind == "none":
+        resolved["tokenizer"] = config.tokenizer or "word"
+    elif kind == "klm_run":
+        _check_tokenizer_flags(config, source_config)
+        resolved["tokenizer"] = source_config.get("tokenizer")
+        resolved["preset"] = source_config.get("preset")
+        resolved["vocab_size"] = source_config.get("vocab_size")
+    else:
+        if config.tokenizer is not None or config.vocab_size is not None:
+            raise ConfigError(
+                f"A pretrained checkpoint brings its own tokenizer. Received: --tokenizer={config.tokenizer!r} "
+                f"--vocab-size={config.vocab_size!r} with --from={config.from_run!r}"
+            )
+        resolved["preset"] = None
 
 
 def _check_tokenizer_flags(config, source_config):
@@ -118,31 +143,30 @@ def finetune_sft(config: SftConfig):
     train, valid, test = _read(config.train), _read(config.valid), _read(config.test)
     from klm.sft import batching
     from klm.sft.encoding import encode_conversations
-    from klm.train import _already_finished, _jit, _logger, _optimizer_steps, build_optimizer
+    from klm.train import build_optimizer
+    from klm.training.session import jit_compile, optimizer_steps
 
+    kind, source_config = _source_kind(config)
+    _identity(config, kind, source_config, session.resolved)
     with session:
-        session.resolved.update(finetune_task="sft")
         session.open(IDENTITY_FIELDS)
         _log(f"klm finetune --task sft: backend={session.backend} run_dir={session.run_dir}"
              f"{' (resuming)' if session.resuming else ''}")
-        kind, checkpoint = _source_model(config, session)
+        checkpoint = None
+        if kind != "none":
+            from klm.pretrained import load_checkpoint
+
+            checkpoint = load_checkpoint(config.from_run)
         template = resolve_template(config, checkpoint)
         start_token_id = None
         if kind == "none":
             tokenizer = session.load_tokenizer()
             if tokenizer is None:
                 tokenizer = _train_tokenizer(config, train, template)
-            session.resolved["tokenizer"] = config.tokenizer or "word"
         else:
             tokenizer = checkpoint.tokenizer
             start_token_id = checkpoint.start_token_id
-            if kind == "klm_run":
-                _check_tokenizer_flags(config, checkpoint.config)
-                session.resolved["tokenizer"] = checkpoint.config.get("tokenizer")
-                session.resolved["preset"] = checkpoint.config.get("preset")
-            else:
-                session.resolved["tokenizer"] = checkpoint.source.get("tokenizer")
-                session.resolved["preset"] = None
+            if kind == "pretrained":
                 session.resolved["pretrained"] = checkpoint.source
         end_token_id = getattr(tokenizer, "end_token_id", None)
         pad_id = getattr(tokenizer, "pad_token_id", None)
@@ -180,7 +204,7 @@ def finetune_sft(config: SftConfig):
         report.update(padding_fraction=round(batching.padding_fraction(first_epoch), 4),
                       sequences=sum(len(batch[1]) for batch in first_epoch), steps_per_epoch=steps_per_epoch)
         plan = _plan(config, steps_per_epoch)
-        finished = _already_finished(session, plan)
+        finished = session.already_finished(plan)
         if finished is not None:
             return finished
         vocabulary_size = int(tokenizer.vocabulary_size())
@@ -202,11 +226,13 @@ def finetune_sft(config: SftConfig):
              f"{steps_per_epoch} steps/epoch, {'packed' if config.packing else 'padded'}: "
              f"{report['padding_fraction']:.1%} of positions are padding")
 
-        cache = {0: first_epoch}
+        cache = {0: first_epoch}  # the batches of the epoch being trained (an epoch runs in several segments)
 
         def make_train_data(epoch, offset, length):
-            batches = cache.pop(epoch, None) or epoch_batches(epoch)
-            return batching.to_dataset(batches[offset : offset + length])
+            if epoch not in cache:
+                cache.clear()
+                cache[epoch] = epoch_batches(epoch)
+            return batching.to_dataset(cache[epoch][offset : offset + length])
 
         def eval_data(examples):
             if not examples:
@@ -225,16 +251,18 @@ def finetune_sft(config: SftConfig):
                 lora = apply_lora(model, int(config.lora_rank), config.lora_alpha,
                                   targets=getattr(config, "lora_targets", "attention"))
             model.compile(
-                optimizer=build_optimizer(config, steps_per_epoch, _optimizer_steps(plan)),
+                optimizer=build_optimizer(config, steps_per_epoch, optimizer_steps(plan)),
                 loss=sft_loss(),
                 weighted_metrics=[],
-                jit_compile=_jit(config),
+                jit_compile=jit_compile(config),
                 steps_per_execution=config.steps_per_execution,
                 sampler="greedy",
             )
         _log(f"model: {model} | from {config.from_run} | {description}"
              + (f" | LoRA rank {lora['rank']}: {lora['trainable']:,} trainable parameters" if lora else ""))
-        logger = _logger(session, config, steps_per_epoch, max(1, round(real_tokens / steps_per_epoch)), "ppl")
+        if not model.optimizer.built:  # a resumed run loads the optimizer's state from its backup
+            model.optimizer.build(model.trainable_variables)
+        logger = session.step_logger(steps_per_epoch, max(1, round(real_tokens / steps_per_epoch)), "ppl")
         state = session.fit(model, plan, make_train_data, valid_ds, logger)
 
         best = runs.load_model(runs.checkpoint_path(session.run_dir, "best"))
@@ -309,6 +337,9 @@ def _build_model(config, kind, checkpoint, vocabulary_size):
         model.build({"token_ids": (None, None), "padding_mask": (None, None)})
         return model
     model = checkpoint.model
+    if getattr(model, "preprocessor", None) is not None:
+        # klm feeds token ids: keras-hub's fit() would run the preprocessor over them.
+        model.preprocessor = None
     if kind == "klm_run" and config.dropout is not None:
         backbone_config = model.backbone.get_config()
         backbone_config["dropout"] = config.dropout

@@ -85,6 +85,16 @@ class LoopPlan:
         return bool(self.eval_every) and position % (self.eval_every * self.grad_accum) == 0
 
 
+def optimizer_steps(plan):
+    """Optimizer steps in a whole run (what LR schedules count)."""
+    return math.ceil(plan.total_batches / plan.grad_accum)
+
+
+def jit_compile(config):
+    """`model.compile(jit_compile=...)` for `--jit auto|on|off`."""
+    return {"auto": "auto", "on": True, "off": False}[config.jit]
+
+
 def total_batches(config, steps_per_epoch):
     """Batches a run trains on: `--max-steps` optimizer steps if given, else `--epochs` epochs."""
     if config.max_steps:
@@ -166,6 +176,29 @@ class TrainingSession:
             return runs.read_json(summary_path)
         return None
 
+    def already_finished(self, plan):
+        """The summary of a run that already reached its end (and says so), else `None`."""
+        summary = self.finished_summary(plan)
+        if summary is not None:
+            how = "stopped early" if summary.get("stopped_early") else "finished"
+            log(
+                f"{self.run_dir} already {how} at step {summary.get('steps')} (summary.json); nothing to do. "
+                "Raise --epochs or --max-steps to train further, or use --restart to start over."
+            )
+        return summary
+
+    def step_logger(self, steps_per_epoch, tokens_per_step, metric, last_step_tokens=None):
+        """The `StepLogger` of this run: log lines on the chief, metrics.csv and TensorBoard in the folder."""
+        from klm.callbacks import StepLogger
+
+        chief = self.chief
+        return StepLogger(
+            self.run_dir / "metrics.csv" if chief else None, steps_per_epoch, tokens_per_step,
+            every=self.config.log_every, stream=self.verbose()[1], metric=metric,
+            last_step_tokens=last_step_tokens, grad_accum=self.config.grad_accum,
+            tensorboard_dir=self.run_dir / "tensorboard" if chief else None,
+        )
+
     # === The loop ===
 
     def distribution(self):
@@ -227,8 +260,9 @@ class TrainingSession:
                 raise TrainingDiverged(
                     f"The training loss became NaN/inf in epoch {epoch + 1}, near step "
                     f"{(position + guard.bad_batch + 1) // plan.grad_accum}; training stopped and nothing after "
-                    f"the last good step was saved. {folder.last_good()} Lower --lr or set --clipnorm, then "
-                    "re-run with --restart (or re-run as is to resume from the last good checkpoint)."
+                    f"the last good step was saved. {folder.last_good()} Lower --lr or set --clipnorm, then re-run"
+                    + (" (it resumes from the last good checkpoint; --restart starts over)."
+                       if folder.has_checkpoint() else ".")
                 )
             state.batches_done = end
             state.step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
