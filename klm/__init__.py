@@ -15,59 +15,59 @@ __version__ = "0.1.0"
 
 
 _registered = False
-# keras_hub imports keras while it initialises; klm's classes import both, so
-# they are registered once neither is half-imported.
-_WATCHED = ("keras", "keras_hub")
+
+
+def _initializing(module):
+    return getattr(getattr(module, "__spec__", None), "_initializing", False)
 
 
 def _register_saveables():
+    """Imports klm's layers and models (their decorators register them), once nothing is half-imported.
+
+    keras_hub imports keras while it initialises, and klm's own modules import
+    both: registering in the middle of any of those imports would import a
+    half-made module, so it waits for the last of them to finish.
+    """
     global _registered
-    if _registered:
+    if _registered or "keras" not in sys.modules:
         return
-    for name in _WATCHED:
-        module = sys.modules.get(name)
-        if module is not None and getattr(getattr(module, "__spec__", None), "_initializing", False):
-            return  # registered when that import completes
+    for name, module in list(sys.modules.items()):
+        watched = name in ("keras", "keras_hub") or name.startswith(("keras.", "keras_hub.", "klm."))
+        if watched and _initializing(module):
+            return  # retried when that import completes
     _registered = True
-    import klm.layers  # noqa: F401 - the decorators register the classes
+    import klm.layers  # noqa: F401
     import klm.models  # noqa: F401
 
 
 class _RegisterAfterKerasImport(importlib.abc.MetaPathFinder):
-    """Registers klm's classes right after `keras` (and `keras_hub`, if it comes first) finish importing."""
+    """Retries `_register_saveables` each time keras, keras_hub or a klm module finishes importing."""
+
+    _busy = set()
 
     def find_spec(self, name, path, target=None):
-        if name not in _WATCHED or _registered:
+        if _registered or name in self._busy:
             return None
-        spec = importlib.util.find_spec(name) if self._enter(name) else None
-        self._leave(name)
-        if spec is None or spec.loader is None:
+        if name not in ("keras", "keras_hub") and not name.startswith("klm."):
+            return None
+        self._busy.add(name)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self._busy.discard(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         exec_module = spec.loader.exec_module
 
         def exec_and_register(module):
             exec_module(module)
             module.__spec__._initializing = False
-            if name == "keras" or "keras" in sys.modules:
-                _register_saveables()
+            _register_saveables()
             if _registered and self in sys.meta_path:
                 sys.meta_path.remove(self)
 
         spec.loader.exec_module = exec_and_register
         return spec
-
-    # find_spec above calls importlib.util.find_spec, which consults this
-    # finder again: answer None to that inner call.
-    _busy = set()
-
-    def _enter(self, name):
-        if name in self._busy:
-            return False
-        self._busy.add(name)
-        return True
-
-    def _leave(self, name):
-        self._busy.discard(name)
 
 
 if "keras" in sys.modules:

@@ -194,6 +194,50 @@ def filter_gpu_probe_noise():
 # module in klm branches on the backend name.
 
 
+def global_rng_state():
+    """The backend's global random state that Keras `SeedGenerator`s do not hold, JSON-ready (or `None`).
+
+    On PyTorch, Keras draws the masks of unseeded dropout layers from torch's
+    global generator (its fast path), so a run resumes exactly only if that
+    generator is restored too. TensorFlow and JAX draw every mask from a
+    `SeedGenerator` state, which the model's variables hold.
+    """
+    import keras
+
+    if keras.backend.backend() != "torch":
+        return None
+    import base64
+
+    import torch
+
+    def encode(tensor):
+        return base64.b64encode(tensor.cpu().numpy().tobytes()).decode("ascii")
+
+    state = {"cpu": encode(torch.get_rng_state())}
+    if torch.cuda.is_available():
+        state["cuda"] = [encode(s) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_global_rng_state(state):
+    """Restores `global_rng_state()`'s result (a no-op for `None` or another backend's state)."""
+    import keras
+
+    if not state or keras.backend.backend() != "torch":
+        return
+    import base64
+
+    import numpy as np
+    import torch
+
+    def decode(text):
+        return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy())
+
+    torch.set_rng_state(decode(state["cpu"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([decode(s) for s in state["cuda"]])
+
+
 def set_seed(seed):
     """Seeds Python, NumPy, the backend and TensorFlow (tf.data) at once."""
     import keras

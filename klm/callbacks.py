@@ -31,6 +31,28 @@ class NonFiniteLoss(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class RestoreGlobalRng(keras.callbacks.Callback):
+    """Sets the backend's global generator to `state` just before the next batch trains.
+
+    klm's training loop arms it with the state a backup recorded at the start
+    of every `fit` call. Not earlier than the first batch: on PyTorch, `fit`
+    draws from the global generator while it builds the train step (first
+    call) and its data loader (every call), and those draws must not shift
+    the dropout masks of a resumed run.
+    """
+
+    def __init__(self, state):
+        super().__init__()
+        self.state = state
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.state is not None:
+            from klm import backend
+
+            backend.set_global_rng_state(self.state)
+            self.state = None
+
+
 class StepLogger(keras.callbacks.Callback):
     """Logs every N batches like the seed, and writes `metrics.csv` and TensorBoard scalars.
 

@@ -164,7 +164,8 @@ def estimate(config: PretrainConfig, measure_steps=5, warmup_steps=2, log=_log_t
     if measure_steps < 0 or warmup_steps < 1:
         raise ConfigError(f"Expected measure_steps >= 0 and warmup_steps >= 1. Received: "
                           f"measure_steps={measure_steps}, warmup_steps={warmup_steps}")
-    from klm.train import build_causal_lm, load_pretrain_corpus, lm_model_inputs, num_tokens
+    from klm.data.lm_inputs import lm_model_inputs, num_tokens
+    from klm.train import build_causal_lm, load_pretrain_corpus
     from klm.training.session import distribution, setup
 
     backend, keras = setup(config)

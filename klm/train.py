@@ -21,15 +21,20 @@ from klm.training.session import LoopPlan, TrainingSession, jit_compile, optimiz
 # Old private names (used by recipes written against 0.1); use the public ones.
 _jit, _optimizer_steps = jit_compile, optimizer_steps
 
+
+def __getattr__(name):
+    # `lm_model_inputs` and `num_tokens` moved to `klm.data.lm_inputs`; importing
+    # them from here still works, without importing TensorFlow with this module.
+    if name in ("lm_model_inputs", "num_tokens"):
+        from klm.data import lm_inputs
+
+        return getattr(lm_inputs, name)
+    raise AttributeError(f"module 'klm.train' has no attribute {name!r}")
+
 # Fields that must match when an existing run folder is resumed: changing any
 # of them would silently train a different model on the old checkpoint.
 _IDENTITY_FIELDS = ("task", "preset", "tokenizer", "vocab_size", "seq_len", "min_freq", "from_run", "init_from",
                     "lora_rank", "lora_targets")
-
-
-def num_tokens(tokens):
-    """Length of a token stream (NumPy array or prepared split)."""
-    return int(tokens.num_tokens) if hasattr(tokens, "num_tokens") else len(tokens)
 
 
 def _log(message):
@@ -69,19 +74,6 @@ def _plan(config, steps_per_epoch):
         early_stop_patience=config.early_stop_patience,
         early_stop_min_delta=config.early_stop_min_delta,
     )
-
-
-def lm_model_inputs(dataset):
-    """Maps `(x, y)` token batches to the backbone's `({"token_ids", "padding_mask"}, y)`.
-
-    LM windows have no padding, so the mask is all ones.
-    """
-    import tensorflow as tf
-
-    def to_inputs(x, y):
-        return {"token_ids": x, "padding_mask": tf.ones_like(x)}, y
-
-    return dataset.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def build_optimizer(config, steps_per_epoch, total_steps):
@@ -172,6 +164,8 @@ def build_causal_lm(config, vocabulary_size, steps_per_epoch, total_steps):
     """A compiled, built `KlmCausalLM` for `config` (call inside the distribution scope)."""
     from klm.models import KlmBackbone, KlmCausalLM, preset_config
 
+    if getattr(config, "precision_reason", None):  # --precision auto: say what was chosen and why
+        _log(f"[klm] {config.precision_reason}")
     backbone = KlmBackbone(**preset_config(config.preset, vocabulary_size, dropout=config.dropout))
     model = KlmCausalLM(backbone)
     model.compile(
@@ -216,6 +210,7 @@ def pretrain(config: PretrainConfig):
     """
     session = TrainingSession(config, task="causal_lm")
     from klm import data as data_lib
+    from klm.data.lm_inputs import lm_model_inputs, num_tokens
 
     with session:
         session.open(_IDENTITY_FIELDS)

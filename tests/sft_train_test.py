@@ -33,7 +33,6 @@ def data(tmp_path_factory):
     return write_jsonl(folder / "train.jsonl", train), write_jsonl(folder / "held_out.jsonl", held_out), held_out
 
 
-@pytest.mark.slow  # 70-250 s per backend on a shared 2-core CPU (eager per-token generation under torch)
 def test_sft_learns_the_task_then_evaluates_and_generates(tmp_path, data):
     train, held_out, records = data
     run = str(tmp_path / "sft")

@@ -11,7 +11,7 @@ hence Keras: select the backend first, see `klm.backend`):
   `SentencePieceTokenizer`, `ByteTokenizer`, `train_tokenizer`,
   `save_tokenizer`, `load_tokenizer`, `basic_english_python`.
 - Language modelling: `lm_dataset`, `lm_steps_per_epoch`, `lm_tokens_per_epoch`, `load_corpus`,
-  `Corpus`.
+  `Corpus`, `lm_model_inputs`, `num_tokens`.
 - Prepared folders: `PrepareConfig`, `prepare`, `load_prepared`,
   `PreparedData`, `PreparedSplit`.
 - Classification: `read_labelled_texts`, `LabelledTexts`, `LabelVocabulary`,
@@ -34,6 +34,8 @@ from klm.data.label_vocabulary import LabelVocabulary
 from klm.data.labelled_texts import LabelledTexts
 from klm.data.labelled_texts import read_labelled_texts
 from klm.data.lm_dataset import lm_dataset
+from klm.data.lm_inputs import lm_model_inputs
+from klm.data.lm_inputs import num_tokens
 from klm.data.lm_dataset import lm_steps_per_epoch
 from klm.data.lm_dataset import lm_tokens_per_epoch
 from klm.data.prepare import prepare

@@ -35,8 +35,11 @@ OUT/
 ```
 
 The work streams (see `klm.data.pipeline`): memory stays flat as the corpus
-grows, except for the word tokenizer's word counts, the de-duplication
-hashes and SentencePiece training, which keeps its training sentences. All
+grows, except for the word tokenizer's word counts and the de-duplication
+hashes. The subword tokenizers learn from a uniform sample of at most 32 MB
+of the training documents (`train_tokenizer.TOKENIZER_SAMPLE_BYTES`), so
+their memory and time are bounded too; every stage prints its progress with
+a rate (MB/s) and an ETA. All
 files are written to a hidden temporary folder beside `OUT` that is renamed
 to `OUT` at the end, so a failure leaves no partial output.
 """

@@ -130,7 +130,7 @@ def packed_batches(examples, rows, batch_size, pad_id, seq_len, seed, epoch, tra
     order = epoch_rng(seed, epoch).permutation(len(rows))
     return [
         packed_batch(examples, [rows[i] for i in order[start : start + batch_size]], pad_id, seq_len,
-                     train_on_prompt, batch_size=batch_size)
+                     train_on_prompt)  # rows are all seq_len long: only the last batch may be shorter
         for start in range(0, len(order), batch_size)
     ]
 

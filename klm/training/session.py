@@ -221,6 +221,8 @@ class TrainingSession:
             The final `TrainingState`.
         """
         from klm.callbacks import NonFiniteLoss
+        from klm.callbacks import RestoreGlobalRng
+        from klm.training.state import BACKEND_RNG
 
         keras = self.keras
         folder = self.folder
@@ -236,6 +238,7 @@ class TrainingSession:
                 (self.run_dir / runs.SUMMARY_FILE).unlink(missing_ok=True)
         verbose = self.verbose()[0] if self.chief else 0
         guard = NonFiniteLoss()
+        restore_rng = RestoreGlobalRng(None)
         multi_process = backend_lib.process_count() > 1
         while state.batches_done < plan.total_batches and not state.stopped_early:
             position = state.batches_done
@@ -248,9 +251,13 @@ class TrainingSession:
                 # loses its length: never let an iterator run dry.
                 data = data.repeat()
             logger.begin_segment(epoch, offset, length)
+            # Every segment starts from the global generator state its backup
+            # recorded, whether the run was resumed there or not: PyTorch also
+            # draws from it when `fit` and `evaluate` build their data loaders.
+            restore_rng.state = state.rng.get(BACKEND_RNG) if state.batches_done else None
             try:
                 with folder.writing(f"{self.run_dir / 'metrics.csv'} or the TensorBoard logs"):
-                    model.fit(data, epochs=1, steps_per_epoch=length, callbacks=[guard, logger], verbose=verbose,
+                    model.fit(data, epochs=1, steps_per_epoch=length, callbacks=[restore_rng, guard, logger], verbose=verbose,
                               shuffle=False)
             except KeyboardInterrupt:
                 raise TrainingInterrupted(

@@ -69,20 +69,31 @@ def _seed_generator_variables(model):
     }
 
 
+# Key of the backend's global generator state in `TrainingState.rng`.
+BACKEND_RNG = "__backend__"
+
+
 def capture_rng(model):
-    """The model's `SeedGenerator` states as JSON-ready lists."""
+    """The model's `SeedGenerator` states (and the backend's global generator) as JSON-ready values."""
     import keras
 
-    return {
+    from klm import backend
+
+    rng = {
         path: keras.ops.convert_to_numpy(variable).tolist()
         for path, variable in _seed_generator_variables(model).items()
     }
+    rng[BACKEND_RNG] = backend.global_rng_state()
+    return rng
 
 
 def restore_rng(model, rng):
     """Assigns saved generator states back (the dropout masks continue as before)."""
     import numpy as np
 
+    from klm import backend
+
+    backend.set_global_rng_state(rng.get(BACKEND_RNG))
     variables = _seed_generator_variables(model)
     for path, value in rng.items():
         if path in variables:

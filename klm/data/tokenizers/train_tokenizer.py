@@ -183,8 +183,9 @@ def train_tokenizer(
       approximate, within 5%). `min_freq` does not apply.
     - `"sentencepiece"`: a `SentencePieceTokenizer` trained with
       `keras_hub.tokenizers.compute_sentence_piece_proto`, `"unigram"` or
-      `"bpe"` (`sentencepiece_model_type`). SentencePiece holds the training
-      sentences in memory and skips lines over 4192 bytes. `min_freq` does
+      `"bpe"` (`sentencepiece_model_type`), on every core. SentencePiece
+      holds its training sentences in memory and skips lines over 4192
+      bytes, so it reads a bounded sample (`sample_bytes`). `min_freq` does
       not apply.
     - `"byte"`: a `ByteTokenizer`; nothing to train, `texts` is not read.
 
