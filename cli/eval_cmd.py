@@ -127,21 +127,35 @@ def generate(run_dir, prompt, max_new_tokens, sampler, temperature, top_k, top_p
         generate_reply(run, prompt, system=system, on_text=_echo, **sampling)
         click.echo("")
         return
+    # The prompt is echoed with the first generated piece, so a prompt the
+    # model refuses (too long, ...) is not printed before the error.
+    echo = _PromptEcho(prompt + ("" if run.run is None else " "))
     if stop:
-        click.echo(prompt + ("" if run.run is None else " "), nl=False)
-        generate_reply(run, prompt, raw=True, on_text=_echo, **sampling)
-        click.echo("")
+        generate_reply(run, prompt, raw=True, on_text=echo, **sampling)
+        echo.finish()
         return
-    click.echo(prompt + ("" if run.run is None else " "), nl=False)
-
-    def stream(row, piece):
-        click.echo(piece, nl=False)
-        sys.stdout.flush()
-
     generate_text(run, [prompt], max_new_tokens=config.max_new_tokens, sampler=config.sampler,
                   temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, seed=config.seed,
-                  on_token=stream)
-    click.echo("")
+                  on_token=lambda row, piece: echo(piece))
+    echo.finish()
+
+
+class _PromptEcho:
+    """Streams generated pieces to stdout, printing the prompt before the first one."""
+
+    def __init__(self, prompt):
+        self.prompt = prompt
+
+    def __call__(self, piece):
+        if self.prompt is not None:
+            click.echo(self.prompt, nl=False)
+            self.prompt = None
+        _echo(piece)
+
+    def finish(self):
+        if self.prompt is not None:
+            click.echo(self.prompt, nl=False)
+        click.echo("")
 
 
 def _echo(piece):

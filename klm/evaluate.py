@@ -109,7 +109,7 @@ def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text"
 
         corpus = data_lib.load_corpus(
             data, tokenizer=run.tokenizer, text_field=text_field,
-            eos_between_documents=run.config.get("eos_between_documents"), verbose=False,
+            eos_between_documents=run.config.get("eos_between_documents"), verbose=False, role="evaluation",
         )
         tokens, num_tokens = corpus.train, count_tokens(corpus.train)
         steps = data_lib.lm_steps_per_epoch(num_tokens, seq_len, batch, mode="contiguous")

@@ -259,6 +259,15 @@ def _check_run(config):
             f"finished (or resume it with the same command). Received: run_dir={str(run_dir)!r}"
         )
     checkpoint = runs.checkpoint_path(run_dir, config.checkpoint)
+    if run_config["task"] == "causal_lm" and run_config.get("pretrained"):
+        # The in-graph decoder is klm's (KlmCausalLM's cache layout); a keras-hub
+        # CausalLM decodes with its own cache, which this export does not wrap yet.
+        raise ExportError(
+            f"{run_dir} is a language model started from a pretrained checkpoint "
+            f"({run_config['pretrained'].get('architecture')}): a SavedModel of it is not supported yet. Export "
+            f"it as a Transformers folder with `klm export {run_dir} OUT --format hf`; classifier runs on a "
+            f"pretrained backbone export as SavedModels. Received: run_dir={str(run_dir)!r}"
+        )
     metadata = tokenizer_metadata(run_dir)
     labels = None
     if run_config["task"] == "classifier":

@@ -81,6 +81,9 @@ def test_continued_pretraining_with_lora_resumes_exactly(tmp_path):
     # The run is a checkpoint for every command.
     generated = klm(["generate", str(tmp_path / "a"), "--prompt", "the", "--max-new-tokens", "4", "--sampler", "greedy"])
     assert generated.returncode == 0, generated.stderr[-2000:]
+    refused = klm(["export", str(tmp_path / "a"), str(tmp_path / "serving")])
+    assert refused.returncode == 2 and "--format hf" in refused.stderr
+    assert not (tmp_path / "serving").exists()
 
 
 @pytest.mark.slow
@@ -100,6 +103,11 @@ def test_classifier_on_a_pretrained_llama(tmp_path, lora):
     evaluated = klm(["evaluate", str(run), "--data", data, "--json"])
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert "accuracy" in json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
+    if lora:
+        # The SavedModel holds the merged weights; export verifies it against the Keras model (<= 1e-4).
+        exported = klm(["export", str(run), str(tmp_path / "serving")])
+        assert exported.returncode == 0, exported.stderr[-3000:]
+        assert (tmp_path / "serving" / "1" / "saved_model.pb").exists()
 
 
 def test_finetune_from_a_checkpoint_refuses_tokenizer_options(tmp_path):
