@@ -10,11 +10,7 @@ from pathlib import Path
 import keras
 
 from klm import runs
-
-
-def perplexity(loss):
-    """`exp(loss)`, clamped so that a diverged loss gives a huge number, not an overflow."""
-    return math.exp(min(loss, 700))
+from klm.metrics import perplexity
 
 
 class NonFiniteLoss(keras.callbacks.Callback):

@@ -1,57 +1,10 @@
 """`evaluate_run`: perplexity of a language model, accuracy/F1 of a classifier."""
 
-import math
 
-import numpy as np
 
 from klm import runs
-
-
-def classification_metrics(model, dataset, labels, multi_label):
-    """Accuracy, macro-F1 and (single-label) confusion matrix over a dataset."""
-    import keras
-
-    predictions, targets = [], []
-    for x, y in dataset:
-        logits = keras.ops.convert_to_numpy(model(x, training=False))
-        predictions.append(logits)
-        targets.append(np.asarray(y))
-    logits = np.concatenate(predictions)
-    y = np.concatenate(targets)
-    num_classes = len(labels)
-    if multi_label:
-        predicted = logits > 0.0
-        truth = y > 0.5
-        f1s = []
-        for c in range(num_classes):
-            tp = np.sum(predicted[:, c] & truth[:, c])
-            fp = np.sum(predicted[:, c] & ~truth[:, c])
-            fn = np.sum(~predicted[:, c] & truth[:, c])
-            f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-        return {
-            "examples": int(len(y)),
-            "accuracy": float(np.mean(predicted == truth)),
-            "exact_match": float(np.mean(np.all(predicted == truth, axis=1))),
-            "macro_f1": float(np.mean(f1s)),
-            "f1_per_label": {labels[c]: float(f1s[c]) for c in range(num_classes)},
-        }
-    predicted = np.argmax(logits, axis=-1)
-    y = y.astype("int64").reshape(-1)
-    confusion = np.zeros((num_classes, num_classes), dtype="int64")
-    np.add.at(confusion, (y, predicted), 1)
-    f1s = []
-    for c in range(num_classes):
-        tp = confusion[c, c]
-        fp = confusion[:, c].sum() - tp
-        fn = confusion[c, :].sum() - tp
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return {
-        "examples": int(len(y)),
-        "accuracy": float(np.mean(predicted == y)),
-        "macro_f1": float(np.mean(f1s)),
-        "confusion_matrix": confusion.tolist(),
-        "labels": list(labels),
-    }
+from klm.metrics import classification_metrics  # noqa: F401 - its old import path
+from klm.metrics import perplexity
 
 
 def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text", label_field="label",
@@ -104,8 +57,9 @@ def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text"
     if run.task == "causal_lm":
         seq_len = run.seq_len
         batch = batch_size or int(run.config.get("eval_batch_size", 10))
-        from klm.train import lm_loss, lm_model_inputs
-        from klm.train import num_tokens as count_tokens
+        from klm.data.lm_inputs import lm_model_inputs
+        from klm.data.lm_inputs import num_tokens as count_tokens
+        from klm.losses import lm_loss
 
         corpus = data_lib.load_corpus(
             data, tokenizer=run.tokenizer, text_field=text_field,
@@ -124,7 +78,7 @@ def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text"
             tokens=int(num_tokens),
             evaluated_tokens=int(data_lib.lm_tokens_per_epoch(num_tokens, seq_len, batch, mode="contiguous")),
             loss=loss,
-            perplexity=math.exp(min(loss, 700)),
+            perplexity=perplexity(loss),
         )
         return result
     result.update(_classifier_metrics(run, data, batch_size, text_field, label_field))
@@ -140,7 +94,7 @@ def evaluate_sft(run_dir, data, backend=None, batch_size=None, max_new_tokens=No
         `samples` (a few prompts, references and generations), `template`
         and the data report (`truncated_examples`, ...).
     """
-    from klm.generate import _position_limit, run_template, sft_settings
+    from klm.generate import position_limit, run_template, sft_settings
     from klm.pretrained import load_checkpoint
     from klm.sft import batching
     from klm.sft.conversations import read_conversations
@@ -162,7 +116,7 @@ def evaluate_sft(run_dir, data, backend=None, batch_size=None, max_new_tokens=No
     loss, tokens = response_loss(run.model, batches)
     budget = max_new_tokens or int(config.get("max_new_tokens", 64))
     metrics = generation_metrics(run.model, run.tokenizer, template, conversations, budget, end_id, start_id,
-                                 limit=_position_limit(run.model), samples=samples)
+                                 limit=position_limit(run.model), samples=samples)
     return {
         "run_dir": str(run_dir), "data": str(data), "task": "causal_lm", "finetune_task": "sft", "backend": backend,
         "template": template.source, "examples": len(conversations), "response_tokens": tokens,

@@ -21,7 +21,7 @@ def make_sampler(name, temperature=1.0, top_k=10, top_p=0.9, seed=None):
     raise ConfigError(f"Expected --sampler in greedy, top_k, top_p, random. Received: --sampler={name!r}")
 
 
-def _tokens_to_list(tokenized):
+def tokens_to_list(tokenized):
     """Token ids per prompt as Python lists (ragged: prompts differ in length)."""
     if hasattr(tokenized, "to_list"):  # tf.RaggedTensor
         return tokenized.to_list()
@@ -56,7 +56,7 @@ def generate_text(run, prompts, max_new_tokens=50, sampler="greedy", temperature
         raise RunDirError(f"Expected a language-model run for generation. Received: task={run.task!r}")
     model, tokenizer = run.model, run.tokenizer
     sampler_obj = make_sampler(sampler, temperature, top_k, top_p, seed)
-    encoded = _tokens_to_list(tokenizer.tokenize(list(prompts)))
+    encoded = tokens_to_list(tokenizer.tokenize(list(prompts)))
     start_id = getattr(run, "start_token_id", None)
     end_id = getattr(tokenizer, "end_token_id", None)
     pad_id = getattr(tokenizer, "pad_token_id", 0) or 0
@@ -74,17 +74,17 @@ def generate_text(run, prompts, max_new_tokens=50, sampler="greedy", temperature
             if on_token is not None:
                 # Decode the whole continuation and emit the new suffix, so
                 # multi-byte characters and subword joins come out right.
-                new_text = _detokenize(tokenizer, generated)
+                new_text = detokenize(tokenizer, generated)
                 on_token(row, new_text[len(text):])
                 text = new_text
 
         generate_ids(model, prompt_ids, max_new_tokens, sampler_obj, stop_token_id=end_id, pad_id=pad_id,
                      on_token_id=emit)
-        outputs.append(_detokenize(tokenizer, generated))
+        outputs.append(detokenize(tokenizer, generated))
     return outputs
 
 
-def _position_limit(model):
+def position_limit(model):
     """The most positions the model can encode, or `None` (sinusoidal, rotary)."""
     backbone = model.backbone
     from klm.models import KlmBackbone
@@ -121,7 +121,7 @@ def generate_ids(model, prompt_ids, max_new_tokens, sampler, stop_token_id=None,
     prompt_ids = [int(i) for i in prompt_ids]
     n = len(prompt_ids)
     total = n + max_new_tokens
-    limit = _position_limit(model)
+    limit = position_limit(model)
     if limit is not None and total > limit:
         raise ConfigError(
             f"Prompt ({n} tokens) + --max-new-tokens {max_new_tokens} exceeds the model's "
@@ -155,7 +155,7 @@ def generate_ids(model, prompt_ids, max_new_tokens, sampler, stop_token_id=None,
     return generated
 
 
-def _detokenize(tokenizer, ids):
+def detokenize(tokenizer, ids):
     if not ids:
         return ""
     text = tokenizer.detokenize([ids])
@@ -224,14 +224,14 @@ def generate_reply(run, prompt, history=(), system=None, max_new_tokens=50, samp
     start_id = settings.get("start_token_id", getattr(run, "start_token_id", None))
     pad_id = getattr(tokenizer, "pad_token_id", 0) or 0
     if template is None:
-        ids = ([start_id] if start_id is not None else []) + _tokens_to_list(tokenizer.tokenize([prompt]))[0]
+        ids = ([start_id] if start_id is not None else []) + tokens_to_list(tokenizer.tokenize([prompt]))[0]
         if not ids:
             ids = [end_id if end_id is not None else pad_id]
     else:
         conversation = Conversation(list(history), system=system)
         pieces = conversation_pieces(template, [conversation], next_prompts=[prompt])
         ids = [int(i) for i in encode_pieces(pieces, tokenizer, end_id, start_id)[0][0]]
-    limit = _position_limit(model)
+    limit = position_limit(model)
     if limit is not None and len(ids) + max_new_tokens > limit:
         from klm.sft.evaluation import fit_prompt
 
@@ -241,7 +241,7 @@ def generate_reply(run, prompt, history=(), system=None, max_new_tokens=50, samp
     shown = [0]
 
     def text_of(ids_so_far):
-        return _detokenize(tokenizer, ids_so_far)
+        return detokenize(tokenizer, ids_so_far)
 
     def stop_when(ids_so_far):
         text = text_of(ids_so_far)

@@ -86,3 +86,13 @@ class SparseCrossEntropyFromLogits(keras.losses.Loss):
 
     def get_config(self):
         return {"name": self.name, "reduction": self.reduction, "dtype": self.dtype}
+
+
+def lm_loss():
+    """The next-token loss of klm's language models: a `SparseCrossEntropyFromLogits`.
+
+    Same values as `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`,
+    without Keras's one-hot (JAX) or strided log-softmax (PyTorch) and with the
+    softmax always in float32.
+    """
+    return SparseCrossEntropyFromLogits()

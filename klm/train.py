@@ -18,17 +18,19 @@ from klm.errors import TrainingDiverged  # noqa: F401 - importable from here, as
 from klm.errors import TrainingInterrupted  # noqa: F401
 from klm.training.session import LoopPlan, TrainingSession, jit_compile, optimizer_steps, total_batches
 
-# Old private names (used by recipes written against 0.1); use the public ones.
-_jit, _optimizer_steps = jit_compile, optimizer_steps
-
 
 def __getattr__(name):
-    # `lm_model_inputs` and `num_tokens` moved to `klm.data.lm_inputs`; importing
-    # them from here still works, without importing TensorFlow with this module.
+    # Moved in 0.2, still importable from here (without importing Keras or
+    # TensorFlow with this module): `lm_model_inputs`, `num_tokens` to
+    # `klm.data.lm_inputs`, `lm_loss` to `klm.losses`.
     if name in ("lm_model_inputs", "num_tokens"):
         from klm.data import lm_inputs
 
         return getattr(lm_inputs, name)
+    if name == "lm_loss":
+        from klm.losses import lm_loss
+
+        return lm_loss
     raise AttributeError(f"module 'klm.train' has no attribute {name!r}")
 
 # Fields that must match when an existing run folder is resumed: changing any
@@ -42,7 +44,7 @@ def _log(message):
 
 
 def _ppl(loss):
-    from klm.callbacks import perplexity
+    from klm.metrics import perplexity
 
     return None if loss is None else perplexity(loss)
 
@@ -123,17 +125,6 @@ def build_optimizer(config, steps_per_epoch, total_steps):
     return optimizer
 
 
-def lm_loss():
-    """The next-token loss: `klm.losses.SparseCrossEntropyFromLogits`.
-
-    Same values as `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`,
-    without Keras's one-hot (JAX) or strided log-softmax (PyTorch) and with the
-    softmax always in float32 (see `klm/losses.py`).
-    """
-    from klm.losses import SparseCrossEntropyFromLogits
-
-    return SparseCrossEntropyFromLogits()
-
 
 def load_pretrain_corpus(config, tokenizer=None):
     """The training/valid/test token streams of a `PretrainConfig`.
@@ -162,6 +153,8 @@ def load_pretrain_corpus(config, tokenizer=None):
 
 def build_causal_lm(config, vocabulary_size, steps_per_epoch, total_steps):
     """A compiled, built `KlmCausalLM` for `config` (call inside the distribution scope)."""
+    from klm.losses import lm_loss
+
     from klm.models import KlmBackbone, KlmCausalLM, preset_config
 
     if getattr(config, "precision_reason", None):  # --precision auto: say what was chosen and why
@@ -208,6 +201,8 @@ def pretrain(config: PretrainConfig):
     summary = pretrain(PretrainConfig(data="corpus.txt", run_dir="runs/demo", preset="tiny", max_steps=50))
     ```
     """
+    from klm.losses import lm_loss
+
     session = TrainingSession(config, task="causal_lm")
     from klm import data as data_lib
     from klm.data.lm_inputs import lm_model_inputs, num_tokens
@@ -344,6 +339,8 @@ def _lora(model, config, session):
 
 def _compile_pretrained_lm(checkpoint, config, session, steps_per_epoch, total_steps):
     """The checkpoint's causal LM, compiled like `build_causal_lm` (call inside the distribution scope)."""
+    from klm.losses import lm_loss
+
     model = checkpoint.causal_lm
     # Batches arrive tokenized; the tokenizer is saved in the run's tokenizer/.
     if hasattr(model, "preprocessor"):
@@ -496,7 +493,7 @@ def finetune(config: FinetuneConfig):
         state = session.fit(model, plan, make_train_data, valid_ds, logger)
 
         best = runs.load_model(runs.checkpoint_path(session.run_dir, "best"))
-        from klm.evaluate import classification_metrics
+        from klm.metrics import classification_metrics
 
         extra = {"task": "classifier", "labels": labels, "multi_label": multi_label}
         for split, ds in (("valid", valid_ds), ("test", test_ds)):
@@ -556,10 +553,3 @@ def _pretrained_source(config, resolved):
     resolved["preset"] = source_config.get("preset")
     return source_config
 
-
-def _already_finished(session, plan):  # old private name (see above)
-    return session.already_finished(plan)
-
-
-def _logger(session, config, steps_per_epoch, tokens_per_step, metric, last_step_tokens=None):  # old private name
-    return session.step_logger(steps_per_epoch, tokens_per_step, metric, last_step_tokens=last_step_tokens)

@@ -247,15 +247,15 @@ def test_diverging_loss_stops_with_a_clear_error(tmp_path):
 def test_config_file_with_flag_overrides(tmp_path):
     import click
 
-    from klm.cli.train_cmd import _build_config
+    from klm.cli.train_cmd import build_config
     from klm.config import PretrainConfig
 
     (tmp_path / "run.yaml").write_text("data: corpus.txt\npreset: tiny\nlr: 0.1\nseq-len: 64\n")
-    config = _build_config(PretrainConfig, str(tmp_path / "run.yaml"), {"lr": 0.5, "batch_size": None})
+    config = build_config(PretrainConfig, str(tmp_path / "run.yaml"), {"lr": 0.5, "batch_size": None})
     assert (config.data, config.preset, config.lr, config.seq_len, config.batch_size) == ("corpus.txt", "tiny", 0.5, 64, 20)
     (tmp_path / "bad.json").write_text('{"data": "x", "learning_rate": 3}')
     with pytest.raises(click.BadParameter, match="learning_rate"):
-        _build_config(PretrainConfig, str(tmp_path / "bad.json"), {})
+        build_config(PretrainConfig, str(tmp_path / "bad.json"), {})
     (tmp_path / "bad2.json").write_text('{"data": "x", "seq_len": 1}')
     with pytest.raises(click.UsageError, match="--seq-len"):
-        _build_config(PretrainConfig, str(tmp_path / "bad2.json"), {})
+        build_config(PretrainConfig, str(tmp_path / "bad2.json"), {})

@@ -350,3 +350,17 @@ def test_resume_is_exact_for(variant, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from the backup" in resumed.stderr
     assert_same_run(tmp_path / "a", run)
+
+
+def test_generate_refuses_an_over_long_prompt_without_printing_it(tmp_path):
+    corpus = make_corpus(tmp_path / "c.txt", lines=40)
+    run = tmp_path / "run"
+    assert klm(["pretrain", "--data", corpus, "--run-dir", str(run), *TINY, "--max-steps", "2"]).returncode == 0
+    prompt = " ".join(["the cat"] * 200)  # 400 tokens; the tiny preset has 256 positions
+    result = klm(["generate", str(run), "--prompt", prompt, "--max-new-tokens", "5"])
+    assert result.returncode == 2 and "exceeds the model's 256 positions" in result.stderr
+    assert result.stdout == ""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    result = klm(["evaluate", str(run), "--data", str(empty)])
+    assert result.returncode == 2 and "evaluation sources" in result.stderr and "training" not in result.stderr

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from klm.errors import ConfigError, DataError
+from klm.metrics import perplexity
 
 
 def _documents(data, text_field="text"):
@@ -202,7 +203,7 @@ def evaluate_checkpoint(checkpoint, data, seq_len=None, batch_size=None, text_fi
         "tokens": int(len(tokens)),
         "evaluated_tokens": int(count),
         "loss": float(loss),
-        "perplexity": math.exp(min(loss, 700)),
+        "perplexity": perplexity(loss),
         "seq_len": seq_len,
         "convention": "hf-causal-lm: mean next-token NLL over windows of seq_len, no loss on each window's first token",
     }

@@ -49,9 +49,9 @@ def tokenize_texts(tokenizer, texts):
     """Token ids (lists of ints) of each text, in one tokenizer call."""
     if not texts:
         return []
-    from klm.generate import _tokens_to_list
+    from klm.generate import tokens_to_list
 
-    return _tokens_to_list(tokenizer.tokenize(list(texts)))
+    return tokens_to_list(tokenizer.tokenize(list(texts)))
 
 
 def conversation_pieces(template, conversations, next_prompts=None):

@@ -1,10 +1,10 @@
 """SFT metrics: response-only loss and perplexity, greedy exact match and token F1."""
 
 import collections
-import math
 
 import numpy as np
 
+from klm.metrics import perplexity as clamped_perplexity
 from klm.sft.conversations import Conversation
 from klm.sft.encoding import conversation_pieces, encode_pieces, tokenize_texts
 
@@ -95,16 +95,16 @@ def generation_metrics(model, tokenizer, template, conversations, max_new_tokens
     """
     import keras_hub
 
-    from klm.generate import _detokenize, generate_ids
+    from klm.generate import detokenize, generate_ids
 
     sampler = keras_hub.samplers.GreedySampler()
     prompts = prompt_ids(template, tokenizer, conversations, end_token_id, start_token_id)
-    references = [_detokenize(tokenizer, ids) for ids in tokenize_texts(tokenizer, [c.turns[-1][1] for c in conversations])]
+    references = [detokenize(tokenizer, ids) for ids in tokenize_texts(tokenizer, [c.turns[-1][1] for c in conversations])]
     pad_id = getattr(tokenizer, "pad_token_id", 0) or 0
     exact, f1s, shown = 0, [], []
     for index, (conversation, ids, reference) in enumerate(zip(conversations, prompts, references)):
         ids = fit_prompt(ids, limit, max_new_tokens, keep_first=0 if start_token_id is None else 1)
-        generated = _detokenize(tokenizer, generate_ids(model, ids, max_new_tokens, sampler,
+        generated = detokenize(tokenizer, generate_ids(model, ids, max_new_tokens, sampler,
                                                         stop_token_id=end_token_id, pad_id=pad_id))
         match = normalize(generated) == normalize(reference)
         exact += int(match)
@@ -122,4 +122,4 @@ def generation_metrics(model, tokenizer, template, conversations, max_new_tokens
 
 
 def perplexity(loss):
-    return math.exp(min(loss, 700)) if loss == loss else float("nan")
+    return clamped_perplexity(loss) if loss == loss else float("nan")

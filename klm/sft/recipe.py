@@ -12,7 +12,6 @@ start ids, masking and packing): `klm evaluate`, `klm generate` and
 
 import math
 import sys
-from pathlib import Path
 
 from klm import runs
 from klm.errors import ConfigError
@@ -281,7 +280,7 @@ def finetune_sft(config: SftConfig):
 
 def _held_out_report(config, model, tokenizer, template, valid, valid_examples, test, test_examples, pad_id,
                      end_token_id, start_token_id):
-    from klm.generate import _position_limit
+    from klm.generate import position_limit
     from klm.sft import batching
     from klm.sft.evaluation import generation_metrics, perplexity, response_loss
 
@@ -296,7 +295,7 @@ def _held_out_report(config, model, tokenizer, template, valid, valid_examples, 
         if config.eval_generations:
             metrics = generation_metrics(model, tokenizer, template, conversations[: config.eval_generations],
                                          config.max_new_tokens, end_token_id, start_token_id,
-                                         limit=_position_limit(model))
+                                         limit=position_limit(model))
             out[f"{split}_exact_match"] = metrics["exact_match"]
             out[f"{split}_token_f1"] = metrics["token_f1"]
             out[f"{split}_generated_examples"] = metrics["examples"]
