@@ -15,6 +15,10 @@ backends=${KLM_TEST_BACKENDS:-"tensorflow jax torch"}
 parallel=${KLM_TEST_PARALLEL:-1}
 # PyTorch's OpenMP threads otherwise spin while waiting and starve the other suites.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+# Tests marked slow (whole jobs killed and resumed, exports) run on these
+# backends only; JAX's compilation makes them slowest there. Its exact resume
+# is still covered by the 2-process JAX test and the kill-and-resume CLI test.
+export KLM_SLOW_BACKENDS=${KLM_SLOW_BACKENDS:-"tensorflow torch"}
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 failed=()
