@@ -14,7 +14,7 @@ def _apply_backend(ctx, param, value):
     try:
         return backend_lib.use_backend(value)
     except backend_lib.BackendError as e:
-        raise click.BadParameter(str(e), ctx=ctx, param=param)
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
 
 
 backend_option = click.option(
@@ -34,7 +34,7 @@ def load_config_file(path):
         with open(path) as f:
             text = f.read()
     except OSError as e:
-        raise click.BadParameter(f"Cannot read config file: {e}. Received: --config={path!r}")
+        raise click.BadParameter(f"Cannot read config file: {e}. Received: --config={path!r}") from None
     try:
         if path.endswith((".yaml", ".yml")):
             import yaml
@@ -43,7 +43,7 @@ def load_config_file(path):
         else:
             data = json.loads(text)
     except Exception as e:  # noqa: BLE001 - any parse error is a bad flag value
-        raise click.BadParameter(f"Cannot parse config file {path}: {e}. Received: --config={path!r}")
+        raise click.BadParameter(f"Cannot parse config file {path}: {e}. Received: --config={path!r}") from None
     if not isinstance(data, dict):
         raise click.BadParameter(
             f"Expected a mapping of option names to values in {path}. Received: {type(data).__name__}"

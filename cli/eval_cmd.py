@@ -6,7 +6,8 @@ import sys
 import click
 
 from klm.cli.common import backend_option, user_errors
-
+from klm.cli.options import given_values, options_from
+from klm.config import GenerateConfig
 
 CHECKPOINT_HELP = (
     "RUN is a klm run folder, a keras-hub preset name (gpt2_base_en), kaggle://..., hf://ORG/NAME "
@@ -22,28 +23,53 @@ precision_option = click.option(
 )
 
 
-@click.command(help="Perplexity (language model) or accuracy, macro-F1 and confusion matrix (classifier) of a run "
-               "or pretrained checkpoint on a data file. For pretrained checkpoints perplexity follows Transformers' "
-               "causal-LM loss: mean next-token NLL over windows of --seq-len tokens, no loss on each window's "
-               "first token. " + CHECKPOINT_HELP)
+@click.command(
+    help="Perplexity (language model) or accuracy, macro-F1 and confusion matrix (classifier) of a run "
+    "or pretrained checkpoint on a data file. For pretrained checkpoints perplexity follows Transformers' "
+    "causal-LM loss: mean next-token NLL over windows of --seq-len tokens, no loss on each window's "
+    "first token. " + CHECKPOINT_HELP
+)
 @click.argument("run_dir", metavar="RUN", type=click.Path())
 @click.option("--data", required=True, help="Text file (language model) or labelled file (classifier).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--batch-size", type=int, default=None, help="Evaluation batch size.")
 @click.option("--text-field", default="text", show_default=True, help="Text field (JSONL) or column (CSV/TSV).")
 @click.option("--label-field", default="label", show_default=True, help="Label field (JSONL) or column (CSV/TSV).")
-@click.option("--seq-len", type=int, default=None,
-              help="Pretrained checkpoints: window length in tokens. Default: the model's context, at most 1024.")
-@click.option("--start-token/--no-start-token", "start_token", default=None,
-              help="Pretrained checkpoints: start every document with the tokenizer's start token. Default: as the "
-              "checkpoint's keras-hub preprocessor does (GPT-2, Llama 3: yes; Qwen: no).")
-@click.option("--max-new-tokens", type=int, default=None,
-              help="SFT runs: tokens to generate at most per response (greedy). Default: the run's (64).")
+@click.option(
+    "--seq-len",
+    type=int,
+    default=None,
+    help="Pretrained checkpoints: window length in tokens. Default: the model's context, at most 1024.",
+)
+@click.option(
+    "--start-token/--no-start-token",
+    "start_token",
+    default=None,
+    help="Pretrained checkpoints: start every document with the tokenizer's start token. Default: as the "
+    "checkpoint's keras-hub preprocessor does (GPT-2, Llama 3: yes; Qwen: no).",
+)
+@click.option(
+    "--max-new-tokens",
+    type=int,
+    default=None,
+    help="SFT runs: tokens to generate at most per response (greedy). Default: the run's (64).",
+)
 @precision_option
 @backend_option
 @user_errors
-def evaluate(run_dir, data, as_json, batch_size, text_field, label_field, seq_len, start_token, max_new_tokens,
-             precision, backend):
+def evaluate(
+    run_dir,
+    data,
+    as_json,
+    batch_size,
+    text_field,
+    label_field,
+    seq_len,
+    start_token,
+    max_new_tokens,
+    precision,
+    backend,
+):
     from klm.evaluate import evaluate_run, format_result
 
     if batch_size is not None and batch_size < 1:
@@ -52,35 +78,44 @@ def evaluate(run_dir, data, as_json, batch_size, text_field, label_field, seq_le
         raise click.BadParameter(f"Expected a positive number. Received: --max-new-tokens={max_new_tokens}")
     if seq_len is not None and seq_len < 2:
         raise click.BadParameter(f"Expected --seq-len >= 2. Received: --seq-len={seq_len}")
-    result = evaluate_run(run_dir, data, backend=backend, batch_size=batch_size, text_field=text_field,
-                          label_field=label_field, seq_len=seq_len, dtype=precision, add_start_token=start_token,
-                          max_new_tokens=max_new_tokens)
+    result = evaluate_run(
+        run_dir,
+        data,
+        backend=backend,
+        batch_size=batch_size,
+        text_field=text_field,
+        label_field=label_field,
+        seq_len=seq_len,
+        dtype=precision,
+        add_start_token=start_token,
+        max_new_tokens=max_new_tokens,
+    )
     click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
 
 
-@click.command(help="Generate text from a language-model run or pretrained checkpoint (streams tokens as they "
-               "come; keras-hub samplers, key/value cache). " + CHECKPOINT_HELP)
+@click.command(
+    help="Generate text from a language-model run or pretrained checkpoint (streams tokens as they "
+    "come; keras-hub samplers, key/value cache). " + CHECKPOINT_HELP
+)
 @click.argument("run_dir", metavar="RUN", type=click.Path())
-@click.option("--prompt", default=None, help="Text to continue (an SFT run: the user's prompt; its template is applied).")
-@click.option("--max-new-tokens", type=int, default=50, show_default=True, help="Tokens to generate at most.")
-@click.option("--sampler", type=click.Choice(["greedy", "top_k", "top_p", "random"]), default="top_k", show_default=True,
-              help="Decoding strategy.")
-@click.option("--temperature", type=float, default=1.0, show_default=True, help="Softmax temperature.")
-@click.option("--top-k", type=int, default=10, show_default=True, help="k for --sampler top_k.")
-@click.option("--top-p", type=float, default=0.9, show_default=True, help="p for --sampler top_p.")
-@click.option("--seed", type=int, default=None, help="Random seed for sampling.")
+@click.option(
+    "--prompt", default=None, help="Text to continue (an SFT run: the user's prompt; its template is applied)."
+)
+@options_from(GenerateConfig)
 @click.option("--raw", is_flag=True, help="SFT runs: use the prompt as is, without the run's template.")
-@click.option("--chat", is_flag=True,
-              help="SFT runs: a conversation: read one user turn per line from stdin, answer each (the conversation "
-                   "so far is kept), until end of input.")
+@click.option(
+    "--chat",
+    is_flag=True,
+    help="SFT runs: a conversation: read one user turn per line from stdin, answer each (the conversation "
+    "so far is kept), until end of input.",
+)
 @click.option("--system", default=None, help="SFT runs: a system message for the template.")
 @click.option("--stop", multiple=True, help="Stop a response at this string (repeatable); end-of-text always stops.")
 @precision_option
 @backend_option
+@click.pass_context
 @user_errors
-def generate(run_dir, prompt, max_new_tokens, sampler, temperature, top_k, top_p, seed, raw, chat, system, stop,
-             precision, backend):
-    from klm.config import GenerateConfig
+def generate(ctx, run_dir, prompt, raw, chat, system, stop, precision, backend, **sampler_flags):
     from klm.errors import ConfigError
 
     if prompt is None and not chat:
@@ -88,17 +123,18 @@ def generate(run_dir, prompt, max_new_tokens, sampler, temperature, top_k, top_p
     if chat and prompt is not None:
         raise click.UsageError("--chat reads the prompts from stdin. Received: --chat with --prompt")
     try:
-        config = GenerateConfig(run_dir=run_dir, prompt=prompt or "", max_new_tokens=max_new_tokens, sampler=sampler,
-                                temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, backend=backend)
+        config = GenerateConfig(
+            run_dir=run_dir, prompt=prompt or "", backend=backend, **given_values(ctx, sampler_flags)
+        )
     except ConfigError as e:
-        raise click.UsageError(str(e))
+        raise click.UsageError(str(e)) from None
     from klm.generate import generate_text
     from klm.pretrained import load_checkpoint
 
-    if seed is not None:
+    if config.seed is not None:
         from klm.backend import set_seed
 
-        set_seed(seed)
+        set_seed(config.seed)
     run = load_checkpoint(run_dir, dtype=precision)
     if run.task != "causal_lm":
         raise ConfigError(
@@ -106,12 +142,21 @@ def generate(run_dir, prompt, max_new_tokens, sampler, temperature, top_k, top_p
         )
     from klm.generate import generate_reply, sft_settings
 
-    sampling = dict(max_new_tokens=config.max_new_tokens, sampler=config.sampler, temperature=config.temperature,
-                    top_k=config.top_k, top_p=config.top_p, seed=config.seed, stop=stop)
+    sampling = dict(
+        max_new_tokens=config.max_new_tokens,
+        sampler=config.sampler,
+        temperature=config.temperature,
+        top_k=config.top_k,
+        top_p=config.top_p,
+        seed=config.seed,
+        stop=stop,
+    )
     sft = sft_settings(run) is not None
     if chat and (raw or not sft):
-        raise ConfigError(f"--chat needs an SFT run (klm finetune --task sft) and its template. Received: RUN={run_dir!r}"
-                          + (" with --raw" if raw else ""))
+        raise ConfigError(
+            f"--chat needs an SFT run (klm finetune --task sft) and its template. Received: RUN={run_dir!r}"
+            + (" with --raw" if raw else "")
+        )
     if chat:
         history = []
         for line in sys.stdin:
@@ -134,9 +179,17 @@ def generate(run_dir, prompt, max_new_tokens, sampler, temperature, top_k, top_p
         generate_reply(run, prompt, raw=True, on_text=echo, **sampling)
         echo.finish()
         return
-    generate_text(run, [prompt], max_new_tokens=config.max_new_tokens, sampler=config.sampler,
-                  temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, seed=config.seed,
-                  on_token=lambda row, piece: echo(piece))
+    generate_text(
+        run,
+        [prompt],
+        max_new_tokens=config.max_new_tokens,
+        sampler=config.sampler,
+        temperature=config.temperature,
+        top_k=config.top_k,
+        top_p=config.top_p,
+        seed=config.seed,
+        on_token=lambda row, piece: echo(piece),
+    )
     echo.finish()
 
 

@@ -4,6 +4,7 @@ import json
 import os
 
 import click
+
 from klm.cli.common import backend_option, user_errors
 
 
@@ -74,8 +75,9 @@ def _positive_version(ctx, param, value):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @backend_option
 @user_errors
-def export(run_dir, out_dir, version, portable, checkpoint, verify, verify_max_new_tokens, export_format, as_json,
-           backend):
+def export(
+    run_dir, out_dir, version, portable, checkpoint, verify, verify_max_new_tokens, export_format, as_json, backend
+):
     from klm.errors import ConfigError
     from klm.export import ExportConfig, export_run
 
@@ -105,7 +107,7 @@ def export(run_dir, out_dir, version, portable, checkpoint, verify, verify_max_n
             backend=backend,
         )
     except ConfigError as e:
-        raise click.UsageError(str(e))
+        raise click.UsageError(str(e)) from None
     result = export_run(config)
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -16,7 +16,11 @@ COMMANDS = {
     "evaluate": ("klm.cli.eval_cmd", "evaluate", "Perplexity or accuracy of a run on a data file."),
     "generate": ("klm.cli.eval_cmd", "generate", "Generate text from a language-model run."),
     "export": ("klm.cli.export_cmd", "export", "Export a run as a TF SavedModel for serving."),
-    "estimate": ("klm.cli.estimate_cmd", "estimate", "Parameters, FLOPs, memory and expected time of a pretraining run."),
+    "estimate": (
+        "klm.cli.estimate_cmd",
+        "estimate",
+        "Parameters, FLOPs, memory and expected time of a pretraining run.",
+    ),
 }
 
 

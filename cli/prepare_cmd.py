@@ -2,12 +2,12 @@
 
 import click
 
-from klm.cli.common import backend_option
-from klm.cli.common import load_config_file
-from klm.cli.common import user_errors
+from klm.cli.common import backend_option, load_config_file, user_errors
+from klm.cli.options import given
 
 # Kept here rather than imported from klm.data, so that `klm prepare --help`
-# does not import TensorFlow.
+# does not import TensorFlow; tests/cli_test.py checks these lists and the
+# option defaults below against `PrepareConfig` and `CleaningConfig`.
 TOKENIZERS = ["word", "wordpiece", "sentencepiece", "byte"]
 FORMATS = ["auto", "text", "html", "jsonl", "csv", "tsv", "wikitext"]
 
@@ -43,15 +43,8 @@ CONFIG_FLAGS = {
     "shard_tokens": "shard_tokens",
     "overwrite": "overwrite",
     "datasets_url": "datasets_url",
+    "workers": "workers",
 }
-
-
-def _given(ctx, name, value):
-    """Whether the user set a flag on the command line (or in the environment)."""
-    if name in ("sources", "valid", "test"):
-        return bool(value)
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 def _build_config(ctx, values):
@@ -68,14 +61,14 @@ def _build_config(ctx, values):
         )
     settings = {}
     for name in list(CONFIG_FLAGS) + list(CLEANING_FLAGS):
-        if _given(ctx, name, values[name]) or name not in file_values:
+        if given(ctx, name) or name not in file_values:
             settings[name] = values[name]
         else:
             settings[name] = file_values[name]
     # Only cleaning flags the user set override the source kind's defaults.
     cleaning = {}
     for flag, (field, inverted) in CLEANING_FLAGS.items():
-        if _given(ctx, flag, values[flag]) or flag in file_values:
+        if given(ctx, flag) or flag in file_values:
             cleaning[field] = (not settings[flag]) if inverted else settings[flag]
     fields = {field: settings[name] for name, field in CONFIG_FLAGS.items()}
     for name in ("sources", "valid", "test"):
@@ -101,7 +94,9 @@ def _build_config(ctx, values):
     default=None,
     help="Output folder: new or empty (or, with --overwrite, one written by klm prepare); never a source folder.",
 )
-@click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="word", show_default=True, help="Tokenizer kind to train.")
+@click.option(
+    "--tokenizer", type=click.Choice(TOKENIZERS), default="word", show_default=True, help="Tokenizer kind to train."
+)
 @click.option(
     "--vocab-size",
     type=click.IntRange(min=1),
@@ -109,7 +104,9 @@ def _build_config(ctx, values):
     help="Vocabulary size, special tokens included: an upper bound (a smaller corpus gets the largest vocabulary "
     "it supports, with a note). Default: none for word, 8000 for subword tokenizers.",
 )
-@click.option("--min-freq", type=click.IntRange(min=1), default=1, show_default=True, help="Word tokenizer: minimum word count.")
+@click.option(
+    "--min-freq", type=click.IntRange(min=1), default=1, show_default=True, help="Word tokenizer: minimum word count."
+)
 @click.option(
     "--sentencepiece-type",
     type=click.Choice(["unigram", "bpe"]),
@@ -117,8 +114,15 @@ def _build_config(ctx, values):
     show_default=True,
     help="SentencePiece model type.",
 )
-@click.option("--tokenizer-from", type=click.Path(), default=None, help="Reuse the tokenizer in this folder instead of training one.")
-@click.option("--valid", multiple=True, help="Validation file or glob (repeatable). Default: the WikiText folder's valid file.")
+@click.option(
+    "--tokenizer-from",
+    type=click.Path(),
+    default=None,
+    help="Reuse the tokenizer in this folder instead of training one.",
+)
+@click.option(
+    "--valid", multiple=True, help="Validation file or glob (repeatable). Default: the WikiText folder's valid file."
+)
 @click.option("--test", multiple=True, help="Test file or glob (repeatable).")
 @click.option(
     "--valid-fraction",
@@ -127,25 +131,52 @@ def _build_config(ctx, values):
     help="Without --valid: send this fraction of training documents to the valid split (seeded).",
 )
 @click.option("--text-field", default="text", show_default=True, help="JSONL field or CSV/TSV column holding the text.")
-@click.option("--format", type=click.Choice(FORMATS), default="auto", show_default=True, help="Input format of every file (auto: by extension).")
+@click.option(
+    "--format",
+    type=click.Choice(FORMATS),
+    default="auto",
+    show_default=True,
+    help="Input format of every file (auto: by extension).",
+)
 @click.option(
     "--eos/--no-eos",
     default=None,
     help="End-of-text token between documents. Default: off for WikiText (as the seed), on otherwise.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/valid split.")
-@click.option("--shard-tokens", type=click.IntRange(min=1), default=1 << 24, show_default=True, help="Tokens per shard file.")
+@click.option(
+    "--shard-tokens", type=click.IntRange(min=1), default=1 << 24, show_default=True, help="Tokens per shard file."
+)
 @click.option(
     "--overwrite",
     is_flag=True,
     default=False,
-    help="Replace an --out folder written by klm prepare. A folder holding any other file, or a source, is never replaced.",
+    help=(
+        "Replace an --out folder written by klm prepare. A folder holding any other file, or a source, "
+        "is never replaced."
+    ),
 )
-@click.option("--datasets-url", default=None, help="Base URL for named datasets (default: $KLM_DATASETS_URL, then the official URLs).")
 @click.option(
-    "--strict", is_flag=True, default=False, help="Fail on invalid UTF-8 (default: replace and count). Binary files always fail."
+    "--datasets-url",
+    default=None,
+    help="Base URL for named datasets (default: $KLM_DATASETS_URL, then the official URLs).",
 )
-@click.option("--strip-html", is_flag=True, default=False, help="Strip HTML tags in all text (.html files are always stripped).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes that clean the text, and tokenize it for --tokenizer byte (1: all in this process; the other "
+    "tokenizers use threads). The output is the same for any number. Default: the number of usable CPUs.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    default=False,
+    help="Fail on invalid UTF-8 (default: replace and count). Binary files always fail.",
+)
+@click.option(
+    "--strip-html", is_flag=True, default=False, help="Strip HTML tags in all text (.html files are always stripped)."
+)
 @click.option(
     "--unicode-normalization",
     type=click.Choice(["NFKC", "NFC", "NFKD", "NFD", "none"], case_sensitive=False),
@@ -162,11 +193,21 @@ def _build_config(ctx, values):
     "<email> <url> <ip> <phone> <card> <secret> (counted per kind; heuristics, see klm.data.privacy).",
 )
 @click.option("--lowercase", is_flag=True, default=False, help="Lower-case all text.")
-@click.option("--remove-stop-words", is_flag=True, default=False, help="Remove English stop words (klm.data.stop_words).")
+@click.option(
+    "--remove-stop-words", is_flag=True, default=False, help="Remove English stop words (klm.data.stop_words)."
+)
 @click.option("--keep-whitespace", is_flag=True, default=False, help="Do not collapse whitespace runs into one space.")
-@click.option("--min-length", type=click.IntRange(min=0), default=1, show_default=True, help="Drop documents shorter than this (characters).")
+@click.option(
+    "--min-length",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Drop documents shorter than this (characters).",
+)
 @click.option("--dedup", is_flag=True, default=False, help="Drop exact duplicate documents.")
-@click.option("--config", type=click.Path(), default=None, help="JSON or YAML file of option values (flags given here win).")
+@click.option(
+    "--config", type=click.Path(), default=None, help="JSON or YAML file of option values (flags given here win)."
+)
 @click.option("--quiet", is_flag=True, default=False, help="No progress lines on stderr.")
 @backend_option
 @click.pass_context
@@ -179,7 +220,7 @@ def prepare(ctx, **values):
     wikitext-103; downloaded once).
     """
     from klm.data import prepare as prepare_corpus
-    from klm.data.prepare import format_summary
+    from klm.data.prepared.writer import format_summary
 
     config = _build_config(ctx, values)
     manifest = prepare_corpus(config)

@@ -52,7 +52,13 @@ def tiny_data(folder):
         mood = rng.choice(["great", "good", "fine"] if label else ["bad", "dull", "poor"])
         lines.append(f"{label} {' '.join(rng.choice(words) for _ in range(5))} {mood}\n")
     (folder / "labels.txt").write_text("".join(lines))
-    return folder / "corpus.txt", folder / "corpus.txt", folder / "labels.txt", folder / "labels.txt", folder / "labels.txt"
+    return (
+        folder / "corpus.txt",
+        folder / "corpus.txt",
+        folder / "labels.txt",
+        folder / "labels.txt",
+        folder / "labels.txt",
+    )
 
 
 if TINY or not shared.exists():
@@ -66,14 +72,27 @@ else:
     head = dict(epochs=3, batch_size=32, seq_len=64)
 
 # 1. Pretraining: maximise sum_t log P(w_t | w_<t).
-lm_summary = pretrain(PretrainConfig(data=str(corpus), test=str(held_out), valid_fraction=0.1,
-                                     run_dir=str(out / "lm"), verbose="lines", **small))
+lm_summary = pretrain(
+    PretrainConfig(
+        data=str(corpus), test=str(held_out), valid_fraction=0.1, run_dir=str(out / "lm"), verbose="lines", **small
+    )
+)
 print("pretrained:", lm_summary["test_ppl"], "test perplexity")
 
 # 2. Fine-tuning: maximise sum_i log P(y_i | x_i), from the pretrained backbone and from scratch.
 for name, source in (("finetuned", str(out / "lm")), ("scratch", "none")):
-    finetune(FinetuneConfig(from_run=source, train=str(train), valid=str(dev), test=str(test),
-                            run_dir=str(out / name), preset=small.get("preset", "seed"), verbose="lines", **head))
+    finetune(
+        FinetuneConfig(
+            from_run=source,
+            train=str(train),
+            valid=str(dev),
+            test=str(test),
+            run_dir=str(out / name),
+            preset=small.get("preset", "seed"),
+            verbose="lines",
+            **head,
+        )
+    )
 
 # 3. Evaluation.
 for name in ("finetuned", "scratch"):

@@ -38,9 +38,7 @@ def normalize(name):
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)
     if key not in BACKENDS:
-        raise BackendError(
-            f"Expected a backend in {', '.join(BACKENDS)}. Received: backend={name!r}"
-        )
+        raise BackendError(f"Expected a backend in {', '.join(BACKENDS)}. Received: backend={name!r}")
     return key
 
 
@@ -171,7 +169,7 @@ def filter_gpu_probe_noise():
             *lines, pending = pending.split(b"\n")
             out = b"".join(line + b"\n" for line in lines if keep(line))
             # A partial line is passed on at once (progress bars), unless it may be a framework log line.
-            if pending and not pending[:1] in (b"I", b"W", b"E"):
+            if pending and pending[:1] not in (b"I", b"W", b"E"):
                 out, pending = out + pending, b""
             if out:
                 os.write(original, out)
@@ -351,7 +349,9 @@ def configure_cpu_devices(count, backend=None):
         try:
             tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
         except RuntimeError as e:  # TF already initialised its devices
-            raise BackendError(f"Cannot split the CPU into {count} devices: {e}. Received: --cpu-devices={count}")
+            raise BackendError(
+                f"Cannot split the CPU into {count} devices: {e}. Received: --cpu-devices={count}"
+            ) from e
     else:
         raise BackendError(
             "--cpu-devices needs a backend with Keras distribution support (jax or tensorflow); "
@@ -381,7 +381,11 @@ def initialize_cluster(coordinator=None, num_processes=None, process_id=None):
 
     backend = keras.backend.backend()
     if backend != "jax":
-        hint = " (TensorFlow multi-worker fails inside Keras 3 fit, keras-team/keras#20585)" if backend == "tensorflow" else ""
+        hint = (
+            " (TensorFlow multi-worker fails inside Keras 3 fit, keras-team/keras#20585)"
+            if backend == "tensorflow"
+            else ""
+        )
         raise BackendError(
             f"Multi-process training runs on the JAX backend only{hint}; use --backend jax. "
             f"Received: --num-processes={num_processes} with backend {backend!r}"
@@ -397,7 +401,9 @@ def initialize_cluster(coordinator=None, num_processes=None, process_id=None):
     # CPU collectives across processes need gloo; it does not affect GPUs.
     # (Asking jax for its devices here would initialise XLA too early.)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    keras.distribution.initialize(job_addresses=coordinator, num_processes=int(num_processes), process_id=int(process_id))
+    keras.distribution.initialize(
+        job_addresses=coordinator, num_processes=int(num_processes), process_id=int(process_id)
+    )
     return jax.process_index(), jax.process_count()
 
 
@@ -642,6 +648,117 @@ def sparse_softmax_cross_entropy(labels, logits):
     return log_normalizer - ops.squeeze(ops.take_along_axis(logits, labels, axis=-1), axis=-1)
 
 
+# === Key/value-cache decoding ===
+#
+# PyTorch runs eagerly, so a decoding step costs what its Python does: every
+# Keras op and copy counts, on one token's worth of arithmetic. There the
+# cache is written in place and attention calls SDPA directly on views of
+# it. JAX and TensorFlow compile the step (jit, tf.function, tf.while_loop
+# in exported graphs) and keep the functional updates, which XLA turns into
+# in-place ones.
+
+
+def decoding_scope():
+    """A context manager for eager decoding loops: no autograd on PyTorch, nothing elsewhere."""
+    import contextlib
+
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()
+
+
+def cache_index(index):
+    """`index` (a position in the cache) in the form the cached attention takes best.
+
+    On PyTorch a Python int (one read of a scalar tensor per step instead of
+    one per layer, and plain slicing of the cache); elsewhere unchanged (a
+    traced scalar under jit / tf.function).
+    """
+    import keras
+
+    if keras.backend.backend() == "torch" and not isinstance(index, int):
+        return int(index)
+    return index
+
+
+def cached_attention(query, key, value, cache, start_index):
+    """Writes `key`/`value` into a layer's cache at `start_index` and attends over it.
+
+    Query `i` (absolute position `start_index + i`) sees the cached keys
+    `0 .. start_index + i`.
+
+    Args:
+        query, key, value: `(batch, seq, heads, head_dim)`, in the cache's dtype.
+        cache: `(batch, 2, max_len, heads, head_dim)`: keys, values.
+        start_index: int or scalar int tensor (see `cache_index`).
+
+    Returns:
+        `(outputs, cache)`: `(batch, seq, heads, head_dim)` and the cache
+        with this step written. On PyTorch the given cache is updated in
+        place (and returned); elsewhere a new tensor.
+    """
+    import keras
+    from keras import ops
+
+    if keras.backend.backend() == "torch" and isinstance(start_index, int):
+        import torch
+
+        seq_len = query.shape[1]
+        end = start_index + seq_len
+        cache[:, 0, start_index:end] = key
+        cache[:, 1, start_index:end] = value
+        # Attend over the filled part only: one new token then needs no mask,
+        # and a prompt written from position 0 is plain causal attention.
+        keys = cache[:, 0, :end].transpose(1, 2)  # (batch, heads, end, head_dim)
+        values = cache[:, 1, :end].transpose(1, 2)
+        mask = None
+        if seq_len > 1 and start_index > 0:
+            positions = torch.arange(end, device=cache.device)
+            mask = positions[start_index:, None] >= positions[None, :]  # (seq, end)
+        outputs = torch.nn.functional.scaled_dot_product_attention(
+            query.transpose(1, 2), keys, values, attn_mask=mask, is_causal=seq_len > 1 and mask is None
+        )
+        return outputs.transpose(1, 2), cache
+    key_cache = ops.slice_update(cache[:, 0], [0, start_index, 0, 0], key)
+    value_cache = ops.slice_update(cache[:, 1], [0, start_index, 0, 0], value)
+    cache = ops.stack((key_cache, value_cache), axis=1)
+    # Query i (absolute position start + i) may see keys 0..start + i.
+    seq_len = ops.shape(query)[1]
+    query_positions = ops.arange(seq_len) + start_index
+    key_positions = ops.arange(ops.shape(key_cache)[1])
+    mask = ops.expand_dims(query_positions, 1) >= ops.expand_dims(key_positions, 0)
+    mask = mask[None, None, :, :]  # (1, 1, seq, max_len)
+    return ops.dot_product_attention(query, key_cache, value_cache, mask=mask), cache
+
+
+def stack_layer_caches(cache, layer_caches):
+    """The model's cache `(batch, layers, 2, max_len, heads, head_dim)` after each layer wrote its own.
+
+    Args:
+        cache: the model's cache the step started from.
+        layer_caches: per layer, the `(batch, 2, max_len, heads, head_dim)`
+            cache `cached_attention` returned for `cache[:, i]`.
+
+    On PyTorch those are views of `cache` written in place, so `cache` is
+    returned as is (a layer cache that is not such a view is copied in);
+    elsewhere they are stacked.
+    """
+    import keras
+    from keras import ops
+
+    if keras.backend.backend() == "torch":
+        for i, layer_cache in enumerate(layer_caches):
+            target = cache[:, i]
+            if layer_cache.data_ptr() != target.data_ptr() or layer_cache.stride() != target.stride():
+                target.copy_(layer_cache)
+        return cache
+    return ops.stack(layer_caches, axis=1)
+
+
 # === Precision ===
 
 # CPU flags of bfloat16 matrix units: AMX tiles, or the AVX512-BF16 dot
@@ -675,7 +792,10 @@ def _nvidia_gpus():
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
@@ -753,8 +873,14 @@ def resolve_precision(precision, backend, device):
     if not units:
         return "float32", f"{name} has no bf16 units (no {' / '.join(BF16_CPU_FLAGS)}): bf16 would be emulated"
     if backend in BF16_FASTER_ON_CPU:
-        return "mixed_bfloat16", f"{name} has bf16 units ({', '.join(units)}) and {backend}'s oneDNN bf16 matmuls measured faster"
-    return "float32", f"{name} has bf16 units ({', '.join(units)}), but {backend}'s CPU bf16 step measured no faster than float32"
+        return (
+            "mixed_bfloat16",
+            f"{name} has bf16 units ({', '.join(units)}) and {backend}'s oneDNN bf16 matmuls measured faster",
+        )
+    return (
+        "float32",
+        f"{name} has bf16 units ({', '.join(units)}), but {backend}'s CPU bf16 step measured no faster than float32",
+    )
 
 
 def fuse_global_clipnorm(optimizer):

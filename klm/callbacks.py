@@ -54,7 +54,7 @@ class StepLogger(keras.callbacks.Callback):
 
     A line reads:
     `| epoch   1 |   200/ 2983 batches | lr 5.00 | ms/batch 123.45 | loss  7.12 | ppl  1234.56 | tok/s  5678`
-    The loss is the mean over the last N batches (the seed's `cur_loss`),
+    The loss is the mean over the last N batches (the reference's `cur_loss`),
     recovered exactly from Keras's running mean.
 
     Used as a plain callback of `model.fit` (each fit epoch is a data epoch),
@@ -77,17 +77,40 @@ class StepLogger(keras.callbacks.Callback):
         stream: where lines go (`None` silences them: the progress bar is on).
         metric: `"ppl"` for language models, `"accuracy"` for classifiers.
         last_step_tokens: tokens in the last batch of an epoch when it is
-            shorter (the seed's contiguous batching); `None`: a full batch.
+            shorter (the reference's contiguous batching); `None`: a full batch.
         grad_accum: batches per optimizer step (the `step` column counts
             optimizer steps).
         tensorboard_dir: folder for TensorBoard event files, or `None`.
     """
 
-    FIELDS = ["time", "epoch", "step", "batch", "lr", "loss", "ppl", "accuracy", "ms_per_batch", "tokens_per_second",
-              "val_loss", "val_ppl", "val_accuracy"]
+    FIELDS = [
+        "time",
+        "epoch",
+        "step",
+        "batch",
+        "lr",
+        "loss",
+        "ppl",
+        "accuracy",
+        "ms_per_batch",
+        "tokens_per_second",
+        "val_loss",
+        "val_ppl",
+        "val_accuracy",
+    ]
 
-    def __init__(self, metrics_path, steps_per_epoch, tokens_per_step, every=200, stream=sys.stdout, metric="ppl",
-                 last_step_tokens=None, grad_accum=1, tensorboard_dir=None):
+    def __init__(
+        self,
+        metrics_path,
+        steps_per_epoch,
+        tokens_per_step,
+        every=200,
+        stream=sys.stdout,
+        metric="ppl",
+        last_step_tokens=None,
+        grad_accum=1,
+        tensorboard_dir=None,
+    ):
         super().__init__()
         self.metrics_path = Path(metrics_path) if metrics_path else None
         self.steps_per_epoch = steps_per_epoch
@@ -116,9 +139,14 @@ class StepLogger(keras.callbacks.Callback):
     # --- resume state ---
 
     def state(self):
-        return {"window": dict(self.window), "tokens_run": self.tokens_run, "timed_tokens": self.timed_tokens,
-                "train_seconds": self.train_seconds, "compile_seconds": self.compile_seconds,
-                "last_loss": self.last_loss}
+        return {
+            "window": dict(self.window),
+            "tokens_run": self.tokens_run,
+            "timed_tokens": self.timed_tokens,
+            "train_seconds": self.train_seconds,
+            "compile_seconds": self.compile_seconds,
+            "last_loss": self.last_loss,
+        }
 
     def load_state(self, state):
         if not state:
@@ -198,9 +226,16 @@ class StepLogger(keras.callbacks.Callback):
         tokens_per_second = window["tokens"] / window["seconds"] if window["seconds"] > 0 else 0.0
         step = self._step(after)
         lr = self._lr(step)
-        row = {"time": round(time.time(), 3), "epoch": self.epoch + 1, "step": step,
-               "batch": self.epoch * self.steps_per_epoch + after, "lr": lr,
-               "loss": window_loss, "ms_per_batch": ms, "tokens_per_second": tokens_per_second}
+        row = {
+            "time": round(time.time(), 3),
+            "epoch": self.epoch + 1,
+            "step": step,
+            "batch": self.epoch * self.steps_per_epoch + after,
+            "lr": lr,
+            "loss": window_loss,
+            "ms_per_batch": ms,
+            "tokens_per_second": tokens_per_second,
+        }
         if self.metric == "ppl":
             row["ppl"] = perplexity(window_loss)
             tail = f"ppl {row['ppl']:8.2f} | tok/s {tokens_per_second:7.0f}"
@@ -208,8 +243,15 @@ class StepLogger(keras.callbacks.Callback):
             row["accuracy"] = float(logs.get("accuracy", float("nan")))
             tail = f"acc {row['accuracy']:6.4f} | tok/s {tokens_per_second:7.0f}"
         self._write_row(row)
-        self._scalars(step, {"train/loss": window_loss, "train/lr": lr, "train/tokens_per_second": tokens_per_second,
-                             **({"train/ppl": row["ppl"]} if "ppl" in row else {})})
+        self._scalars(
+            step,
+            {
+                "train/loss": window_loss,
+                "train/lr": lr,
+                "train/tokens_per_second": tokens_per_second,
+                **({"train/ppl": row["ppl"]} if "ppl" in row else {}),
+            },
+        )
         self.last_loss = window_loss
         if self.stream is not None:
             print(
@@ -224,16 +266,23 @@ class StepLogger(keras.callbacks.Callback):
         logs = logs or {}
         if not self._driven and "val_loss" in logs:  # plain model.fit with validation_data
             self.log_validation(
-                float(logs["val_loss"]), logs.get("val_accuracy"), epoch_end=True,
+                float(logs["val_loss"]),
+                logs.get("val_accuracy"),
+                epoch_end=True,
                 step=self._step(self.offset + self._seg_seen),
             )
 
     # --- validation ---
 
     def log_validation(self, val_loss, val_accuracy=None, epoch_end=False, step=None):
-        """Writes a validation row (and line) at `step`; `epoch_end` prints the seed's block."""
-        row = {"time": round(time.time(), 3), "epoch": self.epoch + 1, "step": step,
-               "batch": self.epoch * self.steps_per_epoch + self.offset + self._seg_seen, "val_loss": val_loss}
+        """Writes a validation row (and line) at `step`; `epoch_end` prints the reference's block."""
+        row = {
+            "time": round(time.time(), 3),
+            "epoch": self.epoch + 1,
+            "step": step,
+            "batch": self.epoch * self.steps_per_epoch + self.offset + self._seg_seen,
+            "val_loss": val_loss,
+        }
         if self.metric == "ppl":
             row["val_ppl"] = perplexity(val_loss)
             text = f"valid loss {val_loss:5.2f} | valid ppl {row['val_ppl']:8.2f}"
@@ -248,8 +297,11 @@ class StepLogger(keras.callbacks.Callback):
         if epoch_end:
             line = "-" * 89
             elapsed = time.perf_counter() - self._epoch_wall_start
-            print(f"{line}\n| end of epoch {self.epoch + 1:3d} | time: {elapsed:7.2f}s | {text}\n{line}",
-                  file=self.stream, flush=True)
+            print(
+                f"{line}\n| end of epoch {self.epoch + 1:3d} | time: {elapsed:7.2f}s | {text}\n{line}",
+                file=self.stream,
+                flush=True,
+            )
         else:
             print(f"| step {step:6d} | {text}", file=self.stream, flush=True)
 
@@ -259,7 +311,7 @@ class StepLogger(keras.callbacks.Callback):
         return (self.epoch * self.steps_per_epoch + position_in_epoch) // self.grad_accum
 
     def _lr(self, step):
-        """The learning rate the last step used (as the seed logs it).
+        """The learning rate the last step used (as the reference logs it).
 
         `optimizer.learning_rate` is the schedule at the *next* step: at the end
         of an epoch with staircase decay it would already show the decayed rate.
@@ -325,7 +377,6 @@ def plot_curves(metrics_csv, out_png, metric="ppl"):
     with runs.atomic_path(out_png, ".png") as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
-
 
 
 def _format_lr(lr):

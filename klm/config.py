@@ -1,23 +1,104 @@
 """Typed, validated configs for klm's jobs; the CLI flags are their fields.
 
-Each dataclass validates itself in `__post_init__` and names the CLI flag in
-its errors, so the library and the command line report mistakes the same
-way. `to_dict()` gives the resolved config that is saved in the run folder.
+Each field that is a command-line option is declared with `option(default,
+help, choices=..., check=...)`: its default, its choices, its help text and
+its checks live there and nowhere else. `klm.cli.options` builds the click
+options of `klm pretrain`, `klm finetune`, `klm estimate` and `klm generate`
+from these fields (the help ends with the field's default), and
+`__post_init__` checks every field against them (`check_fields`), naming the
+CLI flag in its errors, so the library and the command line report mistakes
+the same way. `to_dict()` gives the resolved config that is saved in the run
+folder.
 """
 
 import dataclasses
+import functools
 import math
-from typing import Optional
+import typing
 
 from klm.errors import ConfigError
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "auto")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
-STRATEGIES = ("auto", "single", "data", "model", "fsdp", "mirrored", "multi-worker")
+STRATEGIES = ("auto", "single", "data", "mirrored", "model", "fsdp", "multi-worker")
 BATCHINGS = ("contiguous", "shuffled")
 TOKENIZERS = ("word", "wordpiece", "sentencepiece", "sentencepiece-bpe", "byte")
 SAMPLERS = ("greedy", "top_k", "top_p", "random")
+JIT_MODES = ("auto", "on", "off")
+VERBOSITIES = ("auto", "bar", "lines", "quiet")
+LORA_TARGETS = ("attention", "qv", "all")
+POOLINGS = ("last", "mean")
+# The names of `klm.models.presets.PRESETS`, kept here so that checking a
+# config and `klm pretrain --help` import no Keras (a test keeps them equal).
+PRESET_NAMES = ("seed", "tiny", "small", "base")
+
+
+def option(default, help=None, *, choices=None, check=None, required=None, flag=None, default_help=None, cli=True):
+    """A config field that is also a command-line option.
+
+    Args:
+        default: the field's default, which is also the option's.
+        help: the option's help, without the default (the CLI appends it).
+            A subclass that re-declares the field may leave it out to keep
+            its base's.
+        choices: the allowed values (a `click.Choice`; checked by
+            `check_fields`).
+        check: `"positive"`, `"non_negative"`, or an interval such as
+            `"(0, 1]"`, `"[0, 1)"` or `"(1, inf)"`.
+        required: for a field that must be set: what it names, for the
+            error (`"Expected --data (what). Received: --data=''"`).
+        flag: the flag when it is not `--field-name` (`"--from"`), or
+            `"--on/--off"` for a two-way boolean switch.
+        default_help: how the help states the default when the value says
+            little (`"detected from the data"`).
+        cli: `False` for a checked field that has no flag.
+    """
+    metadata = dict(
+        help=help, choices=choices, check=check, required=required, flag=flag, default_help=default_help, cli=cli
+    )
+    return dataclasses.field(default=default, metadata={k: v for k, v in metadata.items() if v is not None})
+
+
+@functools.cache
+def field_spec(cls, name):
+    """The `option(...)` settings of field `name` of dataclass `cls`.
+
+    A subclass that only changes a default (`lr: float = 3e-4`) keeps its
+    base's help, choices and checks; one that re-declares the field with
+    `option(...)` replaces the settings it names.
+    """
+    spec = {}
+    for klass in reversed(cls.__mro__):
+        declared = vars(klass).get("__dataclass_fields__", {})
+        if name in declared:
+            spec.update(declared[name].metadata)
+    return spec
+
+
+def flag_of(cls, name):
+    """The command-line flag of field `name` (`"--multi-label"` for `--multi-label/--single-label`)."""
+    return field_spec(cls, name).get("flag", _flag(name)).split("/")[0]
+
+
+def check_fields(config):
+    """Checks each field of `config` against its `option(...)`: required, choices, range. Errors name the flag."""
+    cls = type(config)
+    for field in dataclasses.fields(config):
+        spec = field_spec(cls, field.name)
+        value = getattr(config, field.name)
+        if spec.get("required") and not value:
+            flag = flag_of(cls, field.name)
+            raise ConfigError(f"Expected {flag} ({spec['required']}). Received: {flag}={value!r}")
+        if value is None and (field.default is None or type(None) in typing.get_args(field.type)):
+            continue
+        if "choices" in spec:
+            _check_choice(field.name, value, spec["choices"])
+        check = spec.get("check")
+        if check in ("positive", "non_negative"):
+            _check_positive(field.name, value, allow_zero=check == "non_negative")
+        elif check:
+            _check_interval(field.name, value, check)
 
 
 def _flag(name):
@@ -29,98 +110,130 @@ def _check_choice(name, value, choices):
         raise ConfigError(f"Expected {_flag(name)} in {', '.join(choices)}. Received: {_flag(name)}={value!r}")
 
 
-def _check_positive(name, value, allow_none=False, allow_zero=False):
-    if value is None and allow_none:
-        return
-    bad = value is None or (isinstance(value, float) and math.isnan(value)) or value < 0 or (value == 0 and not allow_zero)
+def _check_positive(name, value, allow_zero=False):
+    bad = value is None or (isinstance(value, float) and math.isnan(value))
+    bad = bad or value < 0 or (value == 0 and not allow_zero)
     if bad:
         what = "a non-negative" if allow_zero else "a positive"
         raise ConfigError(f"Expected {_flag(name)} to be {what} number. Received: {_flag(name)}={value!r}")
+
+
+def _check_interval(name, value, interval):
+    """`interval` like `"(0, 1]"`: round brackets leave the end out; `inf` has no upper end."""
+    low, high = (part.strip() for part in interval[1:-1].split(","))
+    low_open, high_open = interval[0] == "(", interval[-1] == ")"
+    try:
+        ok = (float(low) < value if low_open else float(low) <= value) and (
+            value < float(high) if high_open else value <= float(high)
+        )
+    except TypeError:
+        ok = False
+    if not ok:
+        flag = _flag(name)
+        if high == "inf":
+            expected = f"{flag} {'>' if low_open else '>='} {low}"
+        else:
+            expected = f"{low} {'<' if low_open else '<='} {flag} {'<' if high_open else '<='} {high}"
+        raise ConfigError(f"Expected {expected}. Received: {flag}={value!r}")
 
 
 @dataclasses.dataclass
 class TrainingOptions:
     """Options shared by pretraining and fine-tuning."""
 
-    run_dir: str = "runs/default"
-    backend: Optional[str] = None
-    epochs: int = 1
-    max_steps: Optional[int] = None
-    batch_size: int = 20
-    seq_len: int = 35
-    optimizer: str = "sgd"
-    lr: float = 5.0
-    weight_decay: float = 0.01
-    clipnorm: Optional[float] = 0.5
-    schedule: str = "step"
-    lr_decay: float = 0.95
-    warmup_steps: int = 0
-    grad_accum: int = 1
-    precision: str = "float32"
-    jit: str = "auto"
-    steps_per_execution: int = 1
-    strategy: str = "auto"
-    mesh: Optional[str] = None
-    cpu_devices: Optional[int] = None
-    coordinator: Optional[str] = None
-    num_processes: Optional[int] = None
-    process_id: Optional[int] = None
-    seed: int = 0
-    log_every: int = 200
-    backup_every: int = 200
-    eval_every: Optional[int] = None
-    eval_steps: Optional[int] = None
-    early_stop_patience: Optional[int] = None
-    early_stop_min_delta: float = 0.0
-    restart: bool = False
-    dropout: Optional[float] = None
-    verbose: str = "auto"
-    lora_rank: Optional[int] = None
-    lora_alpha: Optional[float] = None
-    lora_targets: str = "attention"
+    run_dir: str = option("runs/default", "Run folder (created; re-running the same command resumes it).")
+    # `--backend` is `klm.cli.common.backend_option`: it is applied while the flags are parsed.
+    backend: str | None = None
+    epochs: int = option(1, "Passes over the training data.", check="positive")
+    max_steps: int | None = option(None, "Stop after this many optimizer steps in total.", check="positive")
+    batch_size: int = option(20, "Global batch size.", check="positive")
+    seq_len: int = option(35, "Tokens per sequence (the reference's bptt).", check="(1, inf)")
+    optimizer: str = option("sgd", "Optimizer.", choices=OPTIMIZERS)
+    lr: float = option(5.0, "Peak learning rate.", check="positive")
+    weight_decay: float = option(0.01, "AdamW weight decay.", check="non_negative")
+    clipnorm: float | None = option(0.5, "Global gradient-norm clipping (0: off).", check="non_negative")
+    schedule: str = option(
+        "step",
+        "LR schedule: step (x lr-decay per epoch, the reference's StepLR), cosine (warm-up + cosine), constant.",
+        choices=SCHEDULES,
+    )
+    lr_decay: float = option(0.95, "Per-epoch LR factor for --schedule step.", check="(0, 1]")
+    warmup_steps: int = option(0, "Linear warm-up steps for --schedule cosine.", check="non_negative")
+    grad_accum: int = option(1, "Accumulate gradients over this many batches per step.", check="positive")
+    precision: str = option(
+        "float32",
+        "Compute precision (bfloat16: bf16 weights too, halves a big checkpoint's "
+        "memory). auto: mixed_bfloat16 where the device has bf16 units and the backend's bf16 "
+        "step measures faster there, else float32 (the choice and why are logged).",
+        choices=PRECISIONS,
+    )
+    jit: str = option("auto", "XLA compilation (TF/JAX).", choices=JIT_MODES)
+    steps_per_execution: int = option(1, "Training steps per compiled call (fewer host round trips).", check="positive")
+    strategy: str = option(
+        "auto",
+        "Distribution: auto = all local accelerators (TF Mirrored / JAX DataParallel), single = one device.",
+        choices=STRATEGIES,
+    )
+    mesh: str | None = option(None, "Device mesh for --strategy model/fsdp (JAX), e.g. data=2,model=2.")
+    cpu_devices: int | None = option(
+        None, "Split the CPU into N logical devices (data parallelism without accelerators; JAX/TF).", check="positive"
+    )
+    coordinator: str | None = option(None, "HOST:PORT of process 0, for multi-process JAX training.")
+    num_processes: int | None = option(None, "Number of processes in a multi-process JAX run.", check="positive")
+    process_id: int | None = option(None, "This process's rank (0 .. num-processes-1).", check="non_negative")
+    seed: int = option(0, "Random seed (weights, shuffling, dropout).")
+    log_every: int = option(200, "Log a line every N steps.", check="positive")
+    backup_every: int = option(
+        200, "Write the resume backup every N optimizer steps (a kill loses at most these).", check="positive"
+    )
+    eval_every: int | None = option(
+        None,
+        "Validate every N optimizer steps (and at each epoch end); best.keras is chosen by step.",
+        check="positive",
+    )
+    eval_steps: int | None = option(None, "Validate on the first K batches only.", check="positive", default_help="all")
+    early_stop_patience: int | None = option(
+        None,
+        "Stop after P validations without improvement (needs validation data).",
+        check="positive",
+        default_help="off",
+    )
+    early_stop_min_delta: float = option(
+        0.0, "Smallest drop of the validation loss that counts as an improvement.", check="non_negative"
+    )
+    restart: bool = option(False, "Delete the run folder's old run and start over.")
+    dropout: float | None = option(None, "Override the preset's dropout.", check="[0, 1)")
+    verbose: str = option(
+        "auto", "Progress display: bar (Keras), lines (plain log lines), auto = bar on a terminal.", choices=VERBOSITIES
+    )
+    lora_rank: int | None = option(
+        None, "Train LoRA adapters of this rank (and the head) instead of the whole backbone.", check="positive"
+    )
+    lora_alpha: float | None = option(
+        None, "LoRA scale numerator (updates x alpha/rank).", check="positive", default_help="the rank"
+    )
+    lora_targets: str = option(
+        "attention",
+        "Layers that get adapters: attention (q, k, v, output), qv, or all (+ feed-forward).",
+        choices=LORA_TARGETS,
+    )
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "grad_accum", "log_every", "backup_every", "steps_per_execution"):
-            _check_positive(name, getattr(self, name))
-        _check_positive("max_steps", self.max_steps, allow_none=True)
-        for name in ("eval_every", "eval_steps", "early_stop_patience"):
-            _check_positive(name, getattr(self, name), allow_none=True)
-        _check_positive("early_stop_min_delta", self.early_stop_min_delta, allow_zero=True)
-        _check_positive("cpu_devices", self.cpu_devices, allow_none=True)
-        _check_positive("num_processes", self.num_processes, allow_none=True)
-        _check_positive("process_id", self.process_id, allow_none=True, allow_zero=True)
+        check_fields(self)  # every field, the data and command fields of the subclasses too
         if self.num_processes and self.process_id is not None and self.process_id >= self.num_processes:
             raise ConfigError(
-                f"Expected --process-id < --num-processes ({self.num_processes}). Received: --process-id={self.process_id}"
+                f"Expected --process-id < --num-processes ({self.num_processes}). "
+                f"Received: --process-id={self.process_id}"
             )
-        _check_positive("lr", self.lr)
-        _check_positive("weight_decay", self.weight_decay, allow_zero=True)
-        _check_positive("clipnorm", self.clipnorm, allow_none=True, allow_zero=True)
-        _check_positive("warmup_steps", self.warmup_steps, allow_zero=True)
-        if self.seq_len is None or self.seq_len <= 1:
-            raise ConfigError(f"Expected --seq-len > 1. Received: --seq-len={self.seq_len!r}")
-        if not 0 < self.lr_decay <= 1:
-            raise ConfigError(f"Expected 0 < --lr-decay <= 1. Received: --lr-decay={self.lr_decay!r}")
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise ConfigError(f"Expected 0 <= --dropout < 1. Received: --dropout={self.dropout!r}")
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("precision", self.precision, PRECISIONS)
-        _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("jit", self.jit, ("auto", "on", "off"))
-        _check_choice("verbose", self.verbose, ("auto", "bar", "lines", "quiet"))
-        _check_positive("lora_rank", self.lora_rank, allow_none=True)
-        _check_positive("lora_alpha", self.lora_alpha, allow_none=True)
         if self.lora_alpha is not None and self.lora_rank is None:
             raise ConfigError(f"--lora-alpha needs --lora-rank. Received: --lora-alpha={self.lora_alpha!r}")
-        _check_choice("lora_targets", self.lora_targets, ("attention", "qv", "all"))
         if self.backend is not None:
             from klm.backend import BackendError, normalize
 
             try:
                 self.backend = normalize(self.backend)
             except BackendError as e:
-                raise ConfigError(str(e).replace("backend=", "--backend="))
+                raise ConfigError(str(e).replace("backend=", "--backend=")) from None
         if self.precision == "auto":
             self.resolve_precision()
 
@@ -148,111 +261,114 @@ class TrainingOptions:
 class DataOptions:
     """How raw text becomes tokens (ignored for prepared folders)."""
 
-    tokenizer: str = "word"
-    vocab_size: Optional[int] = None
-    min_freq: int = 1
-    text_field: str = "text"
-    lowercase: bool = False
-    strict: bool = False
-    scrub_privacy: bool = False
+    # None (fine-tuning): the tokenizer of the run it starts from.
+    tokenizer: str | None = option(
+        "word",
+        "Tokenizer to train on the data.",
+        choices=TOKENIZERS,
+        default_help="word (the reference's basic_english)",
+    )
+    vocab_size: int | None = option(
+        None, "Vocabulary size (word: keep the N most frequent).", check="positive", default_help="all"
+    )
+    min_freq: int = option(1, "Word tokenizer: drop words seen fewer times.", check="positive")
+    text_field: str = option("text", "Text field (JSONL) or column (CSV/TSV).")
+    lowercase: bool = option(False, "Lower-case text before tokenizing.")
+    strict: bool = option(False, "Fail on invalid UTF-8, naming file and line (default: replace and count).")
+    scrub_privacy: bool = option(
+        False, "Replace e-mails, URLs, IPs, phone and card numbers, secrets with placeholders."
+    )
 
     def __post_init__(self):
-        if self.tokenizer is not None:
-            _check_choice("tokenizer", self.tokenizer, TOKENIZERS)
-        _check_positive("vocab_size", self.vocab_size, allow_none=True)
-        _check_positive("min_freq", self.min_freq)
+        check_fields(self)
 
 
 @dataclasses.dataclass
 class PretrainConfig(TrainingOptions, DataOptions):
-    """Everything `klm pretrain` needs. Defaults reproduce the seed's run.
+    """Everything `klm pretrain` needs. Defaults reproduce the reference's run.
 
-    Attributes:
-        data: training text: a file, glob, folder, prepared folder (from
-            `klm prepare`) or dataset name (`wikitext-2`).
-        valid: validation file (default: the source's own split, or a
-            `valid_fraction` of the training text).
-        test: held-out file for a final perplexity.
-        preset: model size (`seed`, `tiny`, `small`, `base`).
-        batching: `contiguous` (the seed's batchify/bptt) or `shuffled`.
-        init_from: continue pretraining from a checkpoint (a klm run folder,
-            a keras-hub preset, `hf://ORG/NAME`, `kaggle://...`, or a local
-            keras-hub / Transformers folder) with its own tokenizer;
-            `preset` and the tokenizer options are then ignored.
+    Each field is a `klm pretrain` flag; its help (`klm pretrain --help`) is
+    in its `option(...)` below. `init_from` continues pretraining a
+    checkpoint with its own tokenizer; `preset` and the tokenizer options are
+    then ignored.
     """
 
-    data: str = ""
-    valid: Optional[str] = None
-    test: Optional[str] = None
-    valid_fraction: float = 0.0
-    preset: str = "seed"
-    batching: str = "contiguous"
-    eval_batch_size: int = 10
-    init_from: Optional[str] = None
-
-    def __post_init__(self):
-        TrainingOptions.__post_init__(self)
-        DataOptions.__post_init__(self)
-        if not self.data:
-            raise ConfigError("Expected --data (a file, glob, folder, prepared folder or dataset name). Received: --data=''")
-        from klm.models.presets import PRESETS
-
-        _check_choice("preset", self.preset, tuple(PRESETS))
-        _check_choice("batching", self.batching, BATCHINGS)
-        _check_positive("eval_batch_size", self.eval_batch_size)
-        if not 0 <= self.valid_fraction < 1:
-            raise ConfigError(f"Expected 0 <= --valid-fraction < 1. Received: --valid-fraction={self.valid_fraction!r}")
+    data: str = option(
+        "",
+        "Training text: file, glob, folder, prepared folder (klm prepare) or dataset name (wikitext-2).",
+        required="a file, glob, folder, prepared folder or dataset name",
+    )
+    valid: str | None = option(None, "Validation file (default: the source's valid split, or --valid-fraction).")
+    test: str | None = option(None, "Held-out file for the final test perplexity.")
+    valid_fraction: float = option(
+        0.0, "Hold out this fraction of the training text when there is no validation file.", check="[0, 1)"
+    )
+    preset: str = option("seed", "Model size.", choices=PRESET_NAMES)
+    batching: str = option(
+        "contiguous", "contiguous = the reference's batchify/bptt; shuffled = random windows.", choices=BATCHINGS
+    )
+    eval_batch_size: int = option(
+        10, "Batch size for validation/test.", check="positive", default_help="10 (the reference's)"
+    )
+    init_from: str | None = option(
+        None,
+        "Continue pretraining a checkpoint (klm run, keras-hub preset, "
+        "hf://ORG/NAME, kaggle://..., local folder) with its own tokenizer; --preset "
+        "and tokenizer options are then unused.",
+    )
 
 
 @dataclasses.dataclass
-class FinetuneConfig(TrainingOptions, DataOptions):
-    """Everything `klm finetune` needs.
+class FineTuningOptions(TrainingOptions, DataOptions):
+    """What `klm finetune` shares between `--task classify` (`FinetuneConfig`) and `--task sft` (`SftConfig`):
+    the checkpoint it starts from, the data files, and fine-tuning's training defaults."""
 
-    Attributes:
-        from_run: a pretrained checkpoint (a klm run folder, a keras-hub
-            preset, `hf://ORG/NAME`, `kaggle://...`, a local keras-hub or
-            Transformers folder), or `"none"` to train from scratch.
-        train / valid / test: labelled data (`LABEL TEXT` lines, CSV/TSV,
-            JSONL).
-        label_field: label column / field for CSV, TSV and JSONL.
-        multi_label: `None` detects it from the data (lists of labels).
-        pooling: `last` or `mean`.
-        head_dropout: dropout on the pooled vector.
-        freeze_backbone: train only the head.
-    """
-
-    from_run: str = "none"
-    train: str = ""
-    # None: the pretrained run's tokenizer (or "word" with --from none).
-    tokenizer: Optional[str] = None
-    valid: Optional[str] = None
-    test: Optional[str] = None
-    preset: str = "tiny"
-    label_field: str = "label"
-    multi_label: Optional[bool] = None
-    pooling: str = "last"
-    head_dropout: float = 0.1
-    freeze_backbone: bool = False
+    from_run: str = option(
+        "none",
+        "Start from: a klm run folder, a keras-hub preset (gpt2_base_en), hf://ORG/NAME, "
+        "kaggle://..., a local keras-hub or Transformers folder; or 'none' to train from scratch.",
+        flag="--from",
+    )
+    train: str = option(
+        "",
+        "Training data: labelled text ('LABEL TEXT' lines, CSV/TSV or JSONL); with --task sft, "
+        "prompt -> response records (JSONL prompt/response, Alpaca or chat messages; TSV/CSV).",
+        required="labelled data file",
+    )
+    valid: str | None = option(None, "Validation data, like --train.")
+    test: str | None = option(None, "Test data, like --train (reported at the end).")
+    tokenizer: str | None = option(None, default_help="the --from run's; word with --from none")
+    preset: str = option("tiny", "Model size with --from none.", choices=PRESET_NAMES)
+    freeze_backbone: bool = option(
+        False, "Train only the classifier head (--task sft: only the LoRA adapters, so it needs --lora-rank)."
+    )
     batch_size: int = 32
     seq_len: int = 64
     optimizer: str = "adamw"
     lr: float = 3e-4
-    clipnorm: Optional[float] = 1.0
+    clipnorm: float | None = 1.0
     schedule: str = "constant"
     epochs: int = 3
     log_every: int = 50
 
-    def __post_init__(self):
-        TrainingOptions.__post_init__(self)
-        DataOptions.__post_init__(self)
-        if not self.train:
-            raise ConfigError("Expected --train (labelled data file). Received: --train=''")
-        from klm.models.presets import PRESETS
 
-        _check_choice("preset", self.preset, tuple(PRESETS))
-        _check_choice("pooling", self.pooling, ("last", "mean"))
-        if not 0 <= self.head_dropout < 1:
-            raise ConfigError(f"Expected 0 <= --head-dropout < 1. Received: --head-dropout={self.head_dropout!r}")
+@dataclasses.dataclass
+class FinetuneConfig(FineTuningOptions):
+    """Everything `klm finetune` (`--task classify`) needs: a classifier head on labelled text.
+
+    `multi_label=None` detects it from the data (lists of labels). Each
+    field is a `klm finetune` flag; its help is in its `option(...)`.
+    """
+
+    label_field: str = option("label", "Label field (JSONL) or column (CSV/TSV).")
+    multi_label: bool | None = option(
+        None,
+        "Multi-label (sigmoid) or single-label (softmax) head.",
+        flag="--multi-label/--single-label",
+        default_help="detected from the data",
+    )
+    pooling: str = option("last", "Pool the last real token or the mean.", choices=POOLINGS)
+    head_dropout: float = option(0.1, "Dropout before the classifier head.", check="[0, 1)")
 
 
 @dataclasses.dataclass
@@ -261,18 +377,13 @@ class GenerateConfig:
 
     run_dir: str
     prompt: str
-    max_new_tokens: int = 50
-    sampler: str = "top_k"
-    temperature: float = 1.0
-    top_k: int = 10
-    top_p: float = 0.9
-    seed: Optional[int] = None
-    backend: Optional[str] = None
+    max_new_tokens: int = option(50, "Tokens to generate at most.", check="positive")
+    sampler: str = option("top_k", "Decoding strategy.", choices=SAMPLERS)
+    temperature: float = option(1.0, "Softmax temperature.", check="positive")
+    top_k: int = option(10, "k for --sampler top_k.", check="positive")
+    top_p: float = option(0.9, "p for --sampler top_p.", check="(0, 1]")
+    seed: int | None = option(None, "Random seed for sampling.")
+    backend: str | None = None
 
     def __post_init__(self):
-        _check_choice("sampler", self.sampler, SAMPLERS)
-        _check_positive("max_new_tokens", self.max_new_tokens)
-        _check_positive("temperature", self.temperature)
-        _check_positive("top_k", self.top_k)
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"Expected 0 < --top-p <= 1. Received: --top-p={self.top_p!r}")
+        check_fields(self)

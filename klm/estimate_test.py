@@ -57,8 +57,9 @@ def test_estimate_tiny_run(tmp_path):
     data = make_text(tmp_path / "train.txt")
     valid = make_text(tmp_path / "valid.txt", lines=40, seed=1)
     run_dir = tmp_path / "run"
-    config = PretrainConfig(data=data, valid=valid, preset="tiny", batch_size=4, seq_len=8, epochs=2,
-                            run_dir=str(run_dir))
+    config = PretrainConfig(
+        data=data, valid=valid, preset="tiny", batch_size=4, seq_len=8, epochs=2, run_dir=str(run_dir)
+    )
     report = estimate(config, measure_steps=2, warmup_steps=1, log=lambda message: None)
     assert not run_dir.exists()  # an estimate writes nothing
 
@@ -81,15 +82,17 @@ def test_estimate_tiny_run(tmp_path):
     assert expected["training"] == pytest.approx(tokens["total_steps"] * measured["seconds_per_step"])
     assert expected["evaluation"] > 0  # a validation file was given
     assert expected["checkpoints"] > 0
-    assert expected["total"] == pytest.approx(expected["data"] + expected["startup"] + expected["training"]
-                                              + expected["evaluation"] + expected["checkpoints"])
+    assert expected["total"] == pytest.approx(
+        expected["data"] + expected["startup"] + expected["training"] + expected["evaluation"] + expected["checkpoints"]
+    )
     text = format_report(report)
     assert f"{report['parameters']:,}" in text and "expected time" in text
 
 
 def test_estimate_without_measuring_and_max_steps(tmp_path):
-    config = PretrainConfig(data=make_text(tmp_path / "train.txt"), preset="tiny", batch_size=4, seq_len=8,
-                            max_steps=7, optimizer="adamw")
+    config = PretrainConfig(
+        data=make_text(tmp_path / "train.txt"), preset="tiny", batch_size=4, seq_len=8, max_steps=7, optimizer="adamw"
+    )
     report = estimate(config, measure_steps=0)
     assert report["measured"] is None and report["expected_seconds"] is None
     assert report["tokens"]["total_steps"] == 7 and report["tokens"]["total"] == 7 * 32
@@ -109,12 +112,29 @@ def test_cli_estimate_json(tmp_path):
     from klm.cli.main import main
 
     data = make_text(tmp_path / "train.txt")
-    result = CliRunner().invoke(main, [
-        "estimate", "--data", data, "--preset", "tiny", "--batch-size", "4", "--seq-len", "8",
-        "--measure-steps", "1", "--measure-warmup", "1", "--run-dir", str(tmp_path / "run"), "--json",
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "estimate",
+            "--data",
+            data,
+            "--preset",
+            "tiny",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "8",
+            "--measure-steps",
+            "1",
+            "--measure-warmup",
+            "1",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout[result.stdout.index("{"):])
+    report = json.loads(result.stdout[result.stdout.index("{") :])
     assert report["backend"] == keras.backend.backend()
     assert report["preset"] == "tiny" and report["batch_size"] == 4 and report["measured"]["steps"] == 1
     assert not (tmp_path / "run").exists()
@@ -126,3 +146,34 @@ def test_cli_estimate_bad_flag(tmp_path):
     result = CliRunner().invoke(main, ["estimate", "--data", make_text(tmp_path / "t.txt"), "--seq-len", "1"])
     assert result.exit_code != 0
     assert "--seq-len" in result.output
+
+
+def test_checkpoint_memory_and_activation_options():
+    from klm.estimate import checkpoint_flops_per_token, checkpoint_memory
+
+    lm = activation_bytes_per_token(1000, 64, 2, 4, 128, 16)
+    assert activation_bytes_per_token(1000, 64, 2, 4, 128, 16, lm_head=False) == lm - 1000 * 8
+    assert activation_bytes_per_token(1000, 64, 2, 4, 128, 16, gated=True) == lm + 2 * 4 * 128
+    dims = dict(
+        vocabulary_size=1000,
+        hidden_dim=64,
+        num_layers=2,
+        num_heads=4,
+        intermediate_dim=128,
+        dropout=0.0,
+        gated=False,
+        matmul_parameters=2 * (4 * 64 * 64 + 2 * 64 * 128),
+    )
+    full = checkpoint_memory(100_000, 100_000, dims, 4, 16, "float32", "adamw")
+    lora = checkpoint_memory(100_000, 1_000, dims, 4, 16, "float32", "adamw")
+    bf16 = checkpoint_memory(100_000, 1_000, dims, 4, 16, "bfloat16", "sgd", grad_accum=2)
+    assert full["optimizer_state_mib"] == pytest.approx(8 * 100_000 / 2**20)
+    assert lora["gradients_mib"] == pytest.approx(4 * 1_000 / 2**20)
+    assert lora["activations_mib"] == full["activations_mib"]  # the backward pass still runs through the backbone
+    assert bf16["weights_mib"] == pytest.approx(2 * 100_000 / 2**20)
+    assert bf16["optimizer_state_mib"] == pytest.approx(2 * 1_000 / 2**20)  # the accumulator only
+    frozen = checkpoint_memory(100_000, 100, dims, 4, 16, "float32", "adamw", backbone_frozen=True)
+    assert frozen["activations_mib"] < full["activations_mib"]
+    # The klm formula (6N + attention) for full fine-tuning of a causal LM; LoRA skips the weight gradients.
+    assert checkpoint_flops_per_token(dims, 16, "full") == flops_per_token(1000, 64, 2, 128, 16)
+    assert checkpoint_flops_per_token(dims, 16, "lora") == pytest.approx(4 / 6 * flops_per_token(1000, 64, 2, 128, 16))

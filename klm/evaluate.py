@@ -1,14 +1,25 @@
 """`evaluate_run`: perplexity of a language model, accuracy/F1 of a classifier."""
 
-
-
 from klm import runs
-from klm.metrics import classification_metrics  # noqa: F401 - its old import path
-from klm.metrics import perplexity
+from klm.metrics import (
+    classification_metrics,  # noqa: F401 - its old import path
+    perplexity,
+)
 
 
-def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text", label_field="label",
-                 seq_len=None, dtype=None, add_start_token=None, max_new_tokens=None, samples=3):
+def evaluate_run(
+    run_dir,
+    data,
+    backend=None,
+    batch_size=None,
+    text_field="text",
+    label_field="label",
+    seq_len=None,
+    dtype=None,
+    add_start_token=None,
+    max_new_tokens=None,
+    samples=3,
+):
     """Evaluates a finished run, or a pretrained checkpoint, on a data file.
 
     Language model (klm run): mean next-token loss, perplexity and token
@@ -44,26 +55,39 @@ def evaluate_run(run_dir, data, backend=None, batch_size=None, text_field="text"
     from klm.pretrained.checkpoint import classify
 
     if classify(run_dir) == "klm_run" and runs.read_run_config(run_dir).get("finetune_task") == "sft":
-        return evaluate_sft(run_dir, data, backend=backend, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                            samples=samples, dtype=dtype)
+        return evaluate_sft(
+            run_dir,
+            data,
+            backend=backend,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            samples=samples,
+            dtype=dtype,
+        )
     if classify(run_dir) != "klm_run" or runs.read_run_config(run_dir).get("pretrained"):
-        return _evaluate_pretrained(run_dir, data, backend, batch_size, text_field, label_field, seq_len, dtype,
-                                    add_start_token)
+        return _evaluate_pretrained(
+            run_dir, data, backend, batch_size, text_field, label_field, seq_len, dtype, add_start_token
+        )
     run = runs.load_run(run_dir)
     result = {"run_dir": str(run.path), "data": str(data), "task": run.task, "backend": backend}
     if run.task == "causal_lm" and not _is_klm_causal_lm(run.model):
-        return _evaluate_pretrained(run_dir, data, backend, batch_size, text_field, label_field, seq_len, dtype,
-                                    add_start_token)
+        return _evaluate_pretrained(
+            run_dir, data, backend, batch_size, text_field, label_field, seq_len, dtype, add_start_token
+        )
     if run.task == "causal_lm":
         seq_len = run.seq_len
         batch = batch_size or int(run.config.get("eval_batch_size", 10))
-        from klm.data.lm_inputs import lm_model_inputs
-        from klm.data.lm_inputs import num_tokens as count_tokens
+        from klm.data.lm.model_inputs import lm_model_inputs
+        from klm.data.lm.model_inputs import num_tokens as count_tokens
         from klm.losses import lm_loss
 
         corpus = data_lib.load_corpus(
-            data, tokenizer=run.tokenizer, text_field=text_field,
-            eos_between_documents=run.config.get("eos_between_documents"), verbose=False, role="evaluation",
+            data,
+            tokenizer=run.tokenizer,
+            text_field=text_field,
+            eos_between_documents=run.config.get("eos_between_documents"),
+            verbose=False,
+            role="evaluation",
         )
         tokens, num_tokens = corpus.train, count_tokens(corpus.train)
         steps = data_lib.lm_steps_per_epoch(num_tokens, seq_len, batch, mode="contiguous")
@@ -109,20 +133,39 @@ def evaluate_sft(run_dir, data, backend=None, batch_size=None, max_new_tokens=No
     seq_len = int(config.get("seq_len", 128))
     end_id, start_id = settings.get("end_token_id"), settings.get("start_token_id")
     pad_id = int(settings.get("pad_token_id") or 0)
-    examples, report = encode_conversations(conversations, template, run.tokenizer, seq_len, truncate="prompt",
-                                            end_token_id=end_id, start_token_id=start_id)
-    batches = batching.padded_batches(examples, batch_size or int(config.get("eval_batch_size", 32)), pad_id,
-                                      seq_len)
+    examples, report = encode_conversations(
+        conversations, template, run.tokenizer, seq_len, truncate="prompt", end_token_id=end_id, start_token_id=start_id
+    )
+    batches = batching.padded_batches(examples, batch_size or int(config.get("eval_batch_size", 32)), pad_id, seq_len)
     loss, tokens = response_loss(run.model, batches)
     budget = max_new_tokens or int(config.get("max_new_tokens", 64))
-    metrics = generation_metrics(run.model, run.tokenizer, template, conversations, budget, end_id, start_id,
-                                 limit=position_limit(run.model), samples=samples)
+    metrics = generation_metrics(
+        run.model,
+        run.tokenizer,
+        template,
+        conversations,
+        budget,
+        end_id,
+        start_id,
+        limit=position_limit(run.model),
+        samples=samples,
+    )
     return {
-        "run_dir": str(run_dir), "data": str(data), "task": "causal_lm", "finetune_task": "sft", "backend": backend,
-        "template": template.source, "examples": len(conversations), "response_tokens": tokens,
-        "response_loss": loss, "response_perplexity": perplexity(loss),
-        "exact_match": metrics["exact_match"], "token_f1": metrics["token_f1"], "max_new_tokens": budget,
-        "truncated_examples": report["truncated_examples"], "samples": metrics["samples"],
+        "run_dir": str(run_dir),
+        "data": str(data),
+        "task": "causal_lm",
+        "finetune_task": "sft",
+        "backend": backend,
+        "template": template.source,
+        "examples": len(conversations),
+        "response_tokens": tokens,
+        "response_loss": loss,
+        "response_perplexity": perplexity(loss),
+        "exact_match": metrics["exact_match"],
+        "token_f1": metrics["token_f1"],
+        "max_new_tokens": budget,
+        "truncated_examples": report["truncated_examples"],
+        "samples": metrics["samples"],
     }
 
 
@@ -144,20 +187,32 @@ def _is_klm_causal_lm(model):
     return isinstance(model, KlmCausalLM)
 
 
-def _evaluate_pretrained(spec, data, backend, batch_size, text_field, label_field, seq_len, dtype,
-                         add_start_token):
+def _evaluate_pretrained(spec, data, backend, batch_size, text_field, label_field, seq_len, dtype, add_start_token):
     from klm.pretrained import evaluate_checkpoint, load_checkpoint
 
     checkpoint = load_checkpoint(spec, dtype=dtype)
-    result = {"run_dir": str(spec), "data": str(data), "task": checkpoint.task, "backend": backend,
-              "checkpoint": checkpoint.source}
+    result = {
+        "run_dir": str(spec),
+        "data": str(data),
+        "task": checkpoint.task,
+        "backend": backend,
+        "checkpoint": checkpoint.source,
+    }
     if checkpoint.task != "causal_lm":  # a classifier run on a pretrained backbone
         result.update(_classifier_metrics(checkpoint.run, data, batch_size, text_field, label_field))
         return result
     if seq_len is None and checkpoint.run is not None:
         seq_len = checkpoint.config.get("seq_len")
-    result.update(evaluate_checkpoint(checkpoint, data, seq_len=seq_len, batch_size=batch_size,
-                                      text_field=text_field, add_start_token=add_start_token))
+    result.update(
+        evaluate_checkpoint(
+            checkpoint,
+            data,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            text_field=text_field,
+            add_start_token=add_start_token,
+        )
+    )
     return result
 
 
@@ -178,8 +233,11 @@ def format_result(result):
             f"token F1:            {result['token_f1']:.4f}",
         ]
         for sample in result["samples"]:
-            lines += [f"--- prompt:    {sample['prompt']!r}", f"    reference: {sample['reference']!r}",
-                      f"    generated: {sample['generated']!r}"]
+            lines += [
+                f"--- prompt:    {sample['prompt']!r}",
+                f"    reference: {sample['reference']!r}",
+                f"    generated: {sample['generated']!r}",
+            ]
         return "\n".join(lines)
     if result["task"] == "causal_lm":
         if "convention" in result:
@@ -190,13 +248,16 @@ def format_result(result):
             f"perplexity: {result['perplexity']:.2f}",
         ]
         return "\n".join(lines)
-    lines += [f"examples:  {result['examples']:,}", f"accuracy:  {result['accuracy']:.4f}",
-              f"macro-F1:  {result['macro_f1']:.4f}"]
+    lines += [
+        f"examples:  {result['examples']:,}",
+        f"accuracy:  {result['accuracy']:.4f}",
+        f"macro-F1:  {result['macro_f1']:.4f}",
+    ]
     if "confusion_matrix" in result:
         labels = result["labels"]
-        width = max(8, *(len(str(l)) + 1 for l in labels))
+        width = max(8, *(len(str(label)) + 1 for label in labels))
         lines.append("confusion matrix (rows: true, columns: predicted):")
-        lines.append(" " * width + "".join(f"{str(l):>{width}}" for l in labels))
+        lines.append(" " * width + "".join(f"{str(label):>{width}}" for label in labels))
         for label, row in zip(labels, result["confusion_matrix"]):
             lines.append(f"{str(label):>{width}}" + "".join(f"{v:>{width}}" for v in row))
     return "\n".join(lines)

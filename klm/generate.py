@@ -30,8 +30,9 @@ def tokens_to_list(tokenized):
     return [[int(i) for i in row] for row in np.asarray(tokenized)]
 
 
-def generate_text(run, prompts, max_new_tokens=50, sampler="greedy", temperature=1.0, top_k=10,
-                  top_p=0.9, seed=None, on_token=None):
+def generate_text(
+    run, prompts, max_new_tokens=50, sampler="greedy", temperature=1.0, top_k=10, top_p=0.9, seed=None, on_token=None
+):
     """Continues each prompt with up to `max_new_tokens` tokens.
 
     Decoding runs one token at a time through the model's `call_with_cache`
@@ -75,11 +76,12 @@ def generate_text(run, prompts, max_new_tokens=50, sampler="greedy", temperature
                 # Decode the whole continuation and emit the new suffix, so
                 # multi-byte characters and subword joins come out right.
                 new_text = detokenize(tokenizer, generated)
-                on_token(row, new_text[len(text):])
+                on_token(row, new_text[len(text) :])
                 text = new_text
 
-        generate_ids(model, prompt_ids, max_new_tokens, sampler_obj, stop_token_id=end_id, pad_id=pad_id,
-                     on_token_id=emit)
+        generate_ids(
+            model, prompt_ids, max_new_tokens, sampler_obj, stop_token_id=end_id, pad_id=pad_id, on_token_id=emit
+        )
         outputs.append(detokenize(tokenizer, generated))
     return outputs
 
@@ -94,12 +96,14 @@ def position_limit(model):
     return getattr(backbone, "max_sequence_length", None)
 
 
-def generate_ids(model, prompt_ids, max_new_tokens, sampler, stop_token_id=None, pad_id=0, on_token_id=None,
-                 stop_when=None):
+def generate_ids(
+    model, prompt_ids, max_new_tokens, sampler, stop_token_id=None, pad_id=0, on_token_id=None, stop_when=None
+):
     """Token ids generated after `prompt_ids` (one row), with the KV cache.
 
-    Works for `KlmCausalLM` and every keras-hub `CausalLM` (both expose
-    `_build_cache` and `call_with_cache`).
+    Works for `KlmCausalLM` and every keras-hub `CausalLM`: decodes with
+    `klm.decoding.prefill` and `klm.decoding.decode_step`, as `generate()`
+    and the exported graph do.
 
     Args:
         model: the causal LM.
@@ -107,6 +111,8 @@ def generate_ids(model, prompt_ids, max_new_tokens, sampler, stop_token_id=None,
         max_new_tokens: int.
         sampler: a keras-hub `Sampler` (see `make_sampler`).
         stop_token_id: generation stops before this id (not returned).
+        pad_id: unused (the cache's positions past the prompt are written
+            as decoding reaches them); kept for callers.
         on_token_id: optional callback `(id)` for each new id.
         stop_when: optional callable `(ids) -> bool` called with the ids so
             far after each new one; `True` ends generation (stop strings).
@@ -116,7 +122,7 @@ def generate_ids(model, prompt_ids, max_new_tokens, sampler, stop_token_id=None,
     """
     from keras import ops
 
-    from klm.models import KlmCausalLM
+    from klm import backend, decoding
 
     prompt_ids = [int(i) for i in prompt_ids]
     n = len(prompt_ids)
@@ -127,31 +133,22 @@ def generate_ids(model, prompt_ids, max_new_tokens, sampler, stop_token_id=None,
             f"Prompt ({n} tokens) + --max-new-tokens {max_new_tokens} exceeds the model's "
             f"{limit} positions. Received: --max-new-tokens={max_new_tokens}"
         )
-    ids = np.full((1, total), pad_id, dtype="int32")
-    ids[0, :n] = prompt_ids
-    if isinstance(model, KlmCausalLM):
-        _, cache = model._build_cache(ops.convert_to_tensor(ids[:, :n]))
-        # _build_cache sized the cache for the prompt; grow it to the full length.
-        cache = ops.pad(cache, [[0, 0], [0, 0], [0, 0], [0, max_new_tokens], [0, 0], [0, 0]])
-    else:
-        # keras-hub sizes the cache by the (padded) input, as its generate() does.
-        _, cache = model._build_cache(ops.convert_to_tensor(ids))
-    logits, _, cache = model.call_with_cache(ops.convert_to_tensor(ids[:, n - 1 : n]), cache, n - 1)
-    generated = []
-    for index in range(n, total):
-        probabilities = sampler.compute_probabilities(ops.cast(ops.squeeze(logits, axis=1), "float32"))
-        next_id = int(ops.convert_to_numpy(sampler.get_next_token(probabilities))[0])
-        if stop_token_id is not None and next_id == stop_token_id:
-            break
-        generated.append(next_id)
-        if on_token_id is not None:
-            on_token_id(next_id)
-        if stop_when is not None and stop_when(generated):
-            break
-        if index + 1 < total:
-            logits, _, cache = model.call_with_cache(
-                ops.convert_to_tensor(np.array([[next_id]], "int32")), cache, index
-            )
+    with backend.decoding_scope():
+        logits, cache = decoding.prefill(model, ops.convert_to_tensor(np.array([prompt_ids], "int32")), total)
+        generated = []
+        for index in range(n, total):
+            probabilities = sampler.compute_probabilities(logits)
+            next_id = int(ops.convert_to_numpy(sampler.get_next_token(probabilities))[0])
+            if stop_token_id is not None and next_id == stop_token_id:
+                break
+            generated.append(next_id)
+            if on_token_id is not None:
+                on_token_id(next_id)
+            if stop_when is not None and stop_when(generated):
+                break
+            if index + 1 < total:
+                next_ids = ops.convert_to_tensor(np.array([[next_id]], "int32"))
+                logits, cache = decoding.decode_step(model, next_ids, cache, index)
     return generated
 
 
@@ -190,8 +187,21 @@ def cut_at_stop(text, stop):
     return text[: min(cuts)], True
 
 
-def generate_reply(run, prompt, history=(), system=None, max_new_tokens=50, sampler="greedy", temperature=1.0,
-                   top_k=10, top_p=0.9, seed=None, stop=(), on_text=None, raw=False):
+def generate_reply(
+    run,
+    prompt,
+    history=(),
+    system=None,
+    max_new_tokens=50,
+    sampler="greedy",
+    temperature=1.0,
+    top_k=10,
+    top_p=0.9,
+    seed=None,
+    stop=(),
+    on_text=None,
+    raw=False,
+):
     """The response of an SFT run to `prompt`, with the run's template applied (the way it was trained).
 
     The conversation so far (`history`, `(prompt, response)` pairs, and a
@@ -249,13 +259,14 @@ def generate_reply(run, prompt, history=(), system=None, max_new_tokens=50, samp
         if on_text is not None:
             visible = cut if found else text[: max(len(text) - holdback, shown[0])]
             if len(visible) > shown[0]:
-                on_text(visible[shown[0]:])
+                on_text(visible[shown[0] :])
                 shown[0] = len(visible)
         return found
 
-    generated = generate_ids(model, ids, max_new_tokens, sampler_obj, stop_token_id=end_id, pad_id=pad_id,
-                             stop_when=stop_when)
+    generated = generate_ids(
+        model, ids, max_new_tokens, sampler_obj, stop_token_id=end_id, pad_id=pad_id, stop_when=stop_when
+    )
     text, _ = cut_at_stop(text_of(generated), stop)
     if on_text is not None and len(text) > shown[0]:
-        on_text(text[shown[0]:])
+        on_text(text[shown[0] :])
     return text

@@ -38,16 +38,20 @@ def test_loss_class_reduction_and_bfloat16_logits():
     ours = SparseCrossEntropyFromLogits()
     np.testing.assert_allclose(float(ours(labels, logits)), float(keras_loss(labels, logits)), rtol=1e-6)
     weights = np.linspace(0, 1, labels.size).reshape(labels.shape).astype("float32")
-    np.testing.assert_allclose(float(ours(labels, logits, sample_weight=weights)),
-                               float(keras_loss(labels, logits, sample_weight=weights)), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(ours(labels, logits, sample_weight=weights)),
+        float(keras_loss(labels, logits, sample_weight=weights)),
+        rtol=1e-6,
+    )
     # bfloat16 logits are computed in float32: the result is the float32 loss
     # of the bf16-rounded logits.
     bf16 = ops.cast(logits, "bfloat16")
     got = sparse_cross_entropy_from_logits(labels, bf16)
     assert keras.backend.standardize_dtype(got.dtype) == "float32"
     rounded = ops.convert_to_numpy(ops.cast(bf16, "float32"))
-    np.testing.assert_allclose(ops.convert_to_numpy(got),
-                               ops.convert_to_numpy(sparse_cross_entropy_from_logits(labels, rounded)), rtol=1e-6)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(got), ops.convert_to_numpy(sparse_cross_entropy_from_logits(labels, rounded)), rtol=1e-6
+    )
 
 
 def test_config_round_trip():
@@ -62,8 +66,9 @@ def _train_curve(loss, steps=6):
 
     keras.utils.set_random_seed(0)
     model = KlmCausalLM(backbone_from_preset("tiny", vocabulary_size=53))
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0, global_clipnorm=0.5), loss=loss,
-                  weighted_metrics=[])
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=1.0, global_clipnorm=0.5), loss=loss, weighted_metrics=[]
+    )
     x = np.random.default_rng(0).integers(0, 53, (4, 9)).astype("int32")
     curve = []
     for _ in range(steps):  # one batch, repeated: the loss must fall

@@ -98,13 +98,12 @@ def load_model(path):
     warning about skipping that state is silenced.
     """
     import warnings
+    import zipfile
 
     import keras
 
     import klm.layers  # noqa: F401 - registers klm's serializable classes
     import klm.models  # noqa: F401
-
-    import zipfile
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")

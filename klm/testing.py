@@ -40,8 +40,8 @@ def token_batch(batch_size=2, seq_len=8, vocab=TINY_VOCAB, seed=0, padding=None)
     return {"token_ids": token_ids, "padding_mask": padding_mask}
 
 
-def seed_torch_parameter_count(vocabulary_size, hidden_dim=200, intermediate_dim=200, num_layers=2):
-    """Parameters of the seed's PyTorch `TransformerModel` (computed by hand).
+def reference_torch_parameter_count(vocabulary_size, hidden_dim=200, intermediate_dim=200, num_layers=2):
+    """Parameters of the reference's PyTorch `TransformerModel` (computed by hand).
 
     Embedding `V*d`, decoder `d*V + V`, and per `nn.TransformerEncoderLayer`:
     in-projection `3d*d + 3d`, out-projection `d*d + d`, `linear1` `d*h + h`,

@@ -13,10 +13,13 @@ from pathlib import Path
 
 from klm import runs
 from klm.config import FinetuneConfig, PretrainConfig
-from klm.errors import ConfigError, RunDirError
-from klm.errors import TrainingDiverged  # noqa: F401 - importable from here, as before
-from klm.errors import TrainingInterrupted  # noqa: F401
-from klm.training.session import LoopPlan, TrainingSession, jit_compile, optimizer_steps, total_batches
+from klm.errors import (
+    ConfigError,
+    RunDirError,
+    TrainingDiverged,  # noqa: F401 - importable from here, as before
+    TrainingInterrupted,  # noqa: F401
+)
+from klm.training.session import LoopPlan, TrainingSession, jit_compile, optimizer_steps
 
 
 def __getattr__(name):
@@ -24,7 +27,7 @@ def __getattr__(name):
     # TensorFlow with this module): `lm_model_inputs`, `num_tokens` to
     # `klm.data.lm_inputs`, `lm_loss` to `klm.losses`.
     if name in ("lm_model_inputs", "num_tokens"):
-        from klm.data import lm_inputs
+        from klm.data.lm import model_inputs as lm_inputs
 
         return getattr(lm_inputs, name)
     if name == "lm_loss":
@@ -33,10 +36,21 @@ def __getattr__(name):
         return lm_loss
     raise AttributeError(f"module 'klm.train' has no attribute {name!r}")
 
+
 # Fields that must match when an existing run folder is resumed: changing any
 # of them would silently train a different model on the old checkpoint.
-_IDENTITY_FIELDS = ("task", "preset", "tokenizer", "vocab_size", "seq_len", "min_freq", "from_run", "init_from",
-                    "lora_rank", "lora_targets")
+_IDENTITY_FIELDS = (
+    "task",
+    "preset",
+    "tokenizer",
+    "vocab_size",
+    "seq_len",
+    "min_freq",
+    "from_run",
+    "init_from",
+    "lora_rank",
+    "lora_targets",
+)
 
 
 def _log(message):
@@ -65,23 +79,10 @@ def _cleaning(config, classification=False):
     return chosen or None
 
 
-def _plan(config, steps_per_epoch):
-    return LoopPlan(
-        steps_per_epoch=steps_per_epoch,
-        total_batches=total_batches(config, steps_per_epoch),
-        grad_accum=config.grad_accum,
-        backup_every=config.backup_every,
-        eval_every=config.eval_every,
-        eval_steps=config.eval_steps,
-        early_stop_patience=config.early_stop_patience,
-        early_stop_min_delta=config.early_stop_min_delta,
-    )
-
-
 def build_optimizer(config, steps_per_epoch, total_steps):
     """SGD (the seed) or AdamW, with the configured schedule and clipping.
 
-    `schedule="step"` is the seed's `StepLR(1.0, gamma)`: the learning rate is
+    `schedule="step"` is the reference's `StepLR(1.0, gamma)`: the learning rate is
     multiplied by `lr_decay` once per epoch (`ExponentialDecay` with
     `staircase=True` and `decay_steps` = optimizer steps per epoch). `"cosine"`
     is a linear warm-up followed by cosine decay to zero at `total_steps`.
@@ -97,7 +98,9 @@ def build_optimizer(config, steps_per_epoch, total_steps):
     # `steps_per_epoch` batches is steps_per_epoch / N steps.
     if config.schedule == "step":
         learning_rate = keras.optimizers.schedules.ExponentialDecay(
-            config.lr, decay_steps=max(steps_per_epoch / config.grad_accum, 1), decay_rate=config.lr_decay,
+            config.lr,
+            decay_steps=max(steps_per_epoch / config.grad_accum, 1),
+            decay_rate=config.lr_decay,
             staircase=True,
         )
     elif config.schedule == "cosine":
@@ -125,7 +128,6 @@ def build_optimizer(config, steps_per_epoch, total_steps):
     return optimizer
 
 
-
 def load_pretrain_corpus(config, tokenizer=None):
     """The training/valid/test token streams of a `PretrainConfig`.
 
@@ -151,24 +153,32 @@ def load_pretrain_corpus(config, tokenizer=None):
     )
 
 
-def build_causal_lm(config, vocabulary_size, steps_per_epoch, total_steps):
-    """A compiled, built `KlmCausalLM` for `config` (call inside the distribution scope)."""
+def compile_causal_lm(model, config, steps_per_epoch, total_steps, loss=None):
+    """Compiles a causal LM for training: `config`'s optimizer, `--jit` and `--steps-per-execution`.
+
+    `loss`: `lm_loss()` by default (SFT passes its response-only loss).
+    """
     from klm.losses import lm_loss
 
+    model.compile(
+        optimizer=build_optimizer(config, steps_per_epoch, total_steps),
+        loss=lm_loss() if loss is None else loss,
+        weighted_metrics=[],
+        jit_compile=jit_compile(config),
+        steps_per_execution=config.steps_per_execution,
+        sampler="greedy",
+    )
+
+
+def build_causal_lm(config, vocabulary_size, steps_per_epoch, total_steps):
+    """A compiled, built `KlmCausalLM` for `config` (call inside the distribution scope)."""
     from klm.models import KlmBackbone, KlmCausalLM, preset_config
 
     if getattr(config, "precision_reason", None):  # --precision auto: say what was chosen and why
         _log(f"[klm] {config.precision_reason}")
     backbone = KlmBackbone(**preset_config(config.preset, vocabulary_size, dropout=config.dropout))
     model = KlmCausalLM(backbone)
-    model.compile(
-        optimizer=build_optimizer(config, steps_per_epoch, total_steps),
-        loss=lm_loss(),
-        weighted_metrics=[],
-        jit_compile=jit_compile(config),
-        steps_per_execution=config.steps_per_execution,
-        sampler="greedy",
-    )
+    compile_causal_lm(model, config, steps_per_epoch, total_steps)
     model.build({"token_ids": (None, None), "padding_mask": (None, None)})
     build_optimizer_state(model)
     return model
@@ -182,7 +192,6 @@ def build_optimizer_state(model):
     """
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-
 
 
 # === Pretraining ===
@@ -205,12 +214,14 @@ def pretrain(config: PretrainConfig):
 
     session = TrainingSession(config, task="causal_lm")
     from klm import data as data_lib
-    from klm.data.lm_inputs import lm_model_inputs, num_tokens
+    from klm.data.lm.model_inputs import lm_model_inputs, num_tokens
 
     with session:
         session.open(_IDENTITY_FIELDS)
-        _log(f"klm pretrain: backend={session.backend} run_dir={session.run_dir}"
-             f"{' (resuming)' if session.resuming else ''}")
+        _log(
+            f"klm pretrain: backend={session.backend} run_dir={session.run_dir}"
+            f"{' (resuming)' if session.resuming else ''}"
+        )
         scope, description = session.distribution()
         checkpoint = None
         if config.init_from:
@@ -231,13 +242,13 @@ def pretrain(config: PretrainConfig):
                 f"The training text has {train_tokens} tokens, too few for one batch of "
                 f"--batch-size {config.batch_size} x --seq-len {config.seq_len}. Received: --data={config.data!r}"
             )
-        # Contiguous batching ends each epoch with the seed's shorter step (if
+        # Contiguous batching ends each epoch with the reference's shorter step (if
         # the columns do not divide evenly); count its tokens exactly.
         tokens_per_epoch = data_lib.lm_tokens_per_epoch(
             train_tokens, config.seq_len, config.batch_size, mode=config.batching
         )
         tokens_per_step = config.batch_size * config.seq_len
-        plan = _plan(config, steps_per_epoch)
+        plan = LoopPlan.from_config(config, steps_per_epoch)
         finished = session.already_finished(plan)
         if finished is not None:
             return finished
@@ -260,9 +271,13 @@ def pretrain(config: PretrainConfig):
         eval_ds = {}
         for split in ("valid", "test"):
             # Held-out splits too short for one batch of eval_batch_size are skipped.
-            if corpus.split(split) is not None and data_lib.lm_steps_per_epoch(
-                num_tokens(corpus.split(split)), config.seq_len, config.eval_batch_size, mode="contiguous"
-            ) >= 1:
+            if (
+                corpus.split(split) is not None
+                and data_lib.lm_steps_per_epoch(
+                    num_tokens(corpus.split(split)), config.seq_len, config.eval_batch_size, mode="contiguous"
+                )
+                >= 1
+            ):
                 eval_ds[split] = lm_model_inputs(
                     data_lib.lm_dataset(corpus.split(split), config.seq_len, config.eval_batch_size, mode="contiguous")
                 )
@@ -278,11 +293,15 @@ def pretrain(config: PretrainConfig):
             f"data: {train_tokens:,} training tokens, {steps_per_epoch} steps/epoch of "
             f"{config.batch_size}x{config.seq_len}, vocabulary {vocabulary_size:,}"
         )
-        logger = session.step_logger(steps_per_epoch, tokens_per_step, "ppl",
-                                     last_step_tokens=tokens_per_epoch - (steps_per_epoch - 1) * tokens_per_step)
+        logger = session.step_logger(
+            steps_per_epoch,
+            tokens_per_step,
+            "ppl",
+            last_step_tokens=tokens_per_epoch - (steps_per_epoch - 1) * tokens_per_step,
+        )
         state = session.fit(model, plan, make_train_data, eval_ds.get("valid"), logger)
 
-        # Report the best checkpoint on held-out data, as the seed does.
+        # Report the best checkpoint on held-out data, as the reference does.
         best = runs.load_model(runs.checkpoint_path(session.run_dir, "best"))
         best.compile(loss=lm_loss(), weighted_metrics=[])
         valid_loss = _evaluate_loss(best, eval_ds.get("valid"))
@@ -298,8 +317,10 @@ def pretrain(config: PretrainConfig):
         }
         if test_loss is not None and session.chief:
             line = "=" * 89
-            print(f"{line}\n| End of training | test loss {test_loss:5.2f} | test ppl {_ppl(test_loss):8.2f}\n{line}",
-                  flush=True)
+            print(
+                f"{line}\n| End of training | test loss {test_loss:5.2f} | test ppl {_ppl(test_loss):8.2f}\n{line}",
+                flush=True,
+            )
         return session.finish(model, state, logger, extra, metric="ppl")
 
 
@@ -321,8 +342,13 @@ def _checkpoint_corpus(config, checkpoint):
     if valid is None and config.valid_fraction:
         cut = int(len(train) * (1 - config.valid_fraction))
         train, valid = train[:cut], train[cut:]
-    return Corpus(tokenizer=checkpoint.tokenizer, train=train, valid=valid, test=test,
-                  eos_between_documents=checkpoint.end_token_id is not None)
+    return Corpus(
+        tokenizer=checkpoint.tokenizer,
+        train=train,
+        valid=valid,
+        test=test,
+        eos_between_documents=checkpoint.end_token_id is not None,
+    )
 
 
 def _lora(model, config, session):
@@ -333,34 +359,29 @@ def _lora(model, config, session):
 
     info = apply_lora(model, config.lora_rank, alpha=config.lora_alpha, targets=config.lora_targets)
     session.summary_extra["lora"] = {k: info[k] for k in ("rank", "alpha", "targets", "lora", "trainable", "total")}
-    _log(f"LoRA rank {info['rank']} (alpha {info['alpha']}) on {len(info['layers'])} layers: "
-         f"{info['trainable']:,} of {info['total']:,} parameters train")
+    _log(
+        f"LoRA rank {info['rank']} (alpha {info['alpha']}) on {len(info['layers'])} layers: "
+        f"{info['trainable']:,} of {info['total']:,} parameters train"
+    )
 
 
 def _compile_pretrained_lm(checkpoint, config, session, steps_per_epoch, total_steps):
     """The checkpoint's causal LM, compiled like `build_causal_lm` (call inside the distribution scope)."""
-    from klm.losses import lm_loss
-
     model = checkpoint.causal_lm
     # Batches arrive tokenized; the tokenizer is saved in the run's tokenizer/.
     if hasattr(model, "preprocessor"):
         model.preprocessor = None
     _lora(model, config, session)
-    model.compile(
-        optimizer=build_optimizer(config, steps_per_epoch, total_steps),
-        loss=lm_loss(),
-        weighted_metrics=[],
-        jit_compile=jit_compile(config),
-        steps_per_execution=config.steps_per_execution,
-        sampler="greedy",
-    )
+    compile_causal_lm(model, config, steps_per_epoch, total_steps)
     build_optimizer_state(model)
     return model
 
 
 def _describe(model):
-    return str(model) if type(model).__module__.startswith("klm") else (
-        f"<{type(model).__name__} {model.count_params():,} params>"
+    return (
+        str(model)
+        if type(model).__module__.startswith("klm")
+        else (f"<{type(model).__name__} {model.count_params():,} params>")
     )
 
 
@@ -390,8 +411,10 @@ def finetune(config: FinetuneConfig):
     checkpoint = None
     with session:
         session.open(_IDENTITY_FIELDS)
-        _log(f"klm finetune: backend={session.backend} run_dir={session.run_dir}"
-             f"{' (resuming)' if session.resuming else ''}")
+        _log(
+            f"klm finetune: backend={session.backend} run_dir={session.run_dir}"
+            f"{' (resuming)' if session.resuming else ''}"
+        )
         scope, description = session.distribution()
         if pretrained is not None:
             tokenizer = data_lib.load_tokenizer(str(Path(config.from_run) / runs.TOKENIZER_DIR))
@@ -400,8 +423,11 @@ def finetune(config: FinetuneConfig):
             with scope:
                 checkpoint = _load_checkpoint(config.from_run, config)
             tokenizer = checkpoint.tokenizer
-            session.resolved.update(pretrained=checkpoint.source, tokenizer=checkpoint.source.get("tokenizer"),
-                                    preset=checkpoint.source.get("architecture"))
+            session.resolved.update(
+                pretrained=checkpoint.source,
+                tokenizer=checkpoint.source.get("tokenizer"),
+                preset=checkpoint.source.get("architecture"),
+            )
         else:
             tokenizer = session.load_tokenizer()
         labels_path = session.run_dir / runs.LABELS_FILE
@@ -439,18 +465,28 @@ def finetune(config: FinetuneConfig):
             )
         vocabulary_size = int(tokenizer.vocabulary_size())
         steps_per_epoch = math.ceil(len(labelled.train["texts"]) / config.batch_size)
-        plan = _plan(config, steps_per_epoch)
+        plan = LoopPlan.from_config(config, steps_per_epoch)
         finished = session.already_finished(plan)
         if finished is not None:
             return finished
-        session.resolved.update(vocabulary_size=vocabulary_size, labels=labels, multi_label=multi_label,
-                                cleaning_report=getattr(labelled, "cleaning_report", None))
+        session.resolved.update(
+            vocabulary_size=vocabulary_size,
+            labels=labels,
+            multi_label=multi_label,
+            cleaning_report=getattr(labelled, "cleaning_report", None),
+        )
         session.write_run_files(tokenizer, {runs.LABELS_FILE: {"labels": labels, "multi_label": multi_label}})
 
         def dataset(split, shuffle, epoch=None):
             return data_lib.classification_dataset(
-                split["texts"], split["labels"], tokenizer, config.seq_len, config.batch_size, shuffle=shuffle,
-                seed=config.seed, epoch=epoch,
+                split["texts"],
+                split["labels"],
+                tokenizer,
+                config.seq_len,
+                config.batch_size,
+                shuffle=shuffle,
+                seed=config.seed,
+                epoch=epoch,
             )
 
         def make_train_data(epoch, offset, length):
@@ -503,8 +539,10 @@ def finetune(config: FinetuneConfig):
                 extra[f"{split}_macro_f1"] = metrics["macro_f1"]
         extra["train_tokens"] = state.batches_done * config.batch_size * config.seq_len
         if "test_accuracy" in extra and session.chief:
-            print(f"| End of training | test accuracy {extra['test_accuracy']:.4f} | "
-                  f"test macro-F1 {extra['test_macro_f1']:.4f}")
+            print(
+                f"| End of training | test accuracy {extra['test_accuracy']:.4f} | "
+                f"test macro-F1 {extra['test_macro_f1']:.4f}"
+            )
         return session.finish(model, state, logger, extra, metric="accuracy")
 
 
@@ -552,4 +590,3 @@ def _pretrained_source(config, resolved):
     resolved["tokenizer"] = source_config.get("tokenizer")
     resolved["preset"] = source_config.get("preset")
     return source_config
-

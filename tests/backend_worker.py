@@ -14,7 +14,7 @@ import numpy as np
 
 
 def parity_model():
-    """The seed's architecture at a tiny size, dropout off, weights fixed by NumPy."""
+    """The reference's architecture at a tiny size, dropout off, weights fixed by NumPy."""
     from klm.models import KlmBackbone, KlmCausalLM
     from klm.models.presets import preset_config
 

@@ -1,6 +1,7 @@
 """End-to-end: the `klm` commands on tiny data, on the backend of this process."""
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -12,8 +13,8 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import run_in_backend
+
 from klm.cli.main import main
 
 BACKEND = keras.backend.backend()
@@ -53,9 +54,14 @@ TINY = ["--preset", "tiny", "--batch-size", "4", "--seq-len", "8", "--log-every"
 
 def test_help_lists_commands_without_importing_keras():
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from klm.cli.main import main; sys.argv=['klm','--help'];\n"
-         "try:\n main()\nexcept SystemExit: pass\nprint('KERAS_IMPORTED', 'keras' in sys.modules)"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from klm.cli.main import main; sys.argv=['klm','--help'];\n"
+            "try:\n main()\nexcept SystemExit: pass\nprint('KERAS_IMPORTED', 'keras' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert "pretrain" in proc.stdout and "finetune" in proc.stdout
     assert "KERAS_IMPORTED False" in proc.stdout
@@ -65,8 +71,26 @@ def test_pretrain_evaluate_generate_finetune_evaluate(tmp_path):
     train = make_corpus(tmp_path / "train.txt")
     valid = make_corpus(tmp_path / "valid.txt", lines=60, seed=1)
     run = str(tmp_path / "lm")
-    result = invoke(["pretrain", "--data", train, "--valid", valid, "--test", valid, "--run-dir", run,
-                     "--max-steps", "30", "--optimizer", "adamw", "--lr", "3e-3", *TINY])
+    result = invoke(
+        [
+            "pretrain",
+            "--data",
+            train,
+            "--valid",
+            valid,
+            "--test",
+            valid,
+            "--run-dir",
+            run,
+            "--max-steps",
+            "30",
+            "--optimizer",
+            "adamw",
+            "--lr",
+            "3e-3",
+            *TINY,
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert "| epoch   1 |" in result.output and "test ppl" in result.output
     summary = json.load(open(os.path.join(run, "summary.json")))
@@ -87,9 +111,35 @@ def test_pretrain_evaluate_generate_finetune_evaluate(tmp_path):
 
     labelled = make_labelled(tmp_path / "labels.txt")
     clf = str(tmp_path / "clf")
-    result = invoke(["finetune", "--from", run, "--train", labelled, "--valid", labelled, "--test", labelled,
-                     "--run-dir", clf, "--epochs", "6", "--lr", "1e-2", "--pooling", "mean", "--batch-size", "8", "--seq-len", "16",
-                     "--log-every", "5", "--verbose", "lines"])
+    result = invoke(
+        [
+            "finetune",
+            "--from",
+            run,
+            "--train",
+            labelled,
+            "--valid",
+            labelled,
+            "--test",
+            labelled,
+            "--run-dir",
+            clf,
+            "--epochs",
+            "6",
+            "--lr",
+            "1e-2",
+            "--pooling",
+            "mean",
+            "--batch-size",
+            "8",
+            "--seq-len",
+            "16",
+            "--log-every",
+            "5",
+            "--verbose",
+            "lines",
+        ]
+    )
     assert result.exit_code == 0, result.output
     clf_summary = json.load(open(os.path.join(clf, "summary.json")))
     assert clf_summary["labels"] == ["0", "1"]
@@ -130,8 +180,20 @@ def test_bad_flags_are_clear_errors(tmp_path, args, message):
 @pytest.mark.skipif(BACKEND != "torch", reason="only the PyTorch trainer runs one step per call")
 def test_steps_per_execution_is_refused_on_torch_before_any_work(tmp_path):
     train = make_corpus(tmp_path / "train.txt", lines=20)
-    result = invoke(["pretrain", "--data", train, "--run-dir", str(tmp_path / "r"), "--backend", "torch",
-                     "--steps-per-execution", "4", *TINY])
+    result = invoke(
+        [
+            "pretrain",
+            "--data",
+            train,
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--backend",
+            "torch",
+            "--steps-per-execution",
+            "4",
+            *TINY,
+        ]
+    )
     assert result.exit_code != 0
     assert "Expected --steps-per-execution 1 with the torch backend" in result.output
     assert "--steps-per-execution=4" in result.output
@@ -139,20 +201,44 @@ def test_steps_per_execution_is_refused_on_torch_before_any_work(tmp_path):
 
 
 def test_log_lines_show_the_learning_rate_each_step_used(tmp_path):
-    # Staircase decay per epoch (the seed's StepLR): the last step of epoch 1
+    # Staircase decay per epoch (the reference's StepLR): the last step of epoch 1
     # still ran at lr 1.00; the first of epoch 2 at 0.50.
     train = make_corpus(tmp_path / "train.txt", lines=60)
-    result = invoke(["pretrain", "--data", train, "--run-dir", str(tmp_path / "r"), "--preset", "tiny",
-                     "--batch-size", "4", "--seq-len", "8", "--verbose", "lines", "--optimizer", "sgd",
-                     "--lr", "1.0", "--lr-decay", "0.5", "--epochs", "2", "--log-every", "1000"])
+    result = invoke(
+        [
+            "pretrain",
+            "--data",
+            train,
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--preset",
+            "tiny",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "8",
+            "--verbose",
+            "lines",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1.0",
+            "--lr-decay",
+            "0.5",
+            "--epochs",
+            "2",
+            "--log-every",
+            "1000",
+        ]
+    )
     assert result.exit_code == 0, result.output
     ends = [line for line in result.output.splitlines() if line.startswith("| epoch") and "batches" in line]
     assert len(ends) == 2, result.output
     assert "lr 1.00" in ends[0] and "lr 0.50" in ends[1], ends
 
 
-def test_pretrain_keeps_the_seeds_short_last_step(tmp_path):
-    # Contiguous batching ends each epoch with the seed's shorter step; steps,
+def test_pretrain_keeps_the_references_short_last_step(tmp_path):
+    # Contiguous batching ends each epoch with the reference's shorter step; steps,
     # tokens and the log's step counter count it (also when Keras runs several
     # steps per call, where its batch index overshoots the epoch's end).
     from klm.data import lm_steps_per_epoch, lm_tokens_per_epoch
@@ -176,8 +262,23 @@ def test_pretrain_keeps_the_seeds_short_last_step(tmp_path):
 def test_kill_and_resume(tmp_path):
     train = make_corpus(tmp_path / "train.txt", lines=400)
     run = tmp_path / "lm"
-    command = [sys.executable, "-m", "klm.cli.main", "pretrain", "--data", train, "--run-dir", str(run),
-               "--max-steps", "150", "--backup-every", "10", "--jit", "off", *TINY]
+    command = [
+        sys.executable,
+        "-m",
+        "klm.cli.main",
+        "pretrain",
+        "--data",
+        train,
+        "--run-dir",
+        str(run),
+        "--max-steps",
+        "150",
+        "--backup-every",
+        "10",
+        "--jit",
+        "off",
+        *TINY,
+    ]
     env = dict(os.environ, KERAS_BACKEND=BACKEND)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
@@ -210,8 +311,26 @@ def test_pretrain_jax_finetune_torch_evaluate_tensorflow(tmp_path):
     labelled = make_labelled(tmp_path / "labels.txt", lines=40)
     steps = [
         ("jax", ["pretrain", "--data", train, "--run-dir", str(tmp_path / "lm"), "--max-steps", "5", *TINY]),
-        ("torch", ["finetune", "--from", str(tmp_path / "lm"), "--train", labelled, "--run-dir", str(tmp_path / "clf"),
-                   "--epochs", "1", "--batch-size", "8", "--seq-len", "12", "--verbose", "quiet"]),
+        (
+            "torch",
+            [
+                "finetune",
+                "--from",
+                str(tmp_path / "lm"),
+                "--train",
+                labelled,
+                "--run-dir",
+                str(tmp_path / "clf"),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--seq-len",
+                "12",
+                "--verbose",
+                "quiet",
+            ],
+        ),
         ("tensorflow", ["evaluate", str(tmp_path / "clf"), "--data", labelled, "--json"]),
     ]
     for backend, args in steps:
@@ -227,8 +346,9 @@ def test_finetune_refuses_a_different_tokenizer(tmp_path):
     run = str(tmp_path / "lm")
     assert invoke(["pretrain", "--data", train, "--run-dir", run, "--max-steps", "2", *TINY]).exit_code == 0
     labelled = make_labelled(tmp_path / "labels.txt", lines=20)
-    result = invoke(["finetune", "--from", run, "--train", labelled, "--run-dir", str(tmp_path / "clf"),
-                     "--tokenizer", "byte"])
+    result = invoke(
+        ["finetune", "--from", run, "--train", labelled, "--run-dir", str(tmp_path / "clf"), "--tokenizer", "byte"]
+    )
     assert result.exit_code != 0
     assert "--tokenizer" in result.output and "pretrained run" in result.output
     assert not (tmp_path / "clf" / "summary.json").exists()
@@ -237,8 +357,26 @@ def test_finetune_refuses_a_different_tokenizer(tmp_path):
 def test_diverging_loss_stops_with_a_clear_error(tmp_path):
     train = make_corpus(tmp_path / "train.txt", lines=100)
     run = tmp_path / "lm"
-    result = invoke(["pretrain", "--data", train, "--run-dir", str(run), "--max-steps", "40", "--lr", "1e30",
-                     "--optimizer", "sgd", "--clipnorm", "1e30", "--schedule", "constant", *TINY])
+    result = invoke(
+        [
+            "pretrain",
+            "--data",
+            train,
+            "--run-dir",
+            str(run),
+            "--max-steps",
+            "40",
+            "--lr",
+            "1e30",
+            "--optimizer",
+            "sgd",
+            "--clipnorm",
+            "1e30",
+            "--schedule",
+            "constant",
+            *TINY,
+        ]
+    )
     assert result.exit_code != 0
     assert "NaN" in result.output
     assert not (run / "summary.json").exists()
@@ -251,11 +389,116 @@ def test_config_file_with_flag_overrides(tmp_path):
     from klm.config import PretrainConfig
 
     (tmp_path / "run.yaml").write_text("data: corpus.txt\npreset: tiny\nlr: 0.1\nseq-len: 64\n")
-    config = build_config(PretrainConfig, str(tmp_path / "run.yaml"), {"lr": 0.5, "batch_size": None})
-    assert (config.data, config.preset, config.lr, config.seq_len, config.batch_size) == ("corpus.txt", "tiny", 0.5, 64, 20)
+    config = build_config(PretrainConfig, str(tmp_path / "run.yaml"), {"lr": 0.5})
+    assert (config.data, config.preset, config.lr, config.seq_len, config.batch_size) == (
+        "corpus.txt",
+        "tiny",
+        0.5,
+        64,
+        20,
+    )
     (tmp_path / "bad.json").write_text('{"data": "x", "learning_rate": 3}')
     with pytest.raises(click.BadParameter, match="learning_rate"):
         build_config(PretrainConfig, str(tmp_path / "bad.json"), {})
     (tmp_path / "bad2.json").write_text('{"data": "x", "seq_len": 1}')
     with pytest.raises(click.UsageError, match="--seq-len"):
         build_config(PretrainConfig, str(tmp_path / "bad2.json"), {})
+
+
+def test_resolved_configs_of_the_commands_are_unchanged(tmp_path, monkeypatch):
+    # tests/cli_resolved_configs.json: what these command lines resolved to before the options were generated
+    # from the config dataclasses (klm.cli.options); the library functions are replaced by a recorder.
+    import klm.estimate
+    import klm.sft
+    import klm.train
+
+    (tmp_path / "c.yaml").write_text("data: corpus.txt\npreset: tiny\nlr: 0.1\nseq-len: 64\nrestart: true\n")
+    (tmp_path / "sft.yaml").write_text("task: sft\ntrain: t.jsonl\npacking: true\nlr: 0.001\n")
+    resolved = []
+
+    def record(config, **kwargs):
+        resolved.append({"class": type(config).__name__, **config.to_dict(), **kwargs})
+        return {}
+
+    for module, name in (
+        (klm.train, "pretrain"),
+        (klm.train, "finetune"),
+        (klm.sft, "finetune_sft"),
+        (klm.estimate, "estimate"),
+    ):
+        monkeypatch.setattr(module, name, record)
+    monkeypatch.setattr(klm.estimate, "format_report", lambda report: "")
+    cases = json.load(open(os.path.join(os.path.dirname(__file__), "cli_resolved_configs.json")))
+    for case in cases:
+        resolved.clear()
+        result = invoke([arg.replace("{tmp}", str(tmp_path)) for arg in case["args"]])
+        assert result.exit_code == 0, (case["args"], result.output)
+        config = dict(resolved[0])
+        assert config.pop("backend") == BACKEND
+        assert config == case["config"], case["args"]
+
+
+def test_every_option_default_and_choices_come_from_the_configs():
+    # Generated options (klm.cli.options): unset by default, choices and default help from the dataclass.
+    # Hand-written ones (prepare, export): their defaults and choices match the library's config classes.
+    import click
+
+    from klm import config as klm_config
+    from klm.cli.eval_cmd import generate
+    from klm.cli.export_cmd import export
+    from klm.cli.options import cli_fields
+    from klm.cli.prepare_cmd import prepare
+    from klm.cli.train_cmd import finetune, pretrain
+    from klm.config import GenerateConfig, PretrainConfig, field_spec
+    from klm.data import TOKENIZER_KINDS, CleaningConfig, PrepareConfig
+    from klm.export import ExportConfig
+    from klm.sft.config import SftConfig
+
+    def options(command):
+        return {param.name: param for param in command.params if isinstance(param, click.Option)}
+
+    for command, classes in (
+        (pretrain, [PretrainConfig]),
+        (finetune, [klm_config.FinetuneConfig, SftConfig]),
+        (generate, [GenerateConfig]),
+    ):
+        params = options(command)
+        for cls in classes:
+            for name in cli_fields(cls):
+                param, spec = params[name], field_spec(cls, name)
+                assert param.default is None, (command.name, name)
+                assert list(getattr(param.type, "choices", [])) == list(spec.get("choices", []))
+                default = {f.name: f.default for f in dataclasses.fields(cls)}[name]
+                if default not in (None, False, "") and "default_help" not in spec:
+                    assert str(default) in param.help, (command.name, name, param.help)
+
+    prepare_defaults = {f.name: f.default for f in dataclasses.fields(PrepareConfig)}
+    cleaning_defaults = {f.name: f.default for f in dataclasses.fields(CleaningConfig)}
+    from klm.cli.prepare_cmd import CLEANING_FLAGS, CONFIG_FLAGS
+
+    params = options(prepare)
+    for flag, field in CONFIG_FLAGS.items():
+        if flag in params and not params[flag].multiple and params[flag].default is not None:
+            assert params[flag].default == prepare_defaults[field], flag
+    for flag, (field, inverted) in CLEANING_FLAGS.items():
+        default = params[flag].default
+        if field == "unicode_normalization":
+            assert default == cleaning_defaults[field]
+        else:
+            assert (not default if inverted else default) == cleaning_defaults[field], flag
+    config_module = sys.modules[PrepareConfig.__module__]
+    assert list(params["tokenizer"].type.choices) == list(TOKENIZER_KINDS)
+    assert list(params["format"].type.choices) == list(config_module.FORMATS)
+    assert list(params["sentencepiece_type"].type.choices) == list(config_module.SENTENCEPIECE_MODEL_TYPES)
+    assert set(TOKENIZER_KINDS) <= set(klm_config.TOKENIZERS)
+
+    export_defaults = {f.name: f.default for f in dataclasses.fields(ExportConfig)}
+    params = options(export)
+    for name in ("version", "checkpoint", "verify", "verify_max_new_tokens"):
+        assert params[name].default == export_defaults[name], name
+
+    from klm.models.presets import PRESETS
+
+    assert klm_config.PRESET_NAMES == tuple(PRESETS)
+    for command in (pretrain, finetune, generate, prepare, export):
+        assert all(param.help for param in options(command).values()), command.name

@@ -26,9 +26,7 @@ def shared_data():
 def run_in_backend(backend, args, timeout=600, env=None):
     """Runs `python args...` with KERAS_BACKEND=backend; returns the CompletedProcess."""
     full_env = dict(os.environ, KERAS_BACKEND=backend, **(env or {}))
-    return subprocess.run(
-        [sys.executable, *args], env=full_env, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, *args], env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 def pytest_collection_modifyitems(config, items):

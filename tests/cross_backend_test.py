@@ -7,13 +7,13 @@ own results in-process and runs the other two backends in subprocesses
 
 import importlib.util
 
+import backend_worker
 import keras
 import numpy as np
 import pytest
-
 from conftest import REPO, run_in_backend
+
 from klm.models import KlmBackbone, KlmCausalLM
-import backend_worker
 
 BACKEND = keras.backend.backend()
 OTHERS = [b for b in ("tensorflow", "jax", "torch") if b != BACKEND]
@@ -30,15 +30,18 @@ def results(tmp_path_factory):
     keras.utils.set_random_seed(7)
     config = dict(vocabulary_size=40, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, dropout=0.0)
     lm = KlmCausalLM(KlmBackbone(position_encoding="rotary", **config))
-    inputs = {"token_ids": np.random.default_rng(0).integers(0, 40, (2, 7)).astype("int32"),
-              "padding_mask": np.ones((2, 7), "int32")}
+    inputs = {
+        "token_ids": np.random.default_rng(0).integers(0, 40, (2, 7)).astype("int32"),
+        "padding_mask": np.ones((2, 7), "int32"),
+    }
     lm.save(out / "lm.keras")
     np.savez(out / "inputs.npz", **inputs)
     expected_logits = keras.ops.convert_to_numpy(lm(inputs, training=False))
     backend_worker.run_parity(str(out))
     for backend in OTHERS:
         proc = run_in_backend(
-            backend, [str(REPO / "tests" / "backend_worker.py"), str(out), str(out / "lm.keras"), str(out / "inputs.npz")]
+            backend,
+            [str(REPO / "tests" / "backend_worker.py"), str(out), str(out / "lm.keras"), str(out / "inputs.npz")],
         )
         assert proc.returncode == 0, f"{backend} worker failed:\n{proc.stderr[-3000:]}"
     return out, expected_logits

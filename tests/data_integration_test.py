@@ -14,18 +14,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from klm.data import LabelVocabulary
-from klm.data import PrepareConfig
-from klm.data import basic_english_python
-from klm.data import classification_dataset
-from klm.data import get_dataset
-from klm.data import git_blob_id
-from klm.data import lm_dataset
-from klm.data import load_classification_data
-from klm.data import load_corpus
-from klm.data import load_prepared
-from klm.data import prepare
-from klm.data import train_tokenizer
+from klm.data import (
+    LabelVocabulary,
+    PrepareConfig,
+    basic_english_python,
+    classification_dataset,
+    get_dataset,
+    git_blob_id,
+    lm_dataset,
+    load_classification_data,
+    load_corpus,
+    load_prepared,
+    prepare,
+    train_tokenizer,
+)
 from klm.errors import DataError
 
 SHARED_DATA = Path(os.environ.get("KLM_SHARED_DATA") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
@@ -43,12 +45,12 @@ pytestmark = [
 
 
 def read_lines(path):
-    # Lines as the seed's WikiText iterator yields them: split on "\n" only.
+    # Lines as the reference's WikiText iterator yields them: split on "\n" only.
     with open(path, encoding="utf-8", newline="\n") as f:
         return f.read().split("\n")
 
 
-def seed_vocabulary(lines):
+def reference_vocabulary(lines):
     """torchtext's build_vocab_from_iterator(map(basic_english, lines), specials=["<unk>"])."""
     counter = collections.Counter()
     for line in lines:
@@ -63,8 +65,8 @@ def word_tokenizer():
 
 
 def test_word_vocabulary_matches_torchtext_order(word_tokenizer):
-    expected = seed_vocabulary(read_lines(WIKITEXT / "valid.txt"))
-    # klm's vocabulary is the seed's with <pad>, <s>, </s> around <unk>.
+    expected = reference_vocabulary(read_lines(WIKITEXT / "valid.txt"))
+    # klm's vocabulary is the reference's with <pad>, <s>, </s> around <unk>.
     assert word_tokenizer.get_vocabulary()[4:] == expected[1:]
 
 
@@ -72,14 +74,20 @@ def test_word_vocabulary_matches_torchtext_order(word_tokenizer):
 def test_word_tokens_equal_pure_python_basic_english(word_tokenizer, split):
     lines = read_lines(WIKITEXT / split)
     vocabulary = {word: i for i, word in enumerate(word_tokenizer.get_vocabulary())}
-    expected = [vocabulary.get(word, word_tokenizer.unk_token_id) for line in lines for word in basic_english_python(line)]
-    dataset = tf.data.Dataset.from_tensor_slices(lines).batch(512).map(lambda batch: word_tokenizer.tokenize(batch).flat_values)
+    expected = [
+        vocabulary.get(word, word_tokenizer.unk_token_id) for line in lines for word in basic_english_python(line)
+    ]
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(lines)
+        .batch(512)
+        .map(lambda batch: word_tokenizer.tokenize(batch).flat_values)
+    )
     ids = np.concatenate([batch.numpy() for batch in dataset])
     assert len(ids) == len(expected)
     assert ids.tolist() == expected
 
 
-def test_prepare_reproduces_the_seed_stream(tmp_path, word_tokenizer):
+def test_prepare_reproduces_the_reference_stream(tmp_path, word_tokenizer):
     manifest = prepare(
         PrepareConfig(
             sources=[str(WIKITEXT / "valid.txt")],
@@ -98,12 +106,12 @@ def test_prepare_reproduces_the_seed_stream(tmp_path, word_tokenizer):
         assert len(stream) == len(words) == manifest["splits"][split]["tokens"]
         ids = {word: i for i, word in enumerate(vocabulary)}
         assert stream.tolist() == [ids.get(word, 1) for word in words]
-    # The seed's batchify(train, 20) + get_batch(i) with bptt 35, batch-major.
+    # The reference's batchify(train, 20) + get_batch(i) with bptt 35, batch-major.
     stream = data.splits["train"].array().astype(np.int64)
     nbatch = len(stream) // 20
     columns = stream[: nbatch * 20].reshape(20, -1)
     batches = list(lm_dataset(data.splits["train"], seq_len=35, batch_size=20, mode="contiguous"))
-    assert len(batches) == len(range(0, nbatch - 1, 35))  # the seed's loop, short last step included
+    assert len(batches) == len(range(0, nbatch - 1, 35))  # the reference's loop, short last step included
     for step in (0, 1, len(batches) - 2, len(batches) - 1):
         x, y = batches[step]
         end = min(step * 35 + 35, nbatch - 1)
@@ -126,7 +134,10 @@ def test_download_integrity_with_the_published_blob_ids(tmp_path):
     for name in BLOB_IDS:
         shutil.copy(WIKITEXT / name, mirror / name)
     folder = get_dataset(
-        "wikitext-2", base_url=(tmp_path / "mirror").as_uri(), cache_dir=str(tmp_path / "cache"), splits=("valid", "test")
+        "wikitext-2",
+        base_url=(tmp_path / "mirror").as_uri(),
+        cache_dir=str(tmp_path / "cache"),
+        splits=("valid", "test"),
     )
     assert git_blob_id(folder / "valid.txt") == BLOB_IDS["valid.txt"]
 

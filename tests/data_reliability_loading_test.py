@@ -13,10 +13,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from klm.data import CleaningConfig
-from klm.data import load_classification_data
-from klm.data import load_corpus
-from klm.data import read_labelled_texts
+from klm.data import CleaningConfig, load_classification_data, load_corpus, read_labelled_texts
 from klm.errors import DataError
 
 LINES = ["the cat sat on the mat .", "the dog ran to the park ."] * 20
@@ -122,7 +119,8 @@ def test_pretrain_refuses_binary_data(tmp_path):
 
     data = binary_file(tmp_path / "data.txt")
     result = CliRunner().invoke(
-        main, ["pretrain", "--data", str(data), "--run-dir", str(tmp_path / "run"), "--preset", "tiny", "--max-steps", "1"]
+        main,
+        ["pretrain", "--data", str(data), "--run-dir", str(tmp_path / "run"), "--preset", "tiny", "--max-steps", "1"],
     )
     assert result.exit_code == 2, result.output
     assert "data.txt looks binary" in result.output

@@ -18,10 +18,9 @@ import numpy as np
 from click.testing import CliRunner
 
 from klm.cli.prepare_cmd import prepare
-from klm.data.prepared_data import load_prepared
-from klm.data.privacy_cases import NEGATIVES
-from klm.data.privacy_cases import POSITIVES
+from klm.data.prepared.reader import load_prepared
 from klm.data.testing import to_python
+from klm.data.text.privacy_cases import NEGATIVES, POSITIVES
 
 WORDS = "the cat sat on a mat while the dog ran to the park and back again".split()
 
@@ -156,7 +155,12 @@ def test_binary_source_is_refused(tmp_path):
 
 def test_vocab_size_is_an_upper_bound(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
-    for kind, extra in [("word", []), ("wordpiece", []), ("sentencepiece", []), ("sentencepiece", ["--sentencepiece-type", "bpe"])]:
+    for kind, extra in [
+        ("word", []),
+        ("wordpiece", []),
+        ("sentencepiece", []),
+        ("sentencepiece", ["--sentencepiece-type", "bpe"]),
+    ]:
         out = tmp_path / f"out-{kind}-{len(extra)}"
         result = CliRunner().invoke(
             prepare, [str(corpus), "--out", str(out), "--tokenizer", kind, "--vocab-size", "32000", "--quiet", *extra]
@@ -224,7 +228,15 @@ def test_sigterm_leaves_no_temp_files(tmp_path):
     line_words = rng.choice(WORDS, size=(200_000, 8))
     corpus.write_text("\n".join(" ".join(words) for words in line_words) + "\n")
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from klm.cli.main import main; main()", "prepare", str(corpus), "--out", str(tmp_path / "out")],
+        [
+            sys.executable,
+            "-c",
+            "from klm.cli.main import main; main()",
+            "prepare",
+            str(corpus),
+            "--out",
+            str(tmp_path / "out"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

@@ -16,7 +16,6 @@ import time
 
 import keras
 import pytest
-
 from cli_test import make_corpus
 from conftest import run_in_backend
 
@@ -31,9 +30,32 @@ def _free_port():
 
 
 def _pretrain_args(train, run_dir, *extra, steps=STEPS):
-    return ["-m", "klm.cli.main", "pretrain", "--data", train, "--run-dir", str(run_dir), "--preset", "tiny",
-            "--batch-size", "8", "--seq-len", "8", "--log-every", "1", "--max-steps", str(steps), "--dropout", "0",
-            "--verbose", "lines", "--backup-every", "2", *extra]
+    return [
+        "-m",
+        "klm.cli.main",
+        "pretrain",
+        "--data",
+        train,
+        "--run-dir",
+        str(run_dir),
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "8",
+        "--seq-len",
+        "8",
+        "--log-every",
+        "1",
+        "--max-steps",
+        str(steps),
+        "--dropout",
+        "0",
+        "--verbose",
+        "lines",
+        "--backup-every",
+        "2",
+        *extra,
+    ]
 
 
 def _losses(run_dir):
@@ -75,8 +97,12 @@ def test_jax_data_parallel_over_4_devices_matches_single_device(corpus, single, 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution runs on the JAX backend")
 def test_jax_model_parallel_matches_single_device(corpus, single, tmp_path):
-    proc = _run("jax", _pretrain_args(corpus, tmp_path / "mp", "--strategy", "model", "--cpu-devices", "4",
-                                      "--mesh", "data=2,model=2"))
+    proc = _run(
+        "jax",
+        _pretrain_args(
+            corpus, tmp_path / "mp", "--strategy", "model", "--cpu-devices", "4", "--mesh", "data=2,model=2"
+        ),
+    )
     assert "ModelParallel, mesh data=2 x model=2" in proc.stderr
     _assert_same_losses(tmp_path / "mp", single)
 
@@ -85,10 +111,26 @@ def _two_processes(corpus, run_dir, port, steps=STEPS):
     env = dict(os.environ, KERAS_BACKEND="jax")
     return [
         subprocess.Popen(
-            [sys.executable, *_pretrain_args(corpus, run_dir, "--strategy", "data", "--coordinator",
-                                            f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
-                                            steps=steps)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                *_pretrain_args(
+                    corpus,
+                    run_dir,
+                    "--strategy",
+                    "data",
+                    "--coordinator",
+                    f"127.0.0.1:{port}",
+                    "--num-processes",
+                    "2",
+                    "--process-id",
+                    str(i),
+                    steps=steps,
+                ),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for i in range(2)
     ]
@@ -142,8 +184,10 @@ def test_tf_mirrored_over_2_logical_cpus_matches_single_device(corpus, tmp_path)
     # (klm warns about it); the comparison is made without clipping.
     no_clip = ("--clipnorm", "0", "--lr", "0.5")
     _run("tensorflow", _pretrain_args(corpus, tmp_path / "single", "--strategy", "single", *no_clip))
-    proc = _run("tensorflow", _pretrain_args(corpus, tmp_path / "mirrored", "--strategy", "mirrored",
-                                             "--cpu-devices", "2", *no_clip))
+    proc = _run(
+        "tensorflow",
+        _pretrain_args(corpus, tmp_path / "mirrored", "--strategy", "mirrored", "--cpu-devices", "2", *no_clip),
+    )
     assert "MirroredStrategy over 2 devices" in proc.stderr
     _assert_same_losses(tmp_path / "mirrored", _losses(tmp_path / "single"))
 
@@ -153,7 +197,11 @@ def test_tf_mirrored_over_2_logical_cpus_matches_single_device(corpus, tmp_path)
     [
         ("torch", ["--strategy", "data"], "PyTorch backend"),
         ("tensorflow", ["--strategy", "multi-worker"], "keras-team/keras#20585"),
-        ("tensorflow", ["--num-processes", "2", "--process-id", "0", "--coordinator", "127.0.0.1:1"], "JAX backend only"),
+        (
+            "tensorflow",
+            ["--num-processes", "2", "--process-id", "0", "--coordinator", "127.0.0.1:1"],
+            "JAX backend only",
+        ),
     ],
 )
 def test_unsupported_strategies_fail_clearly(corpus, tmp_path, backend, args, message):

@@ -14,11 +14,11 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from klm.cli.main import main
 
 from klm import runs
+from klm.cli.main import main
 from klm.export import call_in_tensorflow_only_process
-from klm.export_test import LABELS, klm_greedy, make_run
+from klm.export.testing import LABELS, klm_greedy, make_run
 
 BACKEND = keras.backend.backend()
 TEXTS = ["the cat sat on the mat .", "hello world", "", "a quick brown fox and then a big red dog ran under the log ."]
@@ -79,8 +79,12 @@ def test_lm_export_portable_matches_keras_and_klm_generate(lm, tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "1" / "saved_model.pb").is_file() and (out / "1" / "variables").is_dir()
     assert sorted(os.listdir(out)) == ["1"]  # no temporary folder left behind
-    for text in ("signature_def['generate_top_k']", "inputs['max_new_tokens'] tensor_info:", "Verified",
-                 f"--model_base_path={out}"):
+    for text in (
+        "signature_def['generate_top_k']",
+        "inputs['max_new_tokens'] tensor_info:",
+        "Verified",
+        f"--model_base_path={out}",
+    ):
         assert text in result.output
 
     # A process that can import TensorFlow only (no tensorflow-text, no Keras, no klm).
@@ -123,7 +127,8 @@ def test_classifier_export_with_tensorflow_text_tokenizer(tmp_path):
     out = tmp_path / "serving"
 
     result = invoke([str(run_dir), str(out), "--portable"])
-    assert result.exit_code == 2 and "sentencepiece tokenizer" in result.output and "without --portable" in result.output
+    assert result.exit_code == 2 and "sentencepiece tokenizer" in result.output
+    assert "without --portable" in result.output
     assert not out.exists()
 
     result = invoke([str(run_dir), str(out), "--version", "3"])

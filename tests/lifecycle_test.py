@@ -9,7 +9,6 @@ import sys
 
 import keras
 import pytest
-
 from resume_test import TINY, klm, make_corpus
 
 BACKEND = keras.backend.backend()
@@ -23,8 +22,22 @@ def rows(run):
 def test_eval_every_validates_at_those_steps_and_picks_best_by_step(tmp_path):
     corpus = make_corpus(tmp_path / "c.txt", lines=200)
     run = tmp_path / "run"
-    result = klm(["pretrain", "--data", corpus, "--run-dir", str(run), *TINY, "--max-steps", "12", "--eval-every", "4",
-                  "--valid-fraction", "0.1"])
+    result = klm(
+        [
+            "pretrain",
+            "--data",
+            corpus,
+            "--run-dir",
+            str(run),
+            *TINY,
+            "--max-steps",
+            "12",
+            "--eval-every",
+            "4",
+            "--valid-fraction",
+            "0.1",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     val_steps = [int(r["step"]) for r in rows(run) if r["val_loss"]]
     assert val_steps == [4, 8, 12]
@@ -42,8 +55,23 @@ def test_eval_every_validates_at_those_steps_and_picks_best_by_step(tmp_path):
 def test_early_stopping_stops_where_it_would_have_across_a_kill(tmp_path):
     corpus = make_corpus(tmp_path / "c.txt", lines=200)
     # A min-delta no change can beat: the first evaluation is the best, and two more without improvement stop the run.
-    args = [*TINY, "--data", corpus, "--max-steps", "40", "--eval-every", "2", "--backup-every", "1",
-            "--early-stop-patience", "2", "--early-stop-min-delta", "100", "--valid-fraction", "0.1"]
+    args = [
+        *TINY,
+        "--data",
+        corpus,
+        "--max-steps",
+        "40",
+        "--eval-every",
+        "2",
+        "--backup-every",
+        "1",
+        "--early-stop-patience",
+        "2",
+        "--early-stop-min-delta",
+        "100",
+        "--valid-fraction",
+        "0.1",
+    ]
     straight = klm(["pretrain", "--run-dir", str(tmp_path / "a"), *args])
     assert straight.returncode == 0, straight.stderr[-3000:]
     assert "early stopping at step 6" in straight.stderr
@@ -70,10 +98,17 @@ def test_import_klm_is_enough_to_load_a_keras_file(tmp_path, first):
     corpus = make_corpus(tmp_path / "c.txt", lines=40)
     run = tmp_path / "run"
     assert klm(["pretrain", "--data", corpus, "--run-dir", str(run), *TINY, "--max-steps", "2"]).returncode == 0
-    code = (f"import klm\nimport {first}\nimport keras\n"
-            f"m = keras.saving.load_model({str(run / 'last.keras')!r})\nprint(type(m).__name__)")
-    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, KERAS_BACKEND=BACKEND),
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        f"import klm\nimport {first}\nimport keras\n"
+        f"m = keras.saving.load_model({str(run / 'last.keras')!r})\nprint(type(m).__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, KERAS_BACKEND=BACKEND),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("KlmCausalLM")
 

@@ -88,8 +88,12 @@ def _tiny_lm(dtype):
     backend_lib.set_seed(0)
     config = dict(preset_config("tiny", 64), dropout=0.0)
     lm = KlmCausalLM(KlmBackbone(**config, dtype=dtype))
-    lm.compile(optimizer=keras.optimizers.SGD(0.1, global_clipnorm=1.0), loss=SparseCrossEntropyFromLogits(),
-               weighted_metrics=[], jit_compile=False)
+    lm.compile(
+        optimizer=keras.optimizers.SGD(0.1, global_clipnorm=1.0),
+        loss=SparseCrossEntropyFromLogits(),
+        weighted_metrics=[],
+        jit_compile=False,
+    )
     return lm
 
 
@@ -120,7 +124,9 @@ def test_fused_global_clipnorm_matches_keras(scale):
     from keras.src.optimizers.base_optimizer import clip_by_global_norm
 
     rng = np.random.default_rng(0)
-    grads = [keras.ops.convert_to_tensor((scale * rng.normal(size=shape)).astype("float32")) for shape in [(3, 4), (5,)]]
+    grads = [
+        keras.ops.convert_to_tensor((scale * rng.normal(size=shape)).astype("float32")) for shape in [(3, 4), (5,)]
+    ]
     optimizer = backend_lib.fuse_global_clipnorm(keras.optimizers.SGD(0.1, global_clipnorm=0.5))
     expected = [keras.ops.convert_to_numpy(g) for g in clip_by_global_norm(list(grads), 0.5)]
     got = optimizer._clip_gradients(list(grads) + [None])

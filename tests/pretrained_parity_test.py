@@ -16,8 +16,11 @@ pytest.importorskip("safetensors")
 
 from click.testing import CliRunner  # noqa: E402
 
-from klm.pretrained import load_checkpoint, token_stream  # noqa: E402
-from klm.pretrained import testing  # noqa: E402
+from klm.pretrained import (  # noqa: E402
+    load_checkpoint,
+    testing,  # noqa: E402
+    token_stream,
+)
 
 KINDS = ["gpt2", "llama"]
 
@@ -63,7 +66,7 @@ def test_evaluate_perplexity_matches_transformers_loss(hf_dir, text_file):
 
     result = CliRunner().invoke(main, ["evaluate", hf_dir, "--data", str(text_file), "--seq-len", "48", "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads(result.output[result.output.index("{") :])
     checkpoint = _checkpoint(hf_dir)
     tokens = token_stream(checkpoint, text_file)
     # Transformers: loss per window of 48 tokens, weighted by its predictions.
@@ -77,8 +80,10 @@ def test_evaluate_perplexity_matches_transformers_loss(hf_dir, text_file):
     assert report["evaluated_tokens"] == count and report["tokens"] == len(tokens)
     relative = abs(report["loss"] - reference) / reference
     ppl_relative = abs(report["perplexity"] - np.exp(reference)) / np.exp(reference)
-    print(f"{checkpoint.source['architecture']}: perplexity {report['perplexity']:.4f} vs {np.exp(reference):.4f} "
-          f"(rel {ppl_relative:.1e})")
+    print(
+        f"{checkpoint.source['architecture']}: perplexity {report['perplexity']:.4f} vs {np.exp(reference):.4f} "
+        f"(rel {ppl_relative:.1e})"
+    )
     assert ppl_relative <= 1e-3 and relative <= 1e-3
     assert report["checkpoint"]["kind"] == "hf_dir" and "perplexity" in report
 

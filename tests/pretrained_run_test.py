@@ -40,12 +40,13 @@ def test_evaluate_generate_export_a_run_from_a_checkpoint(tmp_path):
     ours = CliRunner().invoke(main, ["evaluate", run, "--data", str(text), "--json"])
     theirs = CliRunner().invoke(main, ["evaluate", source, "--data", str(text), "--seq-len", "32", "--json"])
     assert ours.exit_code == 0 and theirs.exit_code == 0, ours.output + theirs.output
-    ours, theirs = (json.loads(r.output[r.output.index("{"):]) for r in (ours, theirs))
+    ours, theirs = (json.loads(r.output[r.output.index("{") :]) for r in (ours, theirs))
     assert ours["seq_len"] == 32 and ours["tokens"] == theirs["tokens"]
     assert ours["perplexity"] == pytest.approx(theirs["perplexity"], rel=1e-4)  # LoRA B starts at zero
-    result = CliRunner().invoke(main, ["generate", run, "--prompt", "The history", "--sampler", "greedy",
-                                       "--max-new-tokens", "4"])
+    result = CliRunner().invoke(
+        main, ["generate", run, "--prompt", "The history", "--sampler", "greedy", "--max-new-tokens", "4"]
+    )
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(main, ["export", run, str(tmp_path / "hf"), "--format", "hf", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output[result.output.index("{"):])["max_abs_diff"] <= 1e-4
+    assert json.loads(result.output[result.output.index("{") :])["max_abs_diff"] <= 1e-4

@@ -21,13 +21,26 @@ def ref():
 
 
 V = 50
-GPT_CFG = dict(vocab_size=V, hidden_dim=32, num_layers=2, num_heads=2,
-               intermediate_dim=64, max_sequence_length=16, dropout=0.0)
+GPT_CFG = dict(
+    vocab_size=V, hidden_dim=32, num_layers=2, num_heads=2, intermediate_dim=64, max_sequence_length=16, dropout=0.0
+)
 
 
 def test_basic_english_and_vocab(ref):
     assert ref.basic_english('The "Cat", (it\'s) here. Ok?!') == [
-        "the", "cat", ",", "(", "it", "'", "s", ")", "here", ".", "ok", "!"]
+        "the",
+        "cat",
+        ",",
+        "(",
+        "it",
+        "'",
+        "s",
+        ")",
+        "here",
+        ".",
+        "ok",
+        "!",
+    ]
     vocab = ref.build_vocab([["b", "a", "<unk>", "b"], ["c", "a"]])
     assert vocab == {"<unk>": 0, "a": 1, "b": 2, "c": 3}
     first = ref.build_vocab([["b", "a", "b", "c", "a"]], tie_break="first")
@@ -37,28 +50,28 @@ def test_basic_english_and_vocab(ref):
 
 
 @pytest.mark.parametrize("vocab_size", [50, 12000])
-def test_seed_param_count_formula(ref, vocab_size):
-    model = ref.SeedTransformer(vocab_size)
+def test_reference_param_count_formula(ref, vocab_size):
+    model = ref.ReferenceTransformer(vocab_size)
     n = sum(p.numel() for p in model.parameters())
     d, h, L, Vs = 200, 200, 2, vocab_size
     assert n == Vs * d + Vs * d + Vs + L * (4 * d * d + 4 * d + 2 * d * h + h + d + 4 * d)
-    assert n == ref.seed_param_count(vocab_size)
+    assert n == ref.reference_param_count(vocab_size)
 
 
-def test_seed_two_steps(ref):
+def test_reference_two_steps(ref):
     g = torch.Generator().manual_seed(0)
     train = torch.randint(0, V, (20 * 80,), generator=g)
     held = torch.randint(0, V, (10 * 40,), generator=g)
-    out = ref.train_seed(train, held, held, V, max_steps=2, log=lambda s: None)
+    out = ref.train_reference(train, held, held, V, max_steps=2, log=lambda s: None)
     assert out["steps"] == 2 and out["tokens"] == 2 * 35 * 20
     assert math.isfinite(out["test_ppl"]) and math.isfinite(out["valid_ppl"])
     assert out["peak_rss_mb"] > 0
 
 
-def test_seed_loss_decreases_on_repeated_sequence(ref):
+def test_reference_loss_decreases_on_repeated_sequence(ref):
     pattern = torch.arange(V).repeat(20)  # deterministic next token
     train = pattern.repeat(2)  # 2000 ids -> 100 rows x 20 cols, ~3 batches/epoch
-    out = ref.train_seed(train, None, None, V, epochs=10, max_steps=20, log=lambda s: None)
+    out = ref.train_reference(train, None, None, V, epochs=10, max_steps=20, log=lambda s: None)
     losses = out["losses"]
     assert out["steps"] == 20
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
@@ -88,12 +101,12 @@ def test_gpt_loss_decreases_on_repeated_sequence(ref):
     assert losses[-1] < losses[0] - 1.0
 
 
-def test_flops_per_token_seed_shape(ref):
+def test_flops_per_token_reference_shape(ref):
     f = ref.flops_per_token(12000, 200, 2, 200, 35)
     assert f == 6 * (2 * (4 * 200 * 200 + 2 * 200 * 200) + 12000 * 200) + 6 * 2 * 35 * 200
     assert abs(f / 1e6 - 17.4) < 0.1
 
 
-def test_seed_step_benchmark_runs(ref):
-    out = ref.benchmark_seed_step(vocab_size=V, batch_size=4, bptt=8, steps=2, warmup=1)
+def test_reference_step_benchmark_runs(ref):
+    out = ref.benchmark_reference_step(vocab_size=V, batch_size=4, bptt=8, steps=2, warmup=1)
     assert out["ms_per_step"] > 0 and out["tokens_per_second"] > 0

@@ -20,14 +20,28 @@ import keras
 import numpy as np
 import pytest
 
-import klm  # noqa: F401 - registers klm's classes, so load_model finds them
+from klm import models as _klm_models  # noqa: F401 - registers klm's classes, so load_model finds them
 
 BACKEND = keras.backend.backend()
 WORDS = "the a cat dog sat ran on under mat log big small red blue and then good bad".split()
 TINY = ["--preset", "tiny", "--batch-size", "4", "--seq-len", "8", "--log-every", "5", "--verbose", "lines"]
 # 2 epochs of 21 steps (+ a short one), backups every 4 steps, evaluations every 6, dropout on, shuffled data.
-RUN = TINY + ["--max-steps", "50", "--backup-every", "4", "--eval-every", "6", "--dropout", "0.2",
-              "--valid-fraction", "0.1", "--batching", "shuffled", "--seed", "3"]
+RUN = TINY + [
+    "--max-steps",
+    "50",
+    "--backup-every",
+    "4",
+    "--eval-every",
+    "6",
+    "--dropout",
+    "0.2",
+    "--valid-fraction",
+    "0.1",
+    "--batching",
+    "shuffled",
+    "--seed",
+    "3",
+]
 
 
 def make_corpus(path, lines=100, seed=0):
@@ -40,13 +54,15 @@ def make_corpus(path, lines=100, seed=0):
 
 def klm(args, env=None, timeout=600):
     full_env = dict(os.environ, KERAS_BACKEND=BACKEND, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "klm.cli.main", *args], env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "klm.cli.main", *args], env=full_env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def weights_of(path):
-    import h5py
     import zipfile
+
+    import h5py
 
     with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as f:
         out = {}
@@ -109,8 +125,13 @@ def test_killed_at_random_points_and_resumed_equals_uninterrupted(reference, tmp
     # Random moments while it trains.
     rng = random.Random(7)
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-m", "klm.cli.main", *args], env=dict(os.environ, KERAS_BACKEND=BACKEND),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "klm.cli.main", *args],
+            env=dict(os.environ, KERAS_BACKEND=BACKEND),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         # Wait for training to be under way (a log line), then kill a little later.
         deadline = time.time() + 300
         for line in proc.stdout:
@@ -152,7 +173,7 @@ def test_damaged_newest_backup_falls_back_to_the_previous_generation(reference, 
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated
     result = klm(args)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"skipped the damaged backup backup/{newest.name[:-len('.weights.h5')]}.json" in result.stderr
+    assert f"skipped the damaged backup backup/{newest.name[: -len('.weights.h5')]}.json" in result.stderr
     assert_same_run(reference_run, run)
 
 
@@ -186,8 +207,13 @@ def test_second_process_on_a_run_folder_is_refused_with_the_holders_pid(tmp_path
     corpus = make_corpus(tmp_path / "c.txt", lines=400)
     run = tmp_path / "run"
     args = ["pretrain", "--data", corpus, "--run-dir", str(run), *TINY, "--epochs", "30"]
-    first = subprocess.Popen([sys.executable, "-m", "klm.cli.main", *args], env=dict(os.environ, KERAS_BACKEND=BACKEND),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "klm.cli.main", *args],
+        env=dict(os.environ, KERAS_BACKEND=BACKEND),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         for line in first.stdout:
             if line.startswith("| epoch"):
@@ -232,8 +258,22 @@ def test_finetune_single_class_is_a_clear_error_and_writes_nothing(tmp_path):
 def test_nan_loss_error_names_what_exists(tmp_path):
     corpus = make_corpus(tmp_path / "c.txt", lines=40)
     run = tmp_path / "nan"
-    result = klm(["pretrain", "--data", corpus, "--run-dir", str(run), *TINY, "--lr", "1e30", "--clipnorm", "0",
-                  "--max-steps", "20"])
+    result = klm(
+        [
+            "pretrain",
+            "--data",
+            corpus,
+            "--run-dir",
+            str(run),
+            *TINY,
+            "--lr",
+            "1e30",
+            "--clipnorm",
+            "0",
+            "--max-steps",
+            "20",
+        ]
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "NaN/inf" in result.stderr
     assert "were kept" not in result.stderr
@@ -279,8 +319,9 @@ def test_disk_full_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path)
     _mount_tmpfs(mount, "700k")
     try:
         run = mount / "run"
-        result = klm(["pretrain", "--data", corpus, "--run-dir", str(run), *TINY, "--epochs", "3",
-                      "--backup-every", "5"])
+        result = klm(
+            ["pretrain", "--data", corpus, "--run-dir", str(run), *TINY, "--epochs", "3", "--backup-every", "5"]
+        )
         assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
         assert "Could not write" in result.stderr and "No space left on device" in result.stderr
         assert "Traceback" not in result.stderr
@@ -319,18 +360,73 @@ def make_labelled(path, lines=48, seed=0):
 
 VARIANTS = {
     # AdamW (optimizer slots), shuffled examples, a classifier head.
-    "finetune": lambda tmp: ["finetune", "--from", "none", "--preset", "tiny", "--train", make_labelled(tmp / "l.txt"),
-                             "--valid", make_labelled(tmp / "v.txt", 16, 1), "--batch-size", "4", "--seq-len", "8",
-                             "--epochs", "3", "--backup-every", "5", "--eval-every", "7", "--log-every", "4",
-                             "--verbose", "lines"],
+    "finetune": lambda tmp: [
+        "finetune",
+        "--from",
+        "none",
+        "--preset",
+        "tiny",
+        "--train",
+        make_labelled(tmp / "l.txt"),
+        "--valid",
+        make_labelled(tmp / "v.txt", 16, 1),
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "8",
+        "--epochs",
+        "3",
+        "--backup-every",
+        "5",
+        "--eval-every",
+        "7",
+        "--log-every",
+        "4",
+        "--verbose",
+        "lines",
+    ],
     # Gradient accumulation across backups and epoch ends (contiguous batching, AdamW).
-    "grad-accum": lambda tmp: ["pretrain", "--data", make_corpus(tmp / "c.txt", lines=150), *TINY, "--grad-accum", "3",
-                               "--max-steps", "14", "--backup-every", "2", "--eval-every", "4", "--optimizer", "adamw", "--lr", "1e-3",
-                               "--valid-fraction", "0.1", "--dropout", "0.1"],
+    "grad-accum": lambda tmp: [
+        "pretrain",
+        "--data",
+        make_corpus(tmp / "c.txt", lines=150),
+        *TINY,
+        "--grad-accum",
+        "3",
+        "--max-steps",
+        "14",
+        "--backup-every",
+        "2",
+        "--eval-every",
+        "4",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "1e-3",
+        "--valid-fraction",
+        "0.1",
+        "--dropout",
+        "0.1",
+    ],
     # Several steps per compiled call (TF and JAX only).
-    "steps-per-execution": lambda tmp: ["pretrain", "--data", make_corpus(tmp / "c.txt", lines=150), *TINY,
-                                        "--steps-per-execution", "3", "--max-steps", "30", "--backup-every", "4",
-                                        "--eval-every", "5", "--valid-fraction", "0.1", "--dropout", "0.1"],
+    "steps-per-execution": lambda tmp: [
+        "pretrain",
+        "--data",
+        make_corpus(tmp / "c.txt", lines=150),
+        *TINY,
+        "--steps-per-execution",
+        "3",
+        "--max-steps",
+        "30",
+        "--backup-every",
+        "4",
+        "--eval-every",
+        "5",
+        "--valid-fraction",
+        "0.1",
+        "--dropout",
+        "0.1",
+    ],
 }
 
 

@@ -23,6 +23,14 @@ logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 failed=()
 
+# Lint and format first (ruff, configured in pyproject.toml; a second or two).
+echo "=== ruff check and ruff format --check ==="
+if "$PYTHON" -m ruff check klm cli tests examples && "$PYTHON" -m ruff format --check klm cli tests examples; then
+  echo "lint: clean"
+else
+  failed+=("lint (run: ruff check --fix klm cli tests examples && ruff format klm cli tests examples)")
+fi
+
 run_suite() {
   KERAS_BACKEND=$1 "$PYTHON" -m pytest -q -p no:cacheprovider "${@:2}"
 }

@@ -21,10 +21,33 @@ def invoke(args):
 def test_sft_export_generates_like_klm_generate_from_raw_prompts(tmp_path):
     train, held_out = reversal_examples()
     run = str(tmp_path / "sft")
-    result = invoke(["finetune", "--task", "sft", "--train", write_jsonl(tmp_path / "train.jsonl", train),
-                     "--run-dir", run, "--preset", "tiny", "--tokenizer", "word", "--batch-size", "32",
-                     "--seq-len", "32", "--lr", "3e-3", "--max-steps", "120", "--verbose", "quiet",
-                     "--eval-generations", "0"])
+    result = invoke(
+        [
+            "finetune",
+            "--task",
+            "sft",
+            "--train",
+            write_jsonl(tmp_path / "train.jsonl", train),
+            "--run-dir",
+            run,
+            "--preset",
+            "tiny",
+            "--tokenizer",
+            "word",
+            "--batch-size",
+            "32",
+            "--seq-len",
+            "32",
+            "--lr",
+            "3e-3",
+            "--max-steps",
+            "120",
+            "--verbose",
+            "quiet",
+            "--eval-generations",
+            "0",
+        ]
+    )
     assert result.exit_code == 0, result.output
     out = tmp_path / "serving"
     result = invoke(["export", run, str(out), "--portable", "--backend", BACKEND])
@@ -33,12 +56,17 @@ def test_sft_export_generates_like_klm_generate_from_raw_prompts(tmp_path):
 
     prompts = [record["prompt"] for record in held_out[:4]]
     check = call_in_tensorflow_only_process(
-        out / "1", calls=[{"signature": "generate", "inputs": {"prompts": prompts, "max_new_tokens": 8}}],
+        out / "1",
+        calls=[{"signature": "generate", "inputs": {"prompts": prompts, "max_new_tokens": 8}}],
         load_text_ops=False,
     )
     served = check["outputs"][0]["generated_text"]
-    expected = [invoke(["generate", run, "--prompt", prompt, "--sampler", "greedy", "--max-new-tokens", "8"])
-                .output.rstrip("\n") for prompt in prompts]
+    expected = [
+        invoke(["generate", run, "--prompt", prompt, "--sampler", "greedy", "--max-new-tokens", "8"]).output.rstrip(
+            "\n"
+        )
+        for prompt in prompts
+    ]
     print(f"[{BACKEND}] served {served} klm generate {expected} references {[r['response'] for r in held_out[:4]]}")
     assert served == expected
     # The template is applied inside the graph: the raw prompt is answered, not continued.

@@ -39,13 +39,43 @@ def test_sft_from_a_checkpoint_uses_its_chat_template_with_lora(checkpoint, tmp_
     train_path = write_jsonl(tmp_path / "train.jsonl", train[:64])
     held_path = write_jsonl(tmp_path / "held.jsonl", held_out)
     run = str(tmp_path / "run")
-    common = ["finetune", "--task", "sft", "--from", checkpoint, "--train", train_path, "--run-dir", run,
-              "--batch-size", "8", "--seq-len", "48", "--verbose", "quiet"]
+    common = [
+        "finetune",
+        "--task",
+        "sft",
+        "--from",
+        checkpoint,
+        "--train",
+        train_path,
+        "--run-dir",
+        run,
+        "--batch-size",
+        "8",
+        "--seq-len",
+        "48",
+        "--verbose",
+        "quiet",
+    ]
     result = CliRunner().invoke(main, [*common, "--packing"])
     assert result.exit_code == 2 and "--packing needs klm's own models" in result.output
     assert not os.path.exists(run)
-    result = invoke([*common, "--valid", held_path, "--max-steps", "4", "--lora-rank", "2", "--lr", "1e-3",
-                     "--eval-generations", "2", "--max-new-tokens", "4"])
+    result = invoke(
+        [
+            *common,
+            "--valid",
+            held_path,
+            "--max-steps",
+            "4",
+            "--lora-rank",
+            "2",
+            "--lr",
+            "1e-3",
+            "--eval-generations",
+            "2",
+            "--max-new-tokens",
+            "4",
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert "template: chat template of" in result.output
     config = json.load(open(os.path.join(run, "config.json")))

@@ -18,8 +18,26 @@ from klm.cli.main import main
 from klm.sft.testing import prompt_blind_exact_match, reversal_examples, write_jsonl
 
 BACKEND = keras.backend.backend()
-SFT = ["--task", "sft", "--preset", "tiny", "--tokenizer", "word", "--batch-size", "32", "--seq-len", "32",
-       "--lr", "3e-3", "--log-every", "50", "--verbose", "lines", "--max-new-tokens", "8"]
+SFT = [
+    "--task",
+    "sft",
+    "--preset",
+    "tiny",
+    "--tokenizer",
+    "word",
+    "--batch-size",
+    "32",
+    "--seq-len",
+    "32",
+    "--lr",
+    "3e-3",
+    "--log-every",
+    "50",
+    "--verbose",
+    "lines",
+    "--max-new-tokens",
+    "8",
+]
 
 
 def invoke(args, input=None):
@@ -36,8 +54,22 @@ def data(tmp_path_factory):
 def test_sft_learns_the_task_then_evaluates_and_generates(tmp_path, data):
     train, held_out, records = data
     run = str(tmp_path / "sft")
-    result = invoke(["finetune", *SFT, "--train", train, "--valid", held_out, "--run-dir", run, "--max-steps", "120",
-                     "--eval-generations", "24"])
+    result = invoke(
+        [
+            "finetune",
+            *SFT,
+            "--train",
+            train,
+            "--valid",
+            held_out,
+            "--run-dir",
+            run,
+            "--max-steps",
+            "120",
+            "--eval-generations",
+            "24",
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert "template: klm default" in result.output and "exact match" in result.output
     summary = json.load(open(os.path.join(run, "summary.json")))
@@ -45,9 +77,11 @@ def test_sft_learns_the_task_then_evaluates_and_generates(tmp_path, data):
     assert config["task"] == "causal_lm" and config["finetune_task"] == "sft"
     assert config["sft"]["template"]["source"] == "klm default" and config["sft"]["train_on_prompt"] is False
     blind = prompt_blind_exact_match(records)
-    print(f"[{BACKEND}] exact match after {summary['valid_exact_match']:.3f}, prompt-blind bound {blind:.3f}, "
-          f"response loss "
-          f"{summary['valid_response_loss']:.4f}, final train loss {summary['final_train_loss']:.4f}")
+    print(
+        f"[{BACKEND}] exact match after {summary['valid_exact_match']:.3f}, prompt-blind bound {blind:.3f}, "
+        f"response loss "
+        f"{summary['valid_response_loss']:.4f}, final train loss {summary['final_train_loss']:.4f}"
+    )
     assert summary["valid_exact_match"] >= 0.8 > blind + 0.5
     assert summary["data"]["truncated_examples"] == 0 and 0 < summary["data"]["padding_fraction"] < 1
 
@@ -70,8 +104,9 @@ def test_sft_learns_the_task_then_evaluates_and_generates(tmp_path, data):
     stopped = invoke(["generate", run, "--prompt", records[0]["prompt"], "--sampler", "greedy", "--stop", stop]).output
     response = records[0]["response"]
     assert stopped.rstrip("\n") == response[: response.find(stop)]
-    chat = invoke(["generate", run, "--chat", "--sampler", "greedy", "--max-new-tokens", "8"],
-                  input=f"{records[1]['prompt']}\n")
+    chat = invoke(
+        ["generate", run, "--chat", "--sampler", "greedy", "--max-new-tokens", "8"], input=f"{records[1]['prompt']}\n"
+    )
     assert chat.exit_code == 0, chat.output
     assert chat.output.strip() == f"assistant: {records[1]['response']}"
     # The same command again: the run is finished, nothing to do.
@@ -82,8 +117,25 @@ def test_sft_learns_the_task_then_evaluates_and_generates(tmp_path, data):
 def test_sft_packing_with_lora_trains(tmp_path, data):
     train, held_out, _ = data
     run = str(tmp_path / "packed")
-    result = invoke(["finetune", *SFT, "--train", train, "--valid", held_out, "--run-dir", run, "--max-steps", "20",
-                     "--packing", "--eval-generations", "4", "--lora-rank", "4"])
+    result = invoke(
+        [
+            "finetune",
+            *SFT,
+            "--train",
+            train,
+            "--valid",
+            held_out,
+            "--run-dir",
+            run,
+            "--max-steps",
+            "20",
+            "--packing",
+            "--eval-generations",
+            "4",
+            "--lora-rank",
+            "4",
+        ]
+    )
     assert result.exit_code == 0, result.output
     summary = json.load(open(os.path.join(run, "summary.json")))
     assert summary["lora"]["rank"] == 4 and summary["lora"]["trainable"] < summary["lora"]["total"]
@@ -95,8 +147,25 @@ def test_sft_packing_with_lora_trains(tmp_path, data):
 def test_sft_resumes_and_continues_from_an_sft_run(tmp_path, data):
     train, held_out, _ = data
     run = str(tmp_path / "resumed")
-    args = ["finetune", "--task", "sft", "--train", train, "--run-dir", run, "--batch-size", "32", "--seq-len", "32",
-            "--backup-every", "5", "--verbose", "quiet", "--eval-generations", "0"]  # default tokenizer (word)
+    args = [
+        "finetune",
+        "--task",
+        "sft",
+        "--train",
+        train,
+        "--run-dir",
+        run,
+        "--batch-size",
+        "32",
+        "--seq-len",
+        "32",
+        "--backup-every",
+        "5",
+        "--verbose",
+        "quiet",
+        "--eval-generations",
+        "0",
+    ]  # default tokenizer (word)
     assert invoke([*args, "--max-steps", "5"]).exit_code == 0
     result = invoke([*args, "--max-steps", "10"])
     assert result.exit_code == 0, result.output
@@ -105,20 +174,58 @@ def test_sft_resumes_and_continues_from_an_sft_run(tmp_path, data):
     more = str(tmp_path / "more")
     template = tmp_path / "t.txt"
     template.write_text("Q {prompt} A {response}")
-    result = invoke(["finetune", "--task", "sft", "--from", run, "--train", train, "--run-dir", more, "--max-steps",
-                     "2", "--verbose", "quiet", "--eval-generations", "0", "--batch-size", "32", "--seq-len", "32"])
+    result = invoke(
+        [
+            "finetune",
+            "--task",
+            "sft",
+            "--from",
+            run,
+            "--train",
+            train,
+            "--run-dir",
+            more,
+            "--max-steps",
+            "2",
+            "--verbose",
+            "quiet",
+            "--eval-generations",
+            "0",
+            "--batch-size",
+            "32",
+            "--seq-len",
+            "32",
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert json.load(open(os.path.join(more, "config.json")))["sft"]["template"]["source"] == "klm default"
-    result = CliRunner().invoke(main, ["finetune", "--task", "sft", "--from", run, "--train", train, "--run-dir",
-                                       str(tmp_path / "x"), "--tokenizer", "byte"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "finetune",
+            "--task",
+            "sft",
+            "--from",
+            run,
+            "--train",
+            train,
+            "--run-dir",
+            str(tmp_path / "x"),
+            "--tokenizer",
+            "byte",
+        ],
+    )
     assert result.exit_code == 2 and "does not match --from" in result.output
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"prompt": "x", "response": ""}', "line 2"),
-    ('{"messages": [{"role": "bot", "content": "x"}]}', "Unknown role"),
-    ("not json", "Malformed JSON on line 2"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"prompt": "x", "response": ""}', "line 2"),
+        ('{"messages": [{"role": "bot", "content": "x"}]}', "Unknown role"),
+        ("not json", "Malformed JSON on line 2"),
+    ],
+)
 def test_sft_bad_data_fails_cleanly_and_writes_nothing(tmp_path, line, message):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "response": "b"}\n' + line + "\n")
@@ -132,8 +239,9 @@ def test_sft_bad_data_fails_cleanly_and_writes_nothing(tmp_path, line, message):
 def test_sft_refused_examples_and_wrong_flags(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a b c d e f g h", "response": "x"}] * 3)
     run = tmp_path / "run"
-    result = CliRunner().invoke(main, ["finetune", *SFT, "--train", path, "--run-dir", str(run), "--seq-len", "4",
-                                       "--truncate", "refuse"])
+    result = CliRunner().invoke(
+        main, ["finetune", *SFT, "--train", path, "--run-dir", str(run), "--seq-len", "4", "--truncate", "refuse"]
+    )
     assert result.exit_code == 2 and "3 example(s) do not fit --seq-len 4" in result.output
     assert not run.exists()  # the started run folder was removed again
     result = CliRunner().invoke(main, ["finetune", *SFT, "--train", path, "--run-dir", str(run), "--pooling", "mean"])

@@ -6,18 +6,18 @@ only (no torchtext, no klm), so its numbers are an independent baseline.
 Contents
 --------
 * ``basic_english`` / ``build_vocab`` / ``load_ids`` / ``batchify`` /
-  ``get_batch``: the seed's data pipeline (torchtext ``basic_english`` and
+  ``get_batch``: the reference's data pipeline (torchtext ``basic_english`` and
   ``build_vocab_from_iterator`` re-implemented in pure Python).
-* ``SeedTransformer``: exactly the founding document's model (the classic
+* ``ReferenceTransformer``: exactly the founding document's model (the classic
   pytorch/examples word_language_model / ``transformer_tutorial`` Transformer:
   post-norm ``nn.TransformerEncoder`` with a float causal mask, sinusoidal
   ``PositionalEncoding`` with dropout, embedding scaled by sqrt(d_model),
-  untied ``nn.Linear`` decoder with bias). ``SeedTransformer.evaluate`` is the
+  untied ``nn.Linear`` decoder with bias). ``ReferenceTransformer.evaluate`` is the
   tutorial's ``evaluate()`` (eval batch size 10).
-* ``train_seed``: the seed's training loop (SGD lr 5.0, ``clip_grad_norm_``
+* ``train_reference``: the reference's training loop (SGD lr 5.0, ``clip_grad_norm_``
   0.5, ``StepLR(step_size=1, gamma=0.95)`` stepped at the end of each epoch,
   log line every 200 batches).
-* ``benchmark_seed_step``: times the seed training step alone on random ids.
+* ``benchmark_reference_step``: times the reference training step alone on random ids.
 * ``GPTReference`` / ``benchmark_gpt``: a nanoGPT-style decoder (pre-LN,
   GELU, learned positions, tied embeddings, biases kept, SDPA causal
   attention) and a training-step timer on random ids.
@@ -47,12 +47,12 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 # --------------------------------------------------------------------------
 # Data: torchtext basic_english + build_vocab_from_iterator, in pure Python.
@@ -86,14 +86,13 @@ def basic_english(line: str) -> list[str]:
     return line.split()
 
 
-def build_vocab(token_lists: Iterable[Sequence[str]],
-                tie_break: str = "lexicographic") -> dict[str, int]:
+def build_vocab(token_lists: Iterable[Sequence[str]], tie_break: str = "lexicographic") -> dict[str, int]:
     """Vocabulary from the training text: ``<unk>`` at index 0, then every
     token by descending frequency.
 
     ``tie_break="lexicographic"`` (default) is what torchtext's
     ``build_vocab_from_iterator`` does (it sorts by ``(-count, token)``), so
-    the ids are the seed's. ``tie_break="first"`` orders equal counts by first
+    the ids are the reference's. ``tie_break="first"`` orders equal counts by first
     occurrence instead. The choice only permutes ids; vocabulary size,
     parameter count and (up to init randomness) results are unaffected.
     WikiText already contains a literal ``<unk>`` token: it is the same entry
@@ -122,7 +121,7 @@ def read_token_lines(path: str | os.PathLike) -> list[list[str]]:
 
 
 def encode(token_lines: Iterable[Sequence[str]], vocab: dict[str, int]) -> torch.Tensor:
-    """The seed's ``data_process``: one tensor per line, empty lines dropped,
+    """The reference's ``data_process``: one tensor per line, empty lines dropped,
     concatenated with no end-of-line token. OOV -> ``<unk>`` (0)."""
     unk = vocab[UNK]
     ids: list[int] = []
@@ -141,7 +140,7 @@ def load_ids(train_path, heldout_paths=(), tie_break="lexicographic"):
 
 
 def batchify(data: torch.Tensor, bsz: int) -> torch.Tensor:
-    """Seed's ``batchify``: trim to a multiple of ``bsz``, shape (N/bsz, bsz)."""
+    """The reference's ``batchify``: trim to a multiple of ``bsz``, shape (N/bsz, bsz)."""
     nbatch = data.size(0) // bsz
     data = data[: nbatch * bsz]
     return data.view(bsz, -1).t().contiguous()
@@ -171,7 +170,7 @@ def _autocast(precision: str):
 
 
 # --------------------------------------------------------------------------
-# The seed model.
+# The reference model (the founding document's).
 # --------------------------------------------------------------------------
 
 
@@ -193,7 +192,7 @@ class PositionalEncoding(nn.Module):
         return self.dropout(x)
 
 
-class SeedTransformer(nn.Module):
+class ReferenceTransformer(nn.Module):
     """The founding document's ``TransformerModel`` (sequence-first input).
 
     Parameters: ``V*d`` (embedding) + ``V*d + V`` (decoder) +
@@ -201,15 +200,15 @@ class SeedTransformer(nn.Module):
     bias, two FFN linears with bias, two LayerNorms).
     """
 
-    def __init__(self, ntoken: int, ninp: int = 200, nhead: int = 2, nhid: int = 200,
-                 nlayers: int = 2, dropout: float = 0.2):
+    def __init__(
+        self, ntoken: int, ninp: int = 200, nhead: int = 2, nhid: int = 200, nlayers: int = 2, dropout: float = 0.2
+    ):
         super().__init__()
         self.model_type = "Transformer"
         self.src_mask = None
         self.pos_encoder = PositionalEncoding(ninp, dropout)
         encoder_layers = nn.TransformerEncoderLayer(ninp, nhead, nhid, dropout)
-        self.transformer_encoder = nn.TransformerEncoder(
-            encoder_layers, nlayers, enable_nested_tensor=False)
+        self.transformer_encoder = nn.TransformerEncoder(encoder_layers, nlayers, enable_nested_tensor=False)
         self.encoder = nn.Embedding(ntoken, ninp)
         self.ninp = ninp
         self.ntoken = ntoken
@@ -237,8 +236,9 @@ class SeedTransformer(nn.Module):
         return self.decoder(output)
 
     @torch.no_grad()
-    def evaluate(self, ids: torch.Tensor, bptt: int = 35, batch_size: int = 10,
-                 precision: str = "float32") -> tuple[float, float]:
+    def evaluate(
+        self, ids: torch.Tensor, bptt: int = 35, batch_size: int = 10, precision: str = "float32"
+    ) -> tuple[float, float]:
         """The seed tutorial's ``evaluate()``: batchify the 1-D ``ids`` into
         ``batch_size`` (10) columns, run every bptt chunk in eval mode and
         return ``(mean_loss, perplexity)`` with mean loss
@@ -258,27 +258,39 @@ class SeedTransformer(nn.Module):
         return loss, math.exp(loss)
 
 
-def seed_param_count(vocab_size: int, d: int = 200, h: int = 200, layers: int = 2) -> int:
-    """Closed form of ``SeedTransformer`` parameter count (what klm's ``seed``
+def reference_param_count(vocab_size: int, d: int = 200, h: int = 200, layers: int = 2) -> int:
+    """Closed form of ``ReferenceTransformer`` parameter count (what klm's ``seed``
     preset must match)."""
     V = vocab_size
     return V * d + V * d + V + layers * (4 * d * d + 4 * d + 2 * d * h + h + d + 4 * d)
 
 
-def train_seed(train_ids: torch.Tensor, valid_ids: torch.Tensor | None,
-               test_ids: torch.Tensor | None, vocab_size: int, epochs: int = 1,
-               max_steps: int | None = None, batch_size: int = 20, bptt: int = 35,
-               lr: float = 5.0, clip: float = 0.5, gamma: float = 0.95, seed: int = 0,
-               log_interval: int = 200, precision: str = "float32",
-               log: Callable[[str], None] = print, model_kwargs: dict | None = None) -> dict:
-    """The seed's training loop, step for step.
+def train_reference(
+    train_ids: torch.Tensor,
+    valid_ids: torch.Tensor | None,
+    test_ids: torch.Tensor | None,
+    vocab_size: int,
+    epochs: int = 1,
+    max_steps: int | None = None,
+    batch_size: int = 20,
+    bptt: int = 35,
+    lr: float = 5.0,
+    clip: float = 0.5,
+    gamma: float = 0.95,
+    seed: int = 0,
+    log_interval: int = 200,
+    precision: str = "float32",
+    log: Callable[[str], None] = print,
+    model_kwargs: dict | None = None,
+) -> dict:
+    """The reference's training loop, step for step.
 
     Per batch: ``model.train()`` (once per epoch, as in the seed),
     ``zero_grad``, forward, ``CrossEntropyLoss``, backward,
     ``clip_grad_norm_(clip)``, ``SGD.step``; ``StepLR(1, gamma)`` after each
     epoch. bfloat16 wraps forward + loss in ``torch.autocast("cpu",
     torch.bfloat16)`` (weights and SGD stay float32). Log lines are the
-    seed's, including its quirk that the first window sums batches 0..200
+    reference's, including its quirk that the first window sums batches 0..200
     (201 losses) but divides by 200. ``valid_ids`` (if given) is evaluated at
     the end of each epoch, ``test_ids`` (if given) once at the end, both with
     eval batch 10.
@@ -291,7 +303,7 @@ def train_seed(train_ids: torch.Tensor, valid_ids: torch.Tensor | None,
     test_loss/test_ppl (None when not evaluated), params, peak_rss_mb.
     """
     torch.manual_seed(seed)
-    model = SeedTransformer(vocab_size, **(model_kwargs or {}))
+    model = ReferenceTransformer(vocab_size, **(model_kwargs or {}))
     train_data = batchify(train_ids, batch_size)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
@@ -332,11 +344,11 @@ def train_seed(train_ids: torch.Tensor, valid_ids: torch.Tensor | None,
             if batch % log_interval == 0 and batch > 0:
                 cur_loss = total_loss / log_interval
                 elapsed = time.time() - start_time
-                log("| epoch {:3d} | {:5d}/{:5d} batches | "
-                    "lr {:02.2f} | ms/batch {:5.2f} | "
-                    "loss {:5.2f} | ppl {:8.2f}".format(
-                        epoch, batch, len(train_data) // bptt, scheduler.get_last_lr()[0],
-                        elapsed * 1000 / log_interval, cur_loss, math.exp(cur_loss)))
+                log(
+                    f"| epoch {epoch:3d} | {batch:5d}/{len(train_data) // bptt:5d} batches | "
+                    f"lr {scheduler.get_last_lr()[0]:02.2f} | ms/batch {elapsed * 1000 / log_interval:5.2f} | "
+                    f"loss {cur_loss:5.2f} | ppl {math.exp(cur_loss):8.2f}"
+                )
                 total_loss = 0.0
                 start_time = time.time()
             if max_steps is not None and steps >= max_steps:
@@ -345,8 +357,10 @@ def train_seed(train_ids: torch.Tensor, valid_ids: torch.Tensor | None,
         if valid_ids is not None:
             valid_loss, valid_ppl = model.evaluate(valid_ids, bptt=bptt, precision=precision)
             log("-" * 89)
-            log("| end of epoch {:3d} | time: {:5.2f}s | valid loss {:5.2f} | "
-                "valid ppl {:8.2f}".format(epoch, time.time() - epoch_start, valid_loss, valid_ppl))
+            log(
+                f"| end of epoch {epoch:3d} | time: {time.time() - epoch_start:5.2f}s | valid loss {valid_loss:5.2f} | "
+                f"valid ppl {valid_ppl:8.2f}"
+            )
             log("-" * 89)
         scheduler.step()
         if done:
@@ -356,7 +370,7 @@ def train_seed(train_ids: torch.Tensor, valid_ids: torch.Tensor | None,
     if test_ids is not None:
         test_loss, test_ppl = model.evaluate(test_ids, bptt=bptt, precision=precision)
         log("=" * 89)
-        log("| End of training | test loss {:5.2f} | test ppl {:8.2f}".format(test_loss, test_ppl))
+        log(f"| End of training | test loss {test_loss:5.2f} | test ppl {test_ppl:8.2f}")
         log("=" * 89)
 
     timed = step_times[5:] if len(step_times) > 5 else step_times
@@ -380,14 +394,20 @@ def train_seed(train_ids: torch.Tensor, valid_ids: torch.Tensor | None,
     }
 
 
-def benchmark_seed_step(vocab_size: int = 12000, batch_size: int = 20, bptt: int = 35,
-                        steps: int = 30, warmup: int = 5, precision: str = "float32",
-                        seed: int = 0) -> dict:
-    """Times the seed training step (zero_grad, forward, CE loss, backward,
+def benchmark_reference_step(
+    vocab_size: int = 12000,
+    batch_size: int = 20,
+    bptt: int = 35,
+    steps: int = 30,
+    warmup: int = 5,
+    precision: str = "float32",
+    seed: int = 0,
+) -> dict:
+    """Times the reference training step (zero_grad, forward, CE loss, backward,
     clip 0.5, SGD lr 5.0, loss.item()) on random ids of shape (bptt, batch).
     Returns median ms/step over ``steps`` timed steps after ``warmup``."""
     torch.manual_seed(seed)
-    model = SeedTransformer(vocab_size)
+    model = ReferenceTransformer(vocab_size)
     model.train()
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=5.0)
@@ -409,8 +429,12 @@ def benchmark_seed_step(vocab_size: int = 12000, batch_size: int = 20, bptt: int
             times.append(time.perf_counter() - t0)
     ms = 1000 * statistics.median(times)
     return {
-        "vocab_size": vocab_size, "batch_size": batch_size, "bptt": bptt,
-        "precision": precision, "steps": steps, "warmup": warmup,
+        "vocab_size": vocab_size,
+        "batch_size": batch_size,
+        "bptt": bptt,
+        "precision": precision,
+        "steps": steps,
+        "warmup": warmup,
         "ms_per_step": ms,
         "tokens_per_second": batch_size * bptt / (ms / 1000),
         "flops_per_token": flops_per_token(vocab_size, 200, 2, 200, bptt),
@@ -449,8 +473,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)
         k = k.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)
         v = v.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -462,8 +485,11 @@ class GPTBlock(nn.Module):
         self.attn = CausalSelfAttention(hidden_dim, num_heads, dropout)
         self.ln_2 = nn.LayerNorm(hidden_dim)
         self.mlp = nn.Sequential(
-            nn.Linear(hidden_dim, intermediate_dim), nn.GELU(),
-            nn.Linear(intermediate_dim, hidden_dim), nn.Dropout(dropout))
+            nn.Linear(hidden_dim, intermediate_dim),
+            nn.GELU(),
+            nn.Linear(intermediate_dim, hidden_dim),
+            nn.Dropout(dropout),
+        )
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
@@ -477,15 +503,24 @@ class GPTReference(nn.Module):
     the token embedding (no output bias). Init N(0, 0.02), residual output
     projections N(0, 0.02/sqrt(2*num_layers)). Input (batch, seq) ids."""
 
-    def __init__(self, vocab_size: int, hidden_dim: int, num_layers: int, num_heads: int,
-                 intermediate_dim: int, max_sequence_length: int, dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_dim: int,
+        num_layers: int,
+        num_heads: int,
+        intermediate_dim: int,
+        max_sequence_length: int,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.max_sequence_length = max_sequence_length
         self.wte = nn.Embedding(vocab_size, hidden_dim)
         self.wpe = nn.Embedding(max_sequence_length, hidden_dim)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            GPTBlock(hidden_dim, num_heads, intermediate_dim, dropout) for _ in range(num_layers))
+            GPTBlock(hidden_dim, num_heads, intermediate_dim, dropout) for _ in range(num_layers)
+        )
         self.ln_f = nn.LayerNorm(hidden_dim)
         self.lm_head = nn.Linear(hidden_dim, vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied
@@ -518,9 +553,17 @@ class GPTReference(nn.Module):
         return logits, loss
 
 
-def benchmark_gpt(config: dict, batch_size: int, seq_len: int, steps: int = 20, warmup: int = 3,
-                  precision: str = "float32", optimizer: str = "adamw", lr: float | None = None,
-                  seed: int = 0) -> dict:
+def benchmark_gpt(
+    config: dict,
+    batch_size: int,
+    seq_len: int,
+    steps: int = 20,
+    warmup: int = 3,
+    precision: str = "float32",
+    optimizer: str = "adamw",
+    lr: float | None = None,
+    seed: int = 0,
+) -> dict:
     """Times GPT training steps (zero_grad, forward+loss [autocast bf16 if
     asked], backward, clip_grad_norm_ 1.0, optimizer step, loss.item()) on
     random ids. ``config``: GPTReference constructor kwargs (vocab_size,
@@ -556,13 +599,17 @@ def benchmark_gpt(config: dict, batch_size: int, seq_len: int, steps: int = 20, 
             times.append(time.perf_counter() - t0)
     ms = 1000 * statistics.median(times)
     return {
-        "config": cfg, "batch_size": batch_size, "seq_len": seq_len, "steps": steps,
-        "warmup": warmup, "precision": precision, "optimizer": optimizer,
+        "config": cfg,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "steps": steps,
+        "warmup": warmup,
+        "precision": precision,
+        "optimizer": optimizer,
         "ms_per_step": ms,
         "tokens_per_second": batch_size * seq_len / (ms / 1000),
         "params": sum(p.numel() for p in model.parameters()),
-        "flops_per_token": flops_per_token(V, cfg["hidden_dim"], cfg["num_layers"],
-                                           cfg["intermediate_dim"], seq_len),
+        "flops_per_token": flops_per_token(V, cfg["hidden_dim"], cfg["num_layers"], cfg["intermediate_dim"], seq_len),
         "losses": losses,
         "peak_rss_mb": peak_rss_mb(),
         "num_threads": torch.get_num_threads(),
@@ -574,8 +621,7 @@ def benchmark_gpt(config: dict, batch_size: int, seq_len: int, steps: int = 20, 
 # --------------------------------------------------------------------------
 
 
-def flops_per_token(vocab_size: int, hidden_dim: int, num_layers: int,
-                    intermediate_dim: int, seq_len: int) -> float:
+def flops_per_token(vocab_size: int, hidden_dim: int, num_layers: int, intermediate_dim: int, seq_len: int) -> float:
     """Training FLOPs per token (forward + backward = 3 x forward, 2 FLOPs
     per multiply-add), matmuls only:
 
@@ -591,7 +637,7 @@ def flops_per_token(vocab_size: int, hidden_dim: int, num_layers: int,
       causal (on average a token attends to T/2 positions).
 
     Biases, LayerNorm, softmax, GELU/ReLU, dropout and the loss are ignored.
-    Seed shape (V=12000, d=f=200, L=2, T=35): 6*(480,000 + 2,400,000) +
+    Reference shape (V=12000, d=f=200, L=2, T=35): 6*(480,000 + 2,400,000) +
     6*2*35*200 = 17,280,000 + 84,000 = 17.364 MFLOP/token, i.e. the ~17.4
     MFLOP quoted in the project issue. (Counting the 15,600 bias/LayerNorm
     params in 6N instead would add 0.094 M, still ~17.4; the issue's figure
@@ -603,14 +649,16 @@ def flops_per_token(vocab_size: int, hidden_dim: int, num_layers: int,
     return 6.0 * matmul_params + 6.0 * L * T * d
 
 
-def measure_matmul_peak(dtype: torch.dtype | str = torch.float32, device: str = "cpu",
-                        n: int = 2048, repeats: int = 7, warmup: int = 2) -> float:
+def measure_matmul_peak(
+    dtype: torch.dtype | str = torch.float32, device: str = "cpu", n: int = 2048, repeats: int = 7, warmup: int = 2
+) -> float:
     """GFLOP/s of an n x n @ n x n matmul (2*n^3 FLOPs), median of
     ``repeats`` timings after ``warmup``. Use as the peak for MFU:
     MFU = tokens/s * flops_per_token / (1e9 * peak)."""
     if isinstance(dtype, str):
-        dtype = {"float32": torch.float32, "fp32": torch.float32,
-                 "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
+        dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[
+            dtype
+        ]
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
@@ -622,7 +670,7 @@ def measure_matmul_peak(dtype: torch.dtype | str = torch.float32, device: str = 
         sync()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
+    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 # --------------------------------------------------------------------------
@@ -646,7 +694,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    ps = sub.add_parser("seed", help="the seed's training loop on WikiText-2")
+    ps = sub.add_parser("seed", help="the reference's training loop on WikiText-2")
     ps.add_argument("--data-dir", default=None, help="default <repo>/../shared/data/wikitext-2")
     ps.add_argument("--train", default=None, help="training text (default DATA_DIR/valid.txt)")
     ps.add_argument("--heldout", default=None, help="held-out text (default DATA_DIR/test.txt)")
@@ -655,11 +703,14 @@ def main(argv=None) -> int:
     ps.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     ps.add_argument("--seed", type=int, default=0)
     ps.add_argument("--tie-break", default="lexicographic", choices=["lexicographic", "first"])
-    ps.add_argument("--valid-each-epoch", action="store_true",
-                    help="also evaluate the held-out text at every epoch end (seed behaviour)")
+    ps.add_argument(
+        "--valid-each-epoch",
+        action="store_true",
+        help="also evaluate the held-out text at every epoch end (seed behaviour)",
+    )
     ps.add_argument("--json", default=None)
 
-    pst = sub.add_parser("seed-step", help="time the seed training step on random ids")
+    pst = sub.add_parser("seed-step", help="time the reference training step on random ids")
     pst.add_argument("--vocab-size", type=int, default=12000)
     pst.add_argument("--steps", type=int, default=30)
     pst.add_argument("--warmup", type=int, default=5)
@@ -699,12 +750,21 @@ def main(argv=None) -> int:
                 p.error(f"data file not found: {path} (pass --data-dir/--train/--heldout)")
         wall0 = time.perf_counter()
         vocab, train_ids, (heldout_ids,) = load_ids(train_path, [heldout_path], args.tie_break)
-        print(f"train {train_path}: {train_ids.numel()} tokens; held-out {heldout_path}: "
-              f"{heldout_ids.numel()} tokens; vocab {len(vocab)}; "
-              f"params {seed_param_count(len(vocab))}; threads {torch.get_num_threads()}")
-        result = train_seed(train_ids, heldout_ids if args.valid_each_epoch else None, heldout_ids,
-                            len(vocab), epochs=args.epochs, max_steps=args.max_steps,
-                            precision=args.precision, seed=args.seed)
+        print(
+            f"train {train_path}: {train_ids.numel()} tokens; held-out {heldout_path}: "
+            f"{heldout_ids.numel()} tokens; vocab {len(vocab)}; "
+            f"params {reference_param_count(len(vocab))}; threads {torch.get_num_threads()}"
+        )
+        result = train_reference(
+            train_ids,
+            heldout_ids if args.valid_each_epoch else None,
+            heldout_ids,
+            len(vocab),
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            precision=args.precision,
+            seed=args.seed,
+        )
         result["wall_seconds"] = time.perf_counter() - wall0
         result["train_path"], result["heldout_path"] = str(train_path), str(heldout_path)
         result["num_threads"] = torch.get_num_threads()
@@ -712,8 +772,9 @@ def main(argv=None) -> int:
         print(json.dumps(summary, indent=2))
         _write_json(args.json, result)
     elif args.cmd == "seed-step":
-        result = benchmark_seed_step(args.vocab_size, steps=args.steps, warmup=args.warmup,
-                                     precision=args.precision)
+        result = benchmark_reference_step(
+            args.vocab_size, steps=args.steps, warmup=args.warmup, precision=args.precision
+        )
         print(json.dumps(result, indent=2))
         _write_json(args.json, result)
     elif args.cmd == "gpt":
@@ -722,14 +783,14 @@ def main(argv=None) -> int:
             if getattr(args, key) is not None:
                 cfg[key] = getattr(args, key)
         cfg["max_sequence_length"] = max(cfg["max_sequence_length"], args.seq_len)
-        result = benchmark_gpt(cfg, args.batch_size, args.seq_len, args.steps, args.warmup,
-                               args.precision, args.optimizer)
+        result = benchmark_gpt(
+            cfg, args.batch_size, args.seq_len, args.steps, args.warmup, args.precision, args.optimizer
+        )
         print(json.dumps({k: v for k, v in result.items() if k != "losses"}, indent=2))
         _write_json(args.json, result)
     elif args.cmd == "matmul-peak":
         gflops = measure_matmul_peak(args.dtype, args.device, n=args.n)
-        print(json.dumps({"dtype": args.dtype, "device": args.device, "n": args.n,
-                          "gflops": gflops}))
+        print(json.dumps({"dtype": args.dtype, "device": args.device, "n": args.n, "gflops": gflops}))
     return 0
 
 

@@ -91,10 +91,18 @@ class KlmTrainWorker:
         keras.config.set_dtype_policy(spec["precision"])
         batch, seq = spec["batch_size"], spec["seq_len"]
         config = PretrainConfig(
-            data="benchmark", preset=spec["preset"], batch_size=batch, seq_len=seq,
-            optimizer=spec["optimizer"], lr=spec["lr"], clipnorm=spec["clipnorm"],
-            schedule=spec["schedule"], precision=spec["precision"], jit=spec.get("jit", "auto"),
-            steps_per_execution=spec.get("steps_per_execution", 1), dropout=spec.get("dropout"),
+            data="benchmark",
+            preset=spec["preset"],
+            batch_size=batch,
+            seq_len=seq,
+            optimizer=spec["optimizer"],
+            lr=spec["lr"],
+            clipnorm=spec["clipnorm"],
+            schedule=spec["schedule"],
+            precision=spec["precision"],
+            jit=spec.get("jit", "auto"),
+            steps_per_execution=spec.get("steps_per_execution", 1),
+            dropout=spec.get("dropout"),
         )
         self.spe = config.steps_per_execution
         # Exactly the model and compile() of `klm pretrain`.
@@ -104,8 +112,12 @@ class KlmTrainWorker:
         if spec.get("loss", "klm") == "keras":  # ablation: Keras's own sparse cross-entropy
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
             self.model.compile(
-                optimizer=self.model.optimizer, loss=loss, weighted_metrics=[],
-                jit_compile=self.model.jit_compile, steps_per_execution=self.spe, sampler="greedy",
+                optimizer=self.model.optimizer,
+                loss=loss,
+                weighted_metrics=[],
+                jit_compile=self.model.jit_compile,
+                steps_per_execution=self.spe,
+                sampler="greedy",
             )
         rng = np.random.default_rng(spec.get("seed", 0))
         tokens = rng.integers(0, spec["vocab_size"], size=batch * (seq * 200 + 1), dtype=np.int32)
@@ -114,10 +126,14 @@ class KlmTrainWorker:
         self.tokens_per_step = batch * seq
         self._fit(spec.get("warmup", 3))
         self.info = {
-            "backend": self.backend, "params": int(self.model.count_params()),
-            "jit_compile": str(self.model.jit_compile), "steps_per_execution": self.spe,
-            "device": backend_lib.accelerator_name(), "rss_after_import_mb": self.rss_after_import_mb,
-            "dtype_policy": self.model.dtype_policy.name, "loss": type(loss).__name__,
+            "backend": self.backend,
+            "params": int(self.model.count_params()),
+            "jit_compile": str(self.model.jit_compile),
+            "steps_per_execution": self.spe,
+            "device": backend_lib.accelerator_name(),
+            "rss_after_import_mb": self.rss_after_import_mb,
+            "dtype_policy": self.model.dtype_policy.name,
+            "loss": type(loss).__name__,
         }
 
     def _fit(self, steps):
@@ -136,8 +152,7 @@ class KlmTrainWorker:
                 cpu.append(time.process_time())
 
         steps = max(self.spe, steps - steps % self.spe)
-        self.model.fit(self.dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[Timer()],
-                       shuffle=False)
+        self.model.fit(self.dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[Timer()], shuffle=False)
         diffs = [(b - a) / self.spe for a, b in zip(stamps, stamps[1:])]
         cpu_diffs = [(b - a) / self.spe for a, b in zip(cpu, cpu[1:])]
         return diffs, losses, cpu_diffs
@@ -240,8 +255,10 @@ class RefTrainWorker:
         self.tokens_per_step = batch * seq
         self.measure(spec.get("warmup", 3))
         self.info = {
-            "backend": "pytorch-reference", "params": sum(p.numel() for p in self.model.parameters()),
-            "device": str(self.device), "num_threads": torch.get_num_threads(),
+            "backend": "pytorch-reference",
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "device": str(self.device),
+            "num_threads": torch.get_num_threads(),
             "rss_after_import_mb": self.rss_after_import_mb,
         }
 
@@ -338,8 +355,11 @@ class GenerateWorker:
         self.total = prompt + new
         ids = np.random.default_rng(0).integers(1, spec["vocab_size"], size=(1, prompt)).astype("int32")
         self.prompt = ids
-        self.info = {"backend": self.backend, "device": backend_lib.accelerator_name(),
-                     "params": int(self.model.count_params())}
+        self.info = {
+            "backend": self.backend,
+            "device": backend_lib.accelerator_name(),
+            "params": int(self.model.count_params()),
+        }
         self.kv_ids = self.cached()[1]
         self.recompute_ids = self.recompute()[1]
         self.info["outputs_match"] = bool((self.kv_ids == self.recompute_ids).all())
@@ -357,7 +377,7 @@ class GenerateWorker:
         t0 = time.perf_counter()
         out = self.model.generate({"token_ids": ids, "padding_mask": mask}, stop_token_ids=None)
         dt = time.perf_counter() - t0
-        return dt, self.np.asarray(out["token_ids"])[0, self.prompt.shape[1]:]
+        return dt, self.np.asarray(out["token_ids"])[0, self.prompt.shape[1] :]
 
     def recompute(self):
         """Greedy decoding that runs the whole (fixed-length, right-padded)
@@ -382,8 +402,7 @@ class GenerateWorker:
         return {"peak_rss_mb": _peak_rss_mb(), "device_peak_mb": _device_peak_mb(self.backend)}
 
 
-WORKERS = {"klm_train": KlmTrainWorker, "ref_train": RefTrainWorker, "data": DataWorker,
-           "generate": GenerateWorker}
+WORKERS = {"klm_train": KlmTrainWorker, "ref_train": RefTrainWorker, "data": DataWorker, "generate": GenerateWorker}
 
 
 def worker_main(spec_json):
@@ -426,9 +445,14 @@ class Worker:
 
     def __init__(self, name, spec, backend="tensorflow"):
         self.name, self.spec = name, spec
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
-                   XLA_PYTHON_CLIENT_PREALLOCATE="false", TF_FORCE_GPU_ALLOW_GROWTH="true",
-                   PYTHONPATH=os.pathsep.join([str(REPO), str(HERE), os.environ.get("PYTHONPATH", "")]))
+        env = dict(
+            os.environ,
+            KERAS_BACKEND=backend,
+            TF_CPP_MIN_LOG_LEVEL="2",
+            XLA_PYTHON_CLIENT_PREALLOCATE="false",
+            TF_FORCE_GPU_ALLOW_GROWTH="true",
+            PYTHONPATH=os.pathsep.join([str(REPO), str(HERE), os.environ.get("PYTHONPATH", "")]),
+        )
         # PyTorch's OpenMP threads spin while they wait; on a CPU shared with
         # other work that makes 2 threads several times slower than 1 (see
         # README). Passive waiting is the default here unless set outside.
@@ -436,7 +460,11 @@ class Worker:
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"klm-bench-{name}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
         )
         self.info, self.error = None, None
 
@@ -449,7 +477,7 @@ class Worker:
                 tail = self.log.read()[-3000:]
                 raise RuntimeError(f"worker {self.name} exited ({self.proc.poll()}):\n{tail}")
             if line.startswith(MARK):
-                msg = json.loads(line[len(MARK):])
+                msg = json.loads(line[len(MARK) :])
                 if "error" in msg:
                     self.log.flush()
                     self.log.seek(0)
@@ -506,13 +534,21 @@ def run_group(title, workers, rounds, steps, ref_name=None, peak_dtype=None, log
     results = {}
     try:
         for name, w in workers.items():
-            results[name] = {"info": w.ready(), "times": [], "cpu_times": [], "losses": [], "round_medians": [],
-                             "cpu_round_medians": [], "recompute_times": [], "recompute_round_medians": []}
+            results[name] = {
+                "info": w.ready(),
+                "times": [],
+                "cpu_times": [],
+                "losses": [],
+                "round_medians": [],
+                "cpu_round_medians": [],
+                "recompute_times": [],
+                "recompute_round_medians": [],
+            }
         log(f"   ready after {time.perf_counter() - t0:.0f}s; {rounds} rounds x {steps} steps")
         names = list(workers)
         peaks = []
         for r in range(rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 m = workers[name].call(cmd="measure", steps=steps)
                 res = results[name]
@@ -529,10 +565,14 @@ def run_group(title, workers, rounds, steps, ref_name=None, peak_dtype=None, log
             if ref_name and peak_dtype:
                 # A CPU without bf16 matrix units may run bf16 matmuls in
                 # float32 (XLA does): the bf16 peak is then the float32 one.
-                peaks.append(max(workers[ref_name].call(cmd="peak", dtype=d)["gflops"]
-                                 for d in dict.fromkeys([peak_dtype, "float32"])))
-            log("   round %d: %s" % (r + 1, "  ".join(
-                f"{n} {1000 * results[n]['round_medians'][-1]:.0f}ms" for n in names)))
+                peaks.append(
+                    max(
+                        workers[ref_name].call(cmd="peak", dtype=d)["gflops"]
+                        for d in dict.fromkeys([peak_dtype, "float32"])
+                    )
+                )
+            medians = "  ".join(f"{n} {1000 * results[n]['round_medians'][-1]:.0f}ms" for n in names)
+            log(f"   round {r + 1}: {medians}")
         for name, w in workers.items():
             results[name]["final"] = w.close()
         results["_peaks"] = peaks
@@ -553,8 +593,9 @@ def _ratio(ref_rounds, rounds):
 def flops_per_token(preset, vocab, seq_len):
     """reference_torch.flops_per_token at the klm preset's sizes."""
     dims = _preset_dims(preset)
-    return _reference_module().flops_per_token(vocab, dims["hidden_dim"], dims["num_layers"],
-                                               dims["intermediate_dim"], seq_len)
+    return _reference_module().flops_per_token(
+        vocab, dims["hidden_dim"], dims["num_layers"], dims["intermediate_dim"], seq_len
+    )
 
 
 def _preset_dims(preset):
@@ -574,18 +615,34 @@ TRAIN_SHAPES = {
 }
 
 
-def train_group(preset, precision, batch_size, backends, rounds, steps, warmup, device,
-                variants=None, log=print):
+def train_group(preset, precision, batch_size, backends, rounds, steps, warmup, device, variants=None, log=print):
     """klm on each backend (and variants) vs the PyTorch reference at one shape."""
     shape = TRAIN_SHAPES[preset]
     dims = _preset_dims(preset)
-    common = dict(vocab_size=VOCAB, batch_size=batch_size, seq_len=shape["seq_len"], lr=shape["lr"],
-                  clipnorm=shape["clipnorm"], warmup=warmup, dropout=dims["dropout"])
-    ref_spec = dict(common, kind="ref_train", model="seed" if preset == "seed" else "gpt",
-                    precision="float32" if precision == "float32" else "bfloat16",
-                    gpt={k: dims[k] for k in ("hidden_dim", "num_layers", "num_heads", "intermediate_dim")})
-    klm_spec = dict(common, kind="klm_train", preset=preset, optimizer=shape["optimizer"],
-                    schedule=shape["schedule"], precision=precision)
+    common = dict(
+        vocab_size=VOCAB,
+        batch_size=batch_size,
+        seq_len=shape["seq_len"],
+        lr=shape["lr"],
+        clipnorm=shape["clipnorm"],
+        warmup=warmup,
+        dropout=dims["dropout"],
+    )
+    ref_spec = dict(
+        common,
+        kind="ref_train",
+        model="seed" if preset == "seed" else "gpt",
+        precision="float32" if precision == "float32" else "bfloat16",
+        gpt={k: dims[k] for k in ("hidden_dim", "num_layers", "num_heads", "intermediate_dim")},
+    )
+    klm_spec = dict(
+        common,
+        kind="klm_train",
+        preset=preset,
+        optimizer=shape["optimizer"],
+        schedule=shape["schedule"],
+        precision=precision,
+    )
     workers = {"pytorch": Worker("pytorch", ref_spec)}
     if precision != "float32":
         # The float32 loop too, in the same rounds: bf16 speed-ups are
@@ -613,44 +670,74 @@ def train_group(preset, precision, batch_size, backends, rounds, steps, warmup, 
     for name, res in results.items():
         ms = 1000 * _median(res["times"])
         tps = tokens / (ms / 1000)
-        rows.append({
-            "section": "train", "preset": preset, "precision": precision, "name": name,
-            "batch": f"{batch_size}x{shape['seq_len']}", "ms_per_step": ms, "tokens_per_s": tps,
-            "ratio_vs_pytorch": _ratio(ref_rounds, res["round_medians"]),
-            "ratio_vs_pytorch_fp32": _ratio(results.get("pytorch fp32", results["pytorch"])["round_medians"]
-                                            if precision != "float32" else ref_rounds, res["round_medians"]),
-            "cpu_ratio_vs_pytorch_fp32": _ratio(results.get("pytorch fp32", results["pytorch"])["cpu_round_medians"],
-                                                res["cpu_round_medians"]),
-            "cpu_ms_per_step": 1000 * _median(res["cpu_times"]),
-            "cpu_ratio_vs_pytorch": _ratio(results["pytorch"]["cpu_round_medians"], res["cpu_round_medians"]),
-            "load_average": load,
-            "gflops_per_s": fpt * tps / 1e9, "mfu": fpt * tps / (peak * 1e9) if peak else None,
-            "peak_gflops": peak, "flops_per_token": fpt,
-            "peak_rss_mb": res["final"]["peak_rss_mb"], "device_peak_mb": res["final"]["device_peak_mb"],
-            "params": res["info"].get("params"), "info": res["info"], "spec": variants.get(name, {}),
-            "round_ms": [1000 * t for t in res["round_medians"]], "losses": res["losses"],
-        })
+        rows.append(
+            {
+                "section": "train",
+                "preset": preset,
+                "precision": precision,
+                "name": name,
+                "batch": f"{batch_size}x{shape['seq_len']}",
+                "ms_per_step": ms,
+                "tokens_per_s": tps,
+                "ratio_vs_pytorch": _ratio(ref_rounds, res["round_medians"]),
+                "ratio_vs_pytorch_fp32": _ratio(
+                    results.get("pytorch fp32", results["pytorch"])["round_medians"]
+                    if precision != "float32"
+                    else ref_rounds,
+                    res["round_medians"],
+                ),
+                "cpu_ratio_vs_pytorch_fp32": _ratio(
+                    results.get("pytorch fp32", results["pytorch"])["cpu_round_medians"], res["cpu_round_medians"]
+                ),
+                "cpu_ms_per_step": 1000 * _median(res["cpu_times"]),
+                "cpu_ratio_vs_pytorch": _ratio(results["pytorch"]["cpu_round_medians"], res["cpu_round_medians"]),
+                "load_average": load,
+                "gflops_per_s": fpt * tps / 1e9,
+                "mfu": fpt * tps / (peak * 1e9) if peak else None,
+                "peak_gflops": peak,
+                "flops_per_token": fpt,
+                "peak_rss_mb": res["final"]["peak_rss_mb"],
+                "device_peak_mb": res["final"]["device_peak_mb"],
+                "params": res["info"].get("params"),
+                "info": res["info"],
+                "spec": variants.get(name, {}),
+                "round_ms": [1000 * t for t in res["round_medians"]],
+                "losses": res["losses"],
+            }
+        )
     return rows
 
 
 def generate_group(preset, backends, rounds, prompt_len, new_tokens, log=print):
-    spec = dict(kind="generate", preset=preset, vocab_size=VOCAB, precision="float32",
-                prompt_len=prompt_len, new_tokens=new_tokens)
+    spec = dict(
+        kind="generate",
+        preset=preset,
+        vocab_size=VOCAB,
+        precision="float32",
+        prompt_len=prompt_len,
+        new_tokens=new_tokens,
+    )
     workers = {b: Worker(f"gen-{b}", spec, backend=b) for b in backends}
-    results = run_group(f"generate {preset} prompt {prompt_len} + {new_tokens} new tokens", workers,
-                        rounds, 1, log=log)
+    results = run_group(f"generate {preset} prompt {prompt_len} + {new_tokens} new tokens", workers, rounds, 1, log=log)
     results.pop("_peaks")
     results.pop("_load")
     rows = []
     for name, res in results.items():
         kv, full = _median(res["times"]), _median(res["recompute_times"])
-        rows.append({
-            "section": "generate", "preset": preset, "name": name, "new_tokens": new_tokens,
-            "prompt_len": prompt_len, "kv_tokens_per_s": new_tokens / kv,
-            "recompute_tokens_per_s": new_tokens / full,
-            "kv_speedup": _median([b / a for a, b in zip(res["round_medians"], res["recompute_round_medians"])]),
-            "outputs_match": res["info"].get("outputs_match"), "peak_rss_mb": res["final"]["peak_rss_mb"],
-        })
+        rows.append(
+            {
+                "section": "generate",
+                "preset": preset,
+                "name": name,
+                "new_tokens": new_tokens,
+                "prompt_len": prompt_len,
+                "kv_tokens_per_s": new_tokens / kv,
+                "recompute_tokens_per_s": new_tokens / full,
+                "kv_speedup": _median([b / a for a, b in zip(res["round_medians"], res["recompute_round_medians"])]),
+                "outputs_match": res["info"].get("outputs_match"),
+                "peak_rss_mb": res["final"]["peak_rss_mb"],
+            }
+        )
     return rows
 
 
@@ -660,7 +747,9 @@ def data_rows(train_rows, rounds, log=print):
     workers = {}
     for preset, batch in shapes:
         b, s = (int(v) for v in batch.split("x"))
-        workers[f"{preset}-{batch}"] = Worker(f"data-{preset}", dict(kind="data", vocab_size=VOCAB, batch_size=b, seq_len=s))
+        workers[f"{preset}-{batch}"] = Worker(
+            f"data-{preset}", dict(kind="data", vocab_size=VOCAB, batch_size=b, seq_len=s)
+        )
     results = run_group("data pipeline (klm.data.lm_dataset alone)", workers, rounds, 50, log=log)
     results.pop("_peaks")
     results.pop("_load")
@@ -668,13 +757,23 @@ def data_rows(train_rows, rounds, log=print):
     for (preset, batch), name in zip(shapes, workers):
         b, s = (int(v) for v in batch.split("x"))
         tps = b * s / _median(results[name]["times"])
-        consumers = [r for r in train_rows if r["preset"] == preset and r["batch"] == batch
-                     and not r["name"].startswith("pytorch")] or [r for r in train_rows if r["preset"] == preset]
+        consumers = [
+            r
+            for r in train_rows
+            if r["preset"] == preset and r["batch"] == batch and not r["name"].startswith("pytorch")
+        ] or [r for r in train_rows if r["preset"] == preset]
         fastest = max(consumers, key=lambda r: r["tokens_per_s"])
-        rows.append({"section": "data", "preset": preset, "batch": batch, "pipeline_tokens_per_s": tps,
-                     "fastest_training": f"{fastest['name']} {fastest['precision']}",
-                     "training_tokens_per_s": fastest["tokens_per_s"],
-                     "headroom": tps / fastest["tokens_per_s"]})
+        rows.append(
+            {
+                "section": "data",
+                "preset": preset,
+                "batch": batch,
+                "pipeline_tokens_per_s": tps,
+                "fastest_training": f"{fastest['name']} {fastest['precision']}",
+                "training_tokens_per_s": fastest["tokens_per_s"],
+                "headroom": tps / fastest["tokens_per_s"],
+            }
+        )
     return rows
 
 
@@ -690,7 +789,9 @@ def _local_text():
     shared = Path(os.environ.get("KLM_SHARED_DATA", REPO.parent / "shared" / "data")) / "wikitext-2"
     files = sorted(glob.glob(str(shared / "*.txt")))
     if files:
-        return b"".join(Path(f).read_bytes() for f in files), f"WikiText-2 ({', '.join(Path(f).name for f in files)}) repeated"
+        return b"".join(
+            Path(f).read_bytes() for f in files
+        ), f"WikiText-2 ({', '.join(Path(f).name for f in files)}) repeated"
     import random
 
     rng = random.Random(0)
@@ -711,20 +812,86 @@ def _build_corpus(path, megabytes, text):
 def _timed_child(cmd, env=None):
     """Runs `cmd`; returns (wall s, peak RSS MiB of the child, stderr text, exit code)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {})))
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {})),
+    )
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return time.perf_counter() - t0, usage.ru_maxrss / 1024, stderr, proc.returncode
 
 
+def _timed_tree(cmd, env=None):
+    """Runs `cmd` like `_timed_child`; returns (wall s, CPU s, peak RSS MiB of the largest process, peak PSS MiB
+    summed over the process and its children (klm prepare's workers), stderr text, exit code).
+
+    `ru_maxrss` is one process's peak, whatever its worker processes hold; the sum of their PSS (shared pages
+    counted once) is sampled from /proc every 0.2 s (0 where /proc has no smaps_rollup)."""
+    import threading
+
+    def tree(root):
+        pids, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            try:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as f:
+                        todo.extend(int(c) for c in f.read().split())
+            except OSError:
+                pass
+        return pids
+
+    def pss_mib(pid):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                return sum(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+        except OSError:
+            return 0.0
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {})),
+    )
+    peak, done = [0.0], threading.Event()
+
+    def sample():
+        while not done.wait(0.2):
+            peak[0] = max(peak[0], sum(pss_mib(pid) for pid in tree(proc.pid)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    done.set()
+    sampler.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return (
+        time.perf_counter() - t0,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,
+        peak[0],
+        stderr,
+        proc.returncode,
+    )
+
+
 def _klm_cli(*args):
     return [sys.executable, "-c", "import sys; from klm.cli.main import main; sys.argv[0] = 'klm'; main()", *args]
 
 
-def prepare_rows(sizes_mb, workdir, tokenizer="sentencepiece", vocab_size=16000, log=print):
-    """`klm prepare` on corpora of `sizes_mb` MB (local text repeated): wall time, peak RSS, stage figures."""
+def prepare_rows(sizes_mb, workdir, tokenizer="sentencepiece", vocab_size=16000, workers=None, log=print):
+    """`klm prepare` on corpora of `sizes_mb` MB (local text repeated): wall and CPU time, peak RSS (largest
+    process) and peak PSS (summed over its worker processes), stage figures. `workers`: `--workers` (default: klm's,
+    one per usable CPU)."""
     import re
 
     text, origin = _local_text()
@@ -733,24 +900,54 @@ def prepare_rows(sizes_mb, workdir, tokenizer="sentencepiece", vocab_size=16000,
         corpus = os.path.join(workdir, f"corpus-{mb}mb.txt")
         size = _build_corpus(corpus, mb, text)
         out = os.path.join(workdir, f"prepared-{mb}mb")
-        log(f"\n== prepare {mb} MB ({origin}), --tokenizer {tokenizer} --vocab-size {vocab_size}")
-        wall, rss, err, code = _timed_child(_klm_cli("prepare", corpus, "--out", out, "--overwrite",
-                                                     "--tokenizer", tokenizer, "--vocab-size", str(vocab_size)))
+        log(
+            f"\n== prepare {mb} MB ({origin}), --tokenizer {tokenizer} --vocab-size {vocab_size}"
+            + (f" --workers {workers}" if workers else "")
+        )
+        wall, cpu, rss, tree_pss, err, code = _timed_tree(
+            _klm_cli(
+                "prepare",
+                corpus,
+                "--out",
+                out,
+                "--overwrite",
+                "--tokenizer",
+                tokenizer,
+                "--vocab-size",
+                str(vocab_size),
+                *(["--workers", str(workers)] if workers else []),
+            )
+        )
         if code != 0:
             raise RuntimeError(f"klm prepare failed ({code}):\n{err[-3000:]}")
         trained = re.search(r"trained \S+ tokenizer: [\d,]+ tokens in ([\d.]+)s", err)
-        encoded = re.findall(r"tokenizing train: ([\d,]+) tokens in ([\d.]+)s .*?, ([\d,.]+) MB \(([\d,.]+) MB/s\)", err)
+        encoded = re.findall(
+            r"tokenizing train: ([\d,]+) tokens in ([\d.]+)s .*?, ([\d,.]+) MB \(([\d,.]+) MB/s\)", err
+        )
         cleaned = re.search(r"cleaning train: .* in ([\d.]+)s", err)
         sample = re.search(r"sample: ([\d,]+) of ([\d,]+) documents", err)
-        row = {"section": "prepare", "megabytes": size / 2**20, "origin": origin, "wall_s": wall, "peak_rss_mb": rss,
-               "clean_s": float(cleaned.group(1)) if cleaned else None,
-               "tokenizer_train_s": float(trained.group(1)) if trained else None,
-               "tokenizer_sample": sample.group(0) if sample else "whole corpus",
-               "encode_s": float(encoded[-1][1]) if encoded else None,
-               "encode_mb_per_s": float(encoded[-1][3].replace(",", "")) if encoded else None,
-               "train_tokens": int(encoded[-1][0].replace(",", "")) if encoded else None, "out": out}
-        log(f"   {wall:.0f}s, peak RSS {rss:,.0f} MiB, tokenizer {row['tokenizer_train_s']}s, "
-            f"encoding {row['encode_mb_per_s']} MB/s")
+        row = {
+            "section": "prepare",
+            "megabytes": size / 2**20,
+            "origin": origin,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "peak_rss_mb": rss,
+            "peak_tree_pss_mb": tree_pss,
+            "workers": workers,
+            "clean_s": float(cleaned.group(1)) if cleaned else None,
+            "tokenizer_train_s": float(trained.group(1)) if trained else None,
+            "tokenizer_sample": sample.group(0) if sample else "whole corpus",
+            "encode_s": float(encoded[-1][1]) if encoded else None,
+            "encode_mb_per_s": float(encoded[-1][3].replace(",", "")) if encoded else None,
+            "train_tokens": int(encoded[-1][0].replace(",", "")) if encoded else None,
+            "out": out,
+        }
+        log(
+            f"   {wall:.0f}s ({cpu:.0f}s CPU), peak RSS {rss:,.0f} MiB (all processes: PSS {tree_pss:,.0f} MiB), "
+            f"tokenizer {row['tokenizer_train_s']}s, "
+            f"encoding {row['encode_mb_per_s']} MB/s"
+        )
         os.unlink(corpus)
         rows.append(row)
     return rows
@@ -765,11 +962,14 @@ def _scaled_prepared(source, out, tokens):
 
     manifest = json.loads(Path(source, "manifest.json").read_text())
     dtype = np.dtype(manifest["token_dtype"]).newbyteorder("<")
-    base = np.concatenate([np.fromfile(os.path.join(source, s["file"]), dtype=dtype)
-                           for s in manifest["splits"]["train"]["shards"]])
+    base = np.concatenate(
+        [np.fromfile(os.path.join(source, s["file"]), dtype=dtype) for s in manifest["splits"]["train"]["shards"]]
+    )
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
-    shutil.copytree(os.path.join(source, manifest["tokenizer"]["path"]), os.path.join(out, manifest["tokenizer"]["path"]))
+    shutil.copytree(
+        os.path.join(source, manifest["tokenizer"]["path"]), os.path.join(out, manifest["tokenizer"]["path"])
+    )
     shard_tokens = manifest["shard_tokens"]
     shards, written, index = [], 0, 0
     while written < tokens:
@@ -782,8 +982,9 @@ def _scaled_prepared(source, out, tokens):
         shards.append({"file": name, "tokens": count, "sha256": hashlib.sha256(data).hexdigest()})
         written += count
         index += 1
-    manifest["splits"] = {"train": {"documents": manifest["splits"]["train"]["documents"], "tokens": tokens,
-                                    "shards": shards}}
+    manifest["splits"] = {
+        "train": {"documents": manifest["splits"]["train"]["documents"], "tokens": tokens, "shards": shards}
+    }
     Path(out, "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
@@ -796,15 +997,38 @@ def scale_rows(prepared, token_counts, workdir, backend="tensorflow", steps=30, 
         run_dir = os.path.join(workdir, f"run-{tokens}")
         log(f"\n== pretrain {backend} on {tokens:,} prepared tokens, first {steps} steps")
         wall, rss, err, code = _timed_child(
-            _klm_cli("pretrain", "--data", folder, "--run-dir", run_dir, "--restart", "--max-steps", str(steps),
-                     "--valid-fraction", "0", "--backend", backend),
-            env={"KERAS_BACKEND": backend})
+            _klm_cli(
+                "pretrain",
+                "--data",
+                folder,
+                "--run-dir",
+                run_dir,
+                "--restart",
+                "--max-steps",
+                str(steps),
+                "--valid-fraction",
+                "0",
+                "--backend",
+                backend,
+            ),
+            env={"KERAS_BACKEND": backend},
+        )
         if code != 0:
             raise RuntimeError(f"klm pretrain failed ({code}):\n{err[-3000:]}")
         summary = json.loads(Path(run_dir, "summary.json").read_text())
-        rows.append({"section": "scale", "tokens": tokens, "backend": backend, "steps": steps, "wall_s": wall,
-                     "peak_rss_mb": rss, "train_tokens_per_second": summary.get("train_tokens_per_second"),
-                     "compile_seconds": summary.get("compile_seconds"), "disk_mb": tokens * 2 / 2**20})
+        rows.append(
+            {
+                "section": "scale",
+                "tokens": tokens,
+                "backend": backend,
+                "steps": steps,
+                "wall_s": wall,
+                "peak_rss_mb": rss,
+                "train_tokens_per_second": summary.get("train_tokens_per_second"),
+                "compile_seconds": summary.get("compile_seconds"),
+                "disk_mb": tokens * 2 / 2**20,
+            }
+        )
         log(f"   {summary.get('train_tokens_per_second')} tokens/s, peak RSS {rss:,.0f} MiB, {wall:.0f}s in all")
         import shutil
 
@@ -824,17 +1048,25 @@ def _fmt(value, spec):
 
 def _print_train(report, out):
     m = report["machine"]
-    out(f"{'preset':6} {'precision':15} {'run':22} {'batch':7} {'ms/step':>9} {'tokens/s':>9} "
-        f"{'ratio':>6} {'cpu':>5} {'vs fp32 loop':>12} {'(cpu)':>6} {'GFLOP/s':>8} {'MFU':>6} {'peak RSS MiB':>12} {'dev MiB':>8}")
+    out(
+        f"{'preset':6} {'precision':15} {'run':22} {'batch':7} {'ms/step':>9} {'tokens/s':>9} "
+        f"{'ratio':>6} {'cpu':>5} {'vs fp32 loop':>12} {'(cpu)':>6} {'GFLOP/s':>8} {'MFU':>6} "
+        f"{'peak RSS MiB':>12} {'dev MiB':>8}"
+    )
     for r in report["train"]:
-        out(f"{r['preset']:6} {r['precision']:15} {r['name']:22} {r['batch']:7} {r['ms_per_step']:9.1f} "
+        out(
+            f"{r['preset']:6} {r['precision']:15} {r['name']:22} {r['batch']:7} {r['ms_per_step']:9.1f} "
             f"{r['tokens_per_s']:9.0f} {r['ratio_vs_pytorch']:6.2f} {r['cpu_ratio_vs_pytorch']:5.2f} "
-            f"{r.get('ratio_vs_pytorch_fp32', float('nan')):12.2f} {r.get('cpu_ratio_vs_pytorch_fp32', float('nan')):6.2f} "
+            f"{r.get('ratio_vs_pytorch_fp32', float('nan')):12.2f} "
+            f"{r.get('cpu_ratio_vs_pytorch_fp32', float('nan')):6.2f} "
             f"{r['gflops_per_s']:8.1f} "
-            f"{_fmt(r['mfu'] and 100 * r['mfu'], '5.1f')}% {r['peak_rss_mb']:12.0f} {_fmt(r['device_peak_mb'], '8.0f')}")
+            f"{_fmt(r['mfu'] and 100 * r['mfu'], '5.1f')}% {r['peak_rss_mb']:12.0f} {_fmt(r['device_peak_mb'], '8.0f')}"
+        )
     peaks = {(r["preset"], r["precision"]): round(r["peak_gflops"], 1) for r in report["train"] if r["peak_gflops"]}
-    out("matmul peak GFLOP/s (median over each comparison's rounds): "
-        + ", ".join(f"{p} {q} {g}" for (p, q), g in peaks.items()))
+    out(
+        "matmul peak GFLOP/s (median over each comparison's rounds): "
+        + ", ".join(f"{p} {q} {g}" for (p, q), g in peaks.items())
+    )
     loads = sorted({round(r["load_average"][0], 1) for r in report["train"]})
     out(f"1-min load average at the end of each comparison: {loads} ({m['cpus']} CPUs)")
 
@@ -842,11 +1074,16 @@ def _print_train(report, out):
 def print_report(report, out=print):
     m = report["machine"]
     out("\n" + "=" * 100)
-    out(f"klm benchmarks | {m['device']} | {m['device_name']} | torch threads {m.get('torch_threads')} | "
-        f"OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']} | {report['mode']} | {report['wall_seconds']:.0f}s")
-    out("ratio = klm tokens/s / PyTorch tokens/s, median of per-round ratios (> 1: klm faster); cpu = the "
-        "same on process CPU time; vs fp32 loop = the same against the float32 PyTorch loop in the same rounds; MFU = flops_per_token x tokens/s / matmul peak (row's dtype, same device, "
-        "this run)")
+    out(
+        f"klm benchmarks | {m['device']} | {m['device_name']} | torch threads {m.get('torch_threads')} | "
+        f"OMP_WAIT_POLICY={m['OMP_WAIT_POLICY']} | {report['mode']} | {report['wall_seconds']:.0f}s"
+    )
+    out(
+        "ratio = klm tokens/s / PyTorch tokens/s, median of per-round ratios (> 1: klm faster); cpu = the "
+        "same on process CPU time; vs fp32 loop = the same against the float32 PyTorch loop in the same rounds; "
+        "MFU = flops_per_token x tokens/s / matmul peak (row's dtype, same device, "
+        "this run)"
+    )
     for backend, choice in m.get("precision_auto", {}).items():
         out(f"--precision auto on {backend}: {choice['precision']} ({choice['reason']})")
     if not report["train"]:
@@ -856,27 +1093,38 @@ def print_report(report, out=print):
     if report.get("generate"):
         out(f"\n{'generation':28} {'KV cache tok/s':>15} {'recompute tok/s':>16} {'speed-up':>9} {'same tokens':>12}")
         for r in report["generate"]:
-            out(f"{r['preset'] + ' ' + r['name']:28} {r['kv_tokens_per_s']:15.1f} {r['recompute_tokens_per_s']:16.1f} "
-                f"{r['kv_speedup']:9.2f} {str(r['outputs_match']):>12}")
+            out(
+                f"{r['preset'] + ' ' + r['name']:28} {r['kv_tokens_per_s']:15.1f} {r['recompute_tokens_per_s']:16.1f} "
+                f"{r['kv_speedup']:9.2f} {str(r['outputs_match']):>12}"
+            )
     if report.get("prepare"):
         out(f"\n{'klm prepare (' + report['prepare'][0]['origin'] + ')':60}")
-        out(f"{'corpus MB':>10} {'wall s':>7} {'peak RSS MiB':>13} {'clean s':>8} {'tokenizer s':>12} {'encode MB/s':>12} "
-            f"{'train tokens':>13}  tokenizer text")
+        out(
+            f"{'corpus MB':>10} {'wall s':>7} {'CPU s':>6} {'peak RSS MiB':>13} {'all PSS MiB':>12} {'clean s':>8} "
+            f"{'tokenizer s':>12} {'encode MB/s':>12} {'train tokens':>13}  tokenizer text"
+        )
         for r in report["prepare"]:
-            out(f"{r['megabytes']:10.0f} {r['wall_s']:7.0f} {r['peak_rss_mb']:13,.0f} {_fmt(r['clean_s'], '8.1f')} "
+            out(
+                f"{r['megabytes']:10.0f} {r['wall_s']:7.0f} {_fmt(r.get('cpu_s'), '6.0f')} {r['peak_rss_mb']:13,.0f} "
+                f"{_fmt(r.get('peak_tree_pss_mb'), '12,.0f')} {_fmt(r['clean_s'], '8.1f')} "
                 f"{_fmt(r['tokenizer_train_s'], '12.1f')} {_fmt(r['encode_mb_per_s'], '12.1f')} "
-                f"{_fmt(r['train_tokens'], '13,d')}  {r['tokenizer_sample']}")
+                f"{_fmt(r['train_tokens'], '13,d')}  {r['tokenizer_sample']}"
+            )
     if report.get("scale"):
         out(f"\n{'pretraining, first steps':26} {'tokens/s':>9} {'peak RSS MiB':>13} {'compile s':>10} {'wall s':>7}")
         for r in report["scale"]:
-            out(f"{r['backend'] + ' ' + format(r['tokens'], ',') + ' tokens':26} "
+            out(
+                f"{r['backend'] + ' ' + format(r['tokens'], ',') + ' tokens':26} "
                 f"{_fmt(r['train_tokens_per_second'], '9.0f')} {r['peak_rss_mb']:13,.0f} "
-                f"{_fmt(r['compile_seconds'], '10.1f')} {r['wall_s']:7.0f}")
+                f"{_fmt(r['compile_seconds'], '10.1f')} {r['wall_s']:7.0f}"
+            )
     if report.get("data"):
         out(f"\n{'data pipeline':22} {'lm_dataset tok/s':>17} {'fastest training':>28} {'tok/s':>9} {'headroom':>9}")
         for r in report["data"]:
-            out(f"{r['preset'] + ' ' + r['batch']:22} {r['pipeline_tokens_per_s']:17.0f} {r['fastest_training']:>28} "
-                f"{r['training_tokens_per_s']:9.0f} {r['headroom']:8.0f}x")
+            out(
+                f"{r['preset'] + ' ' + r['batch']:22} {r['pipeline_tokens_per_s']:17.0f} {r['fastest_training']:>28} "
+                f"{r['training_tokens_per_s']:9.0f} {r['headroom']:8.0f}x"
+            )
     out("=" * 100)
 
 
@@ -890,21 +1138,42 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="a few minutes on a small CPU: fewer rounds and steps")
     p.add_argument("--json", default=None, help="write every figure (and raw timings) here")
     p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated Keras backends")
-    p.add_argument("--sections", default="train,generate,data",
-                   help="comma-separated: train, generate, data, prepare, scale (prepare and scale are not run by default)")
+    p.add_argument(
+        "--sections",
+        default="train,generate,data",
+        help="comma-separated: train, generate, data, prepare, scale (prepare and scale are not run by default)",
+    )
     p.add_argument("--presets", default="seed,small")
-    p.add_argument("--precisions", default=None,
-                   help="default float32, plus mixed_bfloat16 where the CPU/GPU has bf16 units (small bf16 skipped on CPU "
-                        "with --quick)")
+    p.add_argument(
+        "--precisions",
+        default=None,
+        help="default float32, plus mixed_bfloat16 where the CPU/GPU has bf16 units (small bf16 skipped on CPU "
+        "with --quick)",
+    )
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="steps per worker per round")
-    p.add_argument("--small-batch", type=int, default=None, help="batch of the small preset (default 2 on CPU, 32 on GPU)")
-    p.add_argument("--variants", default=None,
-                   help="JSON {name: {backend, jit, steps_per_execution, loss}} of klm runs (replaces one run per backend)")
-    p.add_argument("--prepare-mb", default=None,
-                   help="corpus sizes in MB for the prepare section (default 10; e.g. 10,100,1000)")
-    p.add_argument("--scale-tokens", default=None,
-                   help="prepared train-split sizes for the scale section (default 1000000,30000000,300000000)")
+    p.add_argument(
+        "--small-batch", type=int, default=None, help="batch of the small preset (default 2 on CPU, 32 on GPU)"
+    )
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="JSON {name: {backend, jit, steps_per_execution, loss}} of klm runs (replaces one run per backend)",
+    )
+    p.add_argument(
+        "--prepare-mb", default=None, help="corpus sizes in MB for the prepare section (default 10; e.g. 10,100,1000)"
+    )
+    p.add_argument(
+        "--prepare-workers",
+        type=int,
+        default=None,
+        help="klm prepare --workers in the prepare section (default: klm's, one per usable CPU)",
+    )
+    p.add_argument(
+        "--scale-tokens",
+        default=None,
+        help="prepared train-split sizes for the scale section (default 1000000,30000000,300000000)",
+    )
     p.add_argument("--workdir", default=None, help="where the prepare/scale sections write (default: a temp folder)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -930,13 +1199,25 @@ def main(argv=None):
     precisions = (args.precisions or ("float32,mixed_bfloat16" if has_bf16 else "float32")).split(",")
     rounds = args.rounds or (3 if args.quick else 8)
     variants = json.loads(args.variants) if args.variants else None
-    report = {"mode": "quick" if args.quick else "full", "train": [], "generate": [], "data": [], "prepare": [], "scale": [],
-              "machine": {"device": device, "device_name": device_name, "cpus": os.cpu_count(),
-                          "device_description": description,
-                          "precision_auto": {b: {"precision": p, "reason": r} for b, (p, r) in auto.items()},
-                          "platform": platform.platform(), "python": platform.python_version(),
-                          "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
-              "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]))}
+    report = {
+        "mode": "quick" if args.quick else "full",
+        "train": [],
+        "generate": [],
+        "data": [],
+        "prepare": [],
+        "scale": [],
+        "machine": {
+            "device": device,
+            "device_name": device_name,
+            "cpus": os.cpu_count(),
+            "device_description": description,
+            "precision_auto": {b: {"precision": p, "reason": r} for b, (p, r) in auto.items()},
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+        },
+        "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+    }
     from importlib import metadata
 
     for package in ("keras", "keras-hub", "tensorflow", "jax", "torch"):
@@ -969,12 +1250,21 @@ def main(argv=None):
                     steps *= 10
                 slow = not gpu and (bf16 or preset == "small")
                 report["train"] += train_group(
-                    preset, precision, batch, backends, rounds if not (bf16 and not gpu) else max(3, rounds // 2),
-                    steps, warmup=2 if slow else 3, device=device, variants=variants)
+                    preset,
+                    precision,
+                    batch,
+                    backends,
+                    rounds if not (bf16 and not gpu) else max(3, rounds // 2),
+                    steps,
+                    warmup=2 if slow else 3,
+                    device=device,
+                    variants=variants,
+                )
     if "generate" in sections:
-        for preset in (["seed"] if args.quick and not gpu else presets):
-            report["generate"] += generate_group(preset, backends, 2 if args.quick else 5,
-                                                 prompt_len=16, new_tokens=128)
+        for preset in ["seed"] if args.quick and not gpu else presets:
+            report["generate"] += generate_group(
+                preset, backends, 2 if args.quick else 5, prompt_len=16, new_tokens=128
+            )
     if "data" in sections and report["train"]:
         report["data"] = data_rows(report["train"], 3 if args.quick else 5)
     if "prepare" in sections or "scale" in sections:
@@ -983,13 +1273,14 @@ def main(argv=None):
         sizes = [int(v) for v in (args.prepare_mb or "10").split(",")]
         if "scale" in sections and "prepare" not in sections:
             sizes = sizes[:1]
-        prepared = prepare_rows(sizes, workdir)
+        prepared = prepare_rows(sizes, workdir, workers=args.prepare_workers)
         if "prepare" in sections:
             report["prepare"] = prepared
         if "scale" in sections:
             counts = [int(v) for v in (args.scale_tokens or "1000000,30000000,300000000").split(",")]
-            report["scale"] = scale_rows(prepared[0]["out"], counts, workdir, backend=backends[0] if len(backends) == 1
-                                         else "tensorflow")
+            report["scale"] = scale_rows(
+                prepared[0]["out"], counts, workdir, backend=backends[0] if len(backends) == 1 else "tensorflow"
+            )
     report["wall_seconds"] = time.perf_counter() - wall0
     print_report(report)
     if args.json:

@@ -4,8 +4,30 @@ import keras
 from keras import ops
 from keras_hub.layers import RotaryEmbedding
 
+from klm import backend
 from klm.layers.fused_dense import FusedDense
 from klm.layers.initializers import fresh_initializer
+
+
+def decoding_call(layer, inputs, **kwargs):
+    """`layer(inputs, **kwargs)` in the KV-cache decoding step, without Keras's per-call bookkeeping.
+
+    A built layer whose inputs already have its compute dtype gets the same
+    numbers from `layer.call` as from `layer(...)` (which would only cast the
+    inputs to that dtype and open name and autocast scopes; klm's dense layers
+    cast their weights themselves, LayerNormalization does not autocast). On
+    PyTorch, which runs the step eagerly, `Layer.__call__` costs more than
+    one token's arithmetic in a small layer. Quantized and LoRA layers, and
+    any other case, go through `layer(...)`.
+    """
+    if (
+        layer.built
+        and getattr(layer, "quantization_mode", None) is None
+        and not getattr(layer, "lora_enabled", False)
+        and keras.backend.standardize_dtype(inputs.dtype) == layer.compute_dtype
+    ):
+        return layer.call(inputs, **kwargs)
+    return layer(inputs, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="klm")
@@ -44,7 +66,9 @@ class CausalSelfAttention(keras.layers.Layer):
     Call arguments:
         inputs: float tensor `(batch, seq, hidden)`.
         cache: optional float tensor `(batch, 2, max_len, heads, head_dim)`,
-            keys and values of earlier positions.
+            keys and values of earlier positions. Continue with the cache
+            returned: on PyTorch the given one is updated in place (see
+            `klm.backend.cached_attention`).
         cache_update_index: int or int tensor, position of `inputs[:, 0]` in
             the whole sequence (required with `cache`).
         training: bool.
@@ -122,34 +146,21 @@ class CausalSelfAttention(keras.layers.Layer):
 
     def call(self, inputs, cache=None, cache_update_index=None, training=None, attention_mask=None, positions=None):
         batch_size, seq_len = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        if cache is not None:
+            return self._call_with_cache(inputs, cache, cache_update_index)
         qkv = self.qkv_dense(inputs)  # (batch, seq, 3 * hidden)
         qkv = ops.reshape(qkv, (batch_size, seq_len, 3, self.num_heads, self.head_dim))
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (batch, seq, heads, head_dim)
 
         start_index = 0 if cache_update_index is None else cache_update_index
-        if self.use_rotary and positions is not None and cache is None:
+        if self.use_rotary and positions is not None:
             query = self.rotary_embedding(query, positions=positions)
             key = self.rotary_embedding(key, positions=positions)
         elif self.use_rotary:
             query = self.rotary_embedding(query, start_index=start_index)
             key = self.rotary_embedding(key, start_index=start_index)
 
-        if cache is not None:
-            if cache_update_index is None:
-                raise ValueError("`cache_update_index` is required when `cache` is given.")
-            # Write this step's keys/values into the cache, then attend over all
-            # of it; positions after the current one are masked below.
-            key_cache = ops.slice_update(cache[:, 0], [0, start_index, 0, 0], key)
-            value_cache = ops.slice_update(cache[:, 1], [0, start_index, 0, 0], value)
-            cache = ops.stack((key_cache, value_cache), axis=1)
-            key, value = key_cache, value_cache  # (batch, max_len, heads, head_dim)
-            # Query i (absolute position start + i) may see keys 0..start + i.
-            query_positions = ops.arange(seq_len) + start_index
-            key_positions = ops.arange(ops.shape(key)[1])
-            mask = ops.expand_dims(query_positions, 1) >= ops.expand_dims(key_positions, 0)
-            mask = mask[None, None, :, :]  # (1, 1, seq, max_len)
-            outputs = ops.dot_product_attention(query, key, value, mask=mask)
-        elif training and self.dropout > 0:
+        if training and self.dropout > 0:
             outputs = self._attention_with_dropout(query, key, value, training, attention_mask)
         elif attention_mask is not None:
             mask = ops.expand_dims(ops.cast(attention_mask, "bool"), axis=1)  # (batch, 1, seq, seq)
@@ -158,10 +169,26 @@ class CausalSelfAttention(keras.layers.Layer):
             outputs = ops.dot_product_attention(query, key, value, is_causal=True)
 
         outputs = ops.reshape(outputs, (batch_size, seq_len, self.hidden_dim))
-        outputs = self.output_dense(outputs)
-        if cache is not None:
-            return outputs, cache
-        return outputs
+        return self.output_dense(outputs)
+
+    def _call_with_cache(self, inputs, cache, cache_update_index):
+        """The decoding step: `(outputs, cache)` (see `klm.backend.cached_attention`)."""
+        if cache_update_index is None:
+            raise ValueError("`cache_update_index` is required when `cache` is given.")
+        batch_size, seq_len = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        qkv = decoding_call(self.qkv_dense, inputs)  # (batch, seq, 3 * hidden)
+        qkv = ops.reshape(qkv, (batch_size, seq_len, 3, self.num_heads, self.head_dim))
+        # Rotary positions for queries and keys in one call (elementwise, so
+        # the same numbers as two calls), then write this step's keys/values
+        # into the cache and attend over it.
+        if self.use_rotary:
+            query_key = decoding_call(self.rotary_embedding, qkv[:, :, :2], start_index=cache_update_index)
+            query, key = query_key[:, :, 0], query_key[:, :, 1]
+        else:
+            query, key = qkv[:, :, 0], qkv[:, :, 1]
+        outputs, cache = backend.cached_attention(query, key, qkv[:, :, 2], cache, cache_update_index)
+        outputs = ops.reshape(outputs, (batch_size, seq_len, self.hidden_dim))
+        return decoding_call(self.output_dense, outputs), cache
 
     def _attention_with_dropout(self, query, key, value, training, attention_mask=None):
         # Explicit softmax attention, used only when attention dropout is on.
@@ -174,13 +201,12 @@ class CausalSelfAttention(keras.layers.Layer):
             allowed = ops.expand_dims(ops.cast(attention_mask, "bool"), axis=1)
         scores = ops.where(allowed, scores, ops.cast(-1e9, scores.dtype))
         probabilities = ops.softmax(ops.cast(scores, "float32"), axis=-1)
-        probabilities = self.probabilities_dropout(
-            ops.cast(probabilities, query.dtype), training=training
-        )
+        probabilities = self.probabilities_dropout(ops.cast(probabilities, query.dtype), training=training)
         return ops.einsum("bhqk,bkhd->bqhd", probabilities, value)  # (batch, seq, heads, head_dim)
 
-    def compute_output_spec(self, inputs, cache=None, cache_update_index=None, training=None, attention_mask=None,
-                            positions=None):
+    def compute_output_spec(
+        self, inputs, cache=None, cache_update_index=None, training=None, attention_mask=None, positions=None
+    ):
         outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
         if cache is not None:
             return outputs, keras.KerasTensor(cache.shape, dtype=self.compute_dtype)

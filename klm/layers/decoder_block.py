@@ -2,7 +2,7 @@
 
 import keras
 
-from klm.layers.causal_self_attention import CausalSelfAttention
+from klm.layers.causal_self_attention import CausalSelfAttention, decoding_call
 from klm.layers.fused_dense import FusedDense
 from klm.layers.initializers import fresh_initializer
 
@@ -116,9 +116,7 @@ class DecoderBlock(keras.layers.Layer):
             epsilon=self.layer_norm_epsilon, dtype=dtype, name="attention_norm"
         )
         self.attention_norm.build(inputs_shape)
-        self.attention_dropout_layer = keras.layers.Dropout(
-            self.dropout, dtype=dtype, name="attention_dropout"
-        )
+        self.attention_dropout_layer = keras.layers.Dropout(self.dropout, dtype=dtype, name="attention_dropout")
         self.feedforward_intermediate = FusedDense(
             self.intermediate_dim,
             kernel_initializer=fresh_initializer(self.kernel_initializer),
@@ -142,9 +140,7 @@ class DecoderBlock(keras.layers.Layer):
             epsilon=self.layer_norm_epsilon, dtype=dtype, name="feedforward_norm"
         )
         self.feedforward_norm.build(inputs_shape)
-        self.feedforward_dropout = keras.layers.Dropout(
-            self.dropout, dtype=dtype, name="feedforward_dropout"
-        )
+        self.feedforward_dropout = keras.layers.Dropout(self.dropout, dtype=dtype, name="feedforward_dropout")
         self.built = True
 
     @staticmethod
@@ -164,22 +160,17 @@ class DecoderBlock(keras.layers.Layer):
         return self.feedforward_output(x)  # (batch, seq, hidden)
 
     def call(self, inputs, cache=None, cache_update_index=None, training=None, attention_mask=None, positions=None):
+        if cache is not None:
+            return self._call_with_cache(inputs, cache, cache_update_index)
         x = inputs
         # === Self-attention ===
         attention_input = self.attention_norm(x) if self.normalize_first else x
-        if cache is None and attention_mask is not None:
+        if attention_mask is not None:
             attended = self.attention(
                 attention_input, training=training, attention_mask=attention_mask, positions=positions
             )
-        elif cache is None:
-            attended = self.attention(attention_input, training=training)
         else:
-            attended, cache = self.attention(
-                attention_input,
-                cache=cache,
-                cache_update_index=cache_update_index,
-                training=training,
-            )
+            attended = self.attention(attention_input, training=training)
         x = x + self._dropout(self.attention_dropout_layer, attended, training)
         if not self.normalize_first:
             x = self.attention_norm(x)
@@ -188,12 +179,30 @@ class DecoderBlock(keras.layers.Layer):
         x = x + self._dropout(self.feedforward_dropout, self._feedforward(feedforward_input, training), training)
         if not self.normalize_first:
             x = self.feedforward_norm(x)
-        if cache is not None:
-            return x, cache
         return x
 
-    def compute_output_spec(self, inputs, cache=None, cache_update_index=None, training=None, attention_mask=None,
-                            positions=None):
+    def _call_with_cache(self, inputs, cache, cache_update_index):
+        """The decoding step (no dropout): `(outputs, cache)`; see `CausalSelfAttention`."""
+        x = inputs
+        # === Self-attention ===
+        attention_input = decoding_call(self.attention_norm, x) if self.normalize_first else x
+        attended, cache = decoding_call(
+            self.attention, attention_input, cache=cache, cache_update_index=cache_update_index
+        )
+        x = x + attended
+        if not self.normalize_first:
+            x = decoding_call(self.attention_norm, x)
+        # === Feed-forward ===
+        feedforward_input = decoding_call(self.feedforward_norm, x) if self.normalize_first else x
+        hidden = self.activation(decoding_call(self.feedforward_intermediate, feedforward_input))
+        x = x + decoding_call(self.feedforward_output, hidden)
+        if not self.normalize_first:
+            x = decoding_call(self.feedforward_norm, x)
+        return x, cache
+
+    def compute_output_spec(
+        self, inputs, cache=None, cache_update_index=None, training=None, attention_mask=None, positions=None
+    ):
         outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
         if cache is not None:
             return outputs, keras.KerasTensor(cache.shape, dtype=self.compute_dtype)

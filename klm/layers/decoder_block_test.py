@@ -49,7 +49,10 @@ def test_cache_matches_full():
 
 def test_config_round_trip():
     block = DecoderBlock(
-        num_heads=2, intermediate_dim=16, activation="relu", normalize_first=False,
+        num_heads=2,
+        intermediate_dim=16,
+        activation="relu",
+        normalize_first=False,
         feedforward_bias_initialization="fan_in_uniform",
     )
     restored = DecoderBlock.from_config(block.get_config())

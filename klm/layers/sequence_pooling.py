@@ -34,9 +34,7 @@ class SequencePooling(keras.layers.Layer):
     def __init__(self, mode="last", **kwargs):
         super().__init__(**kwargs)
         if mode not in POOLING_MODES:
-            raise ValueError(
-                f"Expected pooling mode in {POOLING_MODES}. Received: mode={mode!r}"
-            )
+            raise ValueError(f"Expected pooling mode in {POOLING_MODES}. Received: mode={mode!r}")
         self.mode = mode
 
     def call(self, inputs, padding_mask):

@@ -14,12 +14,12 @@ class TokenEmbedding(ReversibleEmbedding):
 
     Built on `keras_hub.layers.ReversibleEmbedding`: called normally it maps
     token ids to vectors, called with `reverse=True` it maps hidden states to
-    vocabulary logits. klm adds two things the seed's model needs:
+    vocabulary logits. klm adds two things the reference's model needs:
 
     - `embeddings_scale`: the forward output is multiplied by this constant
-      (the seed multiplies by `sqrt(hidden_dim)`; GPT-style models use 1).
+      (the reference multiplies by `sqrt(hidden_dim)`; GPT-style models use 1).
     - `use_output_bias`: a bias on the reverse (output) projection, as in the
-      seed's untied `nn.Linear(hidden_dim, vocabulary_size)` decoder.
+      reference's untied `nn.Linear(hidden_dim, vocabulary_size)` decoder.
 
     Args:
         input_dim: int. Vocabulary size.
@@ -104,7 +104,7 @@ class TokenEmbedding(ReversibleEmbedding):
             # gathering then scaling). Gathering straight from the variable
             # would give TensorFlow an IndexedSlices gradient with one row per
             # token, repeated rows unsummed, and Keras's global-norm clipping
-            # measures that wrongly: the seed's `clip_grad_norm_` (and the JAX
+            # measures that wrongly: the reference's `clip_grad_norm_` (and the JAX
             # and PyTorch backends) clip the dense gradient. The multiply
             # makes it dense.
             table = ops.multiply(self.embeddings, ops.cast(self.embeddings_scale, self.embeddings.dtype))

@@ -156,8 +156,7 @@ class KlmBackbone(ParameterCountRepr, Backbone):
     ):
         if position_encoding not in POSITION_ENCODINGS:
             raise ValueError(
-                f"Expected position_encoding in {POSITION_ENCODINGS}. "
-                f"Received: position_encoding={position_encoding!r}"
+                f"Expected position_encoding in {POSITION_ENCODINGS}. Received: position_encoding={position_encoding!r}"
             )
         if hidden_dim % num_heads != 0:
             raise ValueError(

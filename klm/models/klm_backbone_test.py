@@ -4,7 +4,7 @@ import pytest
 
 from klm.models.klm_backbone import KlmBackbone
 from klm.models.presets import PRESETS, backbone_from_preset
-from klm.testing import seed_torch_parameter_count, tiny_backbone_config, token_batch
+from klm.testing import reference_torch_parameter_count, tiny_backbone_config, token_batch
 
 
 @pytest.mark.parametrize("position_encoding", ["learned", "sinusoidal", "rotary"])
@@ -23,7 +23,7 @@ def test_output_shape_and_causality(position_encoding, normalize_first):
 def test_seed_preset_matches_pytorch_parameter_count():
     for vocab in (1000, 28782):
         backbone = backbone_from_preset("seed", vocabulary_size=vocab)
-        assert backbone.count_params() == seed_torch_parameter_count(vocab)
+        assert backbone.count_params() == reference_torch_parameter_count(vocab)
 
 
 def test_preset_sizes():
@@ -59,7 +59,7 @@ def test_bad_arguments():
         backbone_from_preset("huge", vocabulary_size=10)
 
 
-def test_pytorch_initialization_matches_the_seed_model():
+def test_pytorch_initialization_matches_the_reference_model():
     # nn.TransformerEncoder deep-copies one layer: all blocks start identical;
     # nn.Linear draws FFN biases from uniform(+-1/sqrt(fan_in)).
     backbone = KlmBackbone(**tiny_backbone_config(num_layers=3, initialization="pytorch"))
@@ -82,9 +82,7 @@ def test_every_weight_gets_its_own_random_draw(initialization):
     # Keras initializers draw from a seed fixed per instance: a shared
     # instance would give every same-shaped weight the same values.
     backbone = KlmBackbone(
-        **tiny_backbone_config(
-            hidden_dim=16, intermediate_dim=16, tie_embeddings=False, initialization=initialization
-        )
+        **tiny_backbone_config(hidden_dim=16, intermediate_dim=16, tie_embeddings=False, initialization=initialization)
     )
     block = backbone.transformer_layers[0]
     kernels = [
@@ -122,9 +120,15 @@ def test_packed_segments_match_examples_alone(position_encoding, dropout):
 
     packed_ids = np.concatenate([first, second, [0, 0, 0]])[None].astype("int32")
     segments = np.array([[1] * 5 + [2] * 4 + [0] * 3], "int32")
-    packed = keras.ops.convert_to_numpy(lm({
-        "token_ids": packed_ids, "padding_mask": (segments > 0).astype("int32"), "segment_ids": segments,
-    }))[0]
+    packed = keras.ops.convert_to_numpy(
+        lm(
+            {
+                "token_ids": packed_ids,
+                "padding_mask": (segments > 0).astype("int32"),
+                "segment_ids": segments,
+            }
+        )
+    )[0]
     np.testing.assert_allclose(packed[:5], alone(first), atol=1e-5)
     np.testing.assert_allclose(packed[5:9], alone(second), atol=1e-5)
     # Without segment ids the second example would see the first.

@@ -5,6 +5,8 @@ from keras import ops
 from keras_hub.models import CausalLM
 from keras_hub.src.utils.tensor_utils import any_equal
 
+from klm import backend
+from klm.layers.causal_self_attention import decoding_call
 from klm.models.describe import ParameterCountRepr
 from klm.models.klm_backbone import KlmBackbone
 
@@ -72,42 +74,61 @@ class KlmCausalLM(ParameterCountRepr, CausalLM):
                 `token_ids[:, 0]`.
 
         Returns:
-            `(logits, hidden_states, cache)`.
+            `(logits, hidden_states, cache)`. The cache may be updated in
+            place (see `klm.decoding`): continue with the returned one.
         """
+        hidden_states, cache = self._hidden_states_with_cache(token_ids, cache, cache_update_index)
+        logits = self.backbone.token_embedding(hidden_states, reverse=True)
+        return logits, hidden_states, cache
+
+    def _hidden_states_with_cache(self, token_ids, cache, cache_update_index):
+        """Final hidden states `(batch, seq, hidden)` of `token_ids` and the extended cache."""
         backbone = self.backbone
+        cache_update_index = backend.cache_index(cache_update_index)
         x = backbone.embed(token_ids, start_index=cache_update_index, training=False)
         caches = []
         for i, transformer_layer in enumerate(backbone.transformer_layers):
-            x, next_cache = transformer_layer(
-                x, cache=cache[:, i, ...], cache_update_index=cache_update_index, training=False
+            x, next_cache = decoding_call(
+                transformer_layer, x, cache=cache[:, i, ...], cache_update_index=cache_update_index
             )
             caches.append(next_cache)
-        cache = ops.stack(caches, axis=1)
+        cache = backend.stack_layer_caches(cache, caches)
         if backbone.layer_norm is not None:
-            x = backbone.layer_norm(x)
-        hidden_states = x
-        logits = backbone.token_embedding(x, reverse=True)
+            x = decoding_call(backbone.layer_norm, x)
+        return x, cache
+
+    def _decode(self, token_ids, cache, cache_update_index):
+        """`(logits, hidden_states, cache)` of the last position only (`klm.decoding.decode_step`)."""
+        hidden_states, cache = self._hidden_states_with_cache(token_ids, cache, cache_update_index)
+        hidden_states = hidden_states[:, -1, :]
+        logits = decoding_call(self.backbone.token_embedding, hidden_states, reverse=True)
         return logits, hidden_states, cache
 
     def _build_cache(self, token_ids):
-        """Runs the prompt once to fill a fresh cache."""
+        """Runs the prompt once to fill a fresh cache of its length: `(hidden_states, cache)`."""
         backbone = self.backbone
         batch_size, max_length = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
         head_dim = backbone.hidden_dim // backbone.num_heads
         shape = [batch_size, backbone.num_layers, 2, max_length, backbone.num_heads, head_dim]
         cache = ops.zeros(shape, dtype=self.compute_dtype)
-        _, hidden_states, cache = self.call_with_cache(token_ids, cache, 0)
-        return hidden_states, cache
+        return self._hidden_states_with_cache(token_ids, cache, 0)
 
     def generate_step(self, inputs, stop_token_ids=None):
         """One compilable generation pass over a batch (see keras-hub's `CausalLM`).
+
+        Decodes with `klm.decoding.decode_step`, as `klm generate` and the
+        exported graph do.
 
         Args:
             inputs: dict with `"token_ids"` and `"padding_mask"`, the prompts
                 right-padded to the total length to generate.
             stop_token_ids: tuple of ids that end a sequence, or `None`.
         """
+        from klm import decoding
+
         token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
+        # The prompts are padded to the total length already: the cache is
+        # built over all of it (a static shape under jit).
         hidden_states, cache = self._build_cache(token_ids)
         # Generation starts after the shortest prompt; longer prompts keep
         # their own tokens where the mask is set.
@@ -118,8 +139,7 @@ class KlmCausalLM(ParameterCountRepr, CausalLM):
             cache_update_index = index - 1
             batch_size = ops.shape(prompt)[0]
             prompt = ops.slice(prompt, [0, cache_update_index], [batch_size, 1])
-            logits, hidden_states, cache = self.call_with_cache(prompt, cache, cache_update_index)
-            return ops.squeeze(logits, axis=1), ops.squeeze(hidden_states, axis=1), cache
+            return decoding.decode_step(self, prompt, cache, cache_update_index, return_hidden_states=True)
 
         token_ids = self.sampler(
             next=next,

@@ -64,6 +64,4 @@ def test_saving_round_trip(tmp_path):
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(loaded, KlmCausalLM)
     x = token_batch()
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(lm(x)), atol=1e-6
-    )
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(lm(x)), atol=1e-6)

@@ -80,7 +80,6 @@ class KlmClassifier(ParameterCountRepr, TextClassifier):
         outputs = self.output_dense(pooled)  # (batch, num_classes)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
-
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
         """Like `keras.Model.compile`, with losses and metrics that match the head."""
         if optimizer == "auto":

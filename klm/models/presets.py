@@ -11,7 +11,8 @@
 2 layers, 2 heads, dropout 0.2, `nn.TransformerEncoderLayer` post-LN with
 ReLU, embeddings scaled by sqrt(200), an untied `nn.Linear` decoder with
 bias), so its parameter count equals the PyTorch model's for the same
-vocabulary, and its initialisation is the seed's (`initialization="pytorch"`). `small` has about 10-20M parameters for vocabularies of 8k-30k;
+vocabulary, and its initialisation is the reference's (`initialization="pytorch"`).
+`small` has about 10-20M parameters for vocabularies of 8k-30k;
 `base` is GPT-2 small's shape (124M with GPT-2's 50,257-token vocabulary).
 """
 
@@ -79,9 +80,7 @@ def preset_config(name, vocabulary_size, **overrides):
         **overrides: any `KlmBackbone` argument to change (e.g. `dropout`).
     """
     if name not in PRESETS:
-        raise ValueError(
-            f"Expected a preset in {sorted(PRESETS)}. Received: preset={name!r}"
-        )
+        raise ValueError(f"Expected a preset in {sorted(PRESETS)}. Received: preset={name!r}")
     config = dict(PRESETS[name], vocabulary_size=int(vocabulary_size))
     config.update({k: v for k, v in overrides.items() if v is not None})
     return config

@@ -75,8 +75,7 @@ class Checkpoint:
         """The causal LM (`CheckpointError` for a classifier run)."""
         if self.task != "causal_lm":
             raise CheckpointError(
-                f"Expected a language-model checkpoint. Received: {self.source.get('name')!r} "
-                f"(task={self.task!r})"
+                f"Expected a language-model checkpoint. Received: {self.source.get('name')!r} (task={self.task!r})"
             )
         return self.model
 
@@ -132,7 +131,7 @@ def classify(spec):
     """
     spec = os.fspath(spec)
     if spec.startswith(HF_PREFIX):
-        if len(spec[len(HF_PREFIX):].strip("/").split("/")) != 2:
+        if len(spec[len(HF_PREFIX) :].strip("/").split("/")) != 2:
             raise CheckpointError(
                 f"Expected a Hugging Face handle of the form hf://ORG/NAME (e.g. hf://openai-community/gpt2). "
                 f"Received: checkpoint={spec!r}"
@@ -148,9 +147,7 @@ def classify(spec):
     path = Path(spec)
     if path.exists():
         if not path.is_dir():
-            raise CheckpointError(
-                f"Expected a checkpoint folder, got a file. Received: checkpoint={spec!r}"
-            )
+            raise CheckpointError(f"Expected a checkpoint folder, got a file. Received: checkpoint={spec!r}")
         config_path = path / "config.json"
         if not config_path.exists():
             raise CheckpointError(
@@ -257,7 +254,7 @@ def _reachable(host, port=443, timeout=3.0):
 def _prepare_download(kind, spec):
     """Fails fast, with a clear message, when a download is needed and impossible."""
     if kind == "hf":
-        repo = spec[len(HF_PREFIX):].strip("/")
+        repo = spec[len(HF_PREFIX) :].strip("/")
         try:
             import huggingface_hub
         except ImportError:
@@ -348,6 +345,7 @@ def load_checkpoint(spec, dtype=None, which="best"):
     spec = os.fspath(spec)
     kind = classify(spec)
     import keras  # noqa: F401 - before keras_hub, so klm's classes register after Keras, not inside keras_hub
+
     if kind == "klm_run":
         return _load_klm_run(spec, which)
     model_type = None
@@ -382,6 +380,138 @@ def load_checkpoint(spec, dtype=None, which="best"):
     return Checkpoint(model=causal_lm, tokenizer=tokenizer, preprocessor=preprocessor, source=source)
 
 
+def load_backbone(spec, dtype=None, which="best", load_weights=True):
+    """The backbone of the checkpoint `spec` names, without task head, preprocessor or tokenizer.
+
+    `spec` is resolved exactly as `load_checkpoint` resolves it (same kinds,
+    same `CheckpointError`s). With `load_weights=False` only the model's
+    configuration is read -- `config.json` of a Transformers or keras-hub
+    checkpoint (the only file downloaded for `hf://` and keras-hub presets),
+    the model config inside a klm run's `.keras` file -- and the backbone is
+    built from it with freshly initialized weights (`klm estimate`). Called
+    inside `keras.StatelessScope(initialize_variables=False)`, it allocates
+    no weights at all: the variables keep only their shapes and dtypes.
+
+    Args:
+        spec, dtype, which: as for `load_checkpoint`.
+        load_weights: read the checkpoint's weights (`False`: config only).
+
+    Returns:
+        `(backbone, source)`: a keras-hub `Backbone` of a causal LM (or a
+        `KlmBackbone`) and a dict like `Checkpoint.source` (`kind`, `name`,
+        `backbone`, `dtype`, `model_type` for Transformers checkpoints,
+        `task` for klm runs, `weights_loaded`).
+
+    Raises:
+        CheckpointError: as `load_checkpoint`; also a Transformers or
+            keras-hub model that is not a causal language model.
+    """
+    _check_dtype(dtype)
+    spec = os.fspath(spec)
+    kind = classify(spec)
+    import keras  # noqa: F401 - before keras_hub (see load_checkpoint)
+
+    if kind == "klm_run":
+        return _klm_run_backbone(spec, which, load_weights)
+    import keras_hub
+
+    model_type = None
+    if kind == "keras_hub_preset":
+        _check_keras_hub_preset_name(spec)
+    elif kind == "hf_dir":
+        if load_weights:
+            model_type = _check_hf_dir(Path(spec))
+        else:  # only config.json is read: weights and tokenizer files may be absent
+            config = _read_json(Path(spec) / "config.json")
+            model_type = config.get("model_type")
+            _check_model_type(model_type, spec, config)
+    env = _prepare_download(kind, spec)
+    name = os.path.abspath(spec) if kind in ("hf_dir", "keras_hub_dir") else spec
+    with _env(env):
+        backbone = _from_preset(spec, kind, dtype, cls=keras_hub.models.Backbone, load_weights=load_weights)
+        if kind == "hf" and model_type is None:
+            model_type = _hf_model_type(spec)
+    causal_lm_class(backbone, spec)
+    source = {
+        "kind": kind,
+        "name": name,
+        "backbone": type(backbone).__name__,
+        "dtype": backbone.dtype_policy.name,
+        "weights_loaded": bool(load_weights),
+    }
+    if model_type:
+        source["model_type"] = model_type
+    return backbone, source
+
+
+def causal_lm_class(backbone, spec=None):
+    """The keras-hub `CausalLM` class for `backbone` (`KlmCausalLM` for a `KlmBackbone`).
+
+    Raises:
+        CheckpointError: no causal LM uses this backbone (an encoder such as BERT).
+    """
+    from klm.models import KlmBackbone, KlmCausalLM
+
+    if isinstance(backbone, KlmBackbone):
+        return KlmCausalLM
+    from keras_hub.models import CausalLM
+    from keras_hub.src.utils.preset_utils import list_subclasses
+
+    for cls in list_subclasses(CausalLM):
+        if cls.backbone_cls is type(backbone):
+            return cls
+    raise CheckpointError(
+        f"{type(backbone).__name__} is not the backbone of a causal language model keras-hub can load as a "
+        f"CausalLM. Received: checkpoint={spec!r}"
+    )
+
+
+def _klm_run_backbone(spec, which, load_weights):
+    """`load_backbone` for a klm run folder: the backbone of its best (or last) `.keras` model."""
+    from klm import runs
+
+    if load_weights:
+        checkpoint = _load_klm_run(spec, which)
+        source = dict(checkpoint.source, task=checkpoint.task, weights_loaded=True)
+        source.pop("architecture", None)
+        source.pop("tokenizer", None)
+        return checkpoint.backbone, source
+    import zipfile
+
+    import keras
+
+    import klm.layers  # noqa: F401 - registers klm's serializable classes
+    import klm.models  # noqa: F401
+
+    try:
+        config = runs.read_run_config(spec)
+        path = runs.checkpoint_path(spec, which)
+    except RunDirError as e:
+        raise CheckpointError(str(e)) from None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            model_config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"Cannot read the model config in {path}: {e}. Received: checkpoint={spec!r}") from None
+    backbone_config = model_config.get("config", {}).get("backbone")
+    if not isinstance(backbone_config, dict):
+        raise CheckpointError(
+            f"{path} holds no backbone config (a {model_config.get('class_name')}). Received: checkpoint={spec!r}"
+        )
+    if "keras_hub" in json.dumps(backbone_config):
+        import keras_hub  # noqa: F401 - registers keras-hub's classes
+    # The backbone alone: a task would compile (optimizer variables) as it is built.
+    backbone = keras.saving.deserialize_keras_object(backbone_config)
+    return backbone, {
+        "kind": "klm_run",
+        "name": os.path.abspath(spec),
+        "backbone": type(backbone).__name__,
+        "dtype": backbone.dtype_policy.name,
+        "task": config["task"],
+        "weights_loaded": False,
+    }
+
+
 def _hf_model_type(spec):
     try:
         from keras_hub.src.utils.preset_utils import load_json
@@ -391,12 +521,14 @@ def _hf_model_type(spec):
         return None
 
 
-def _from_preset(spec, kind, dtype):
+def _from_preset(spec, kind, dtype, cls=None, **kwargs):
     import keras_hub
 
-    kwargs = {} if dtype is None else {"dtype": dtype}
+    cls = cls or keras_hub.models.CausalLM
+    if dtype is not None:
+        kwargs["dtype"] = dtype
     try:
-        return keras_hub.models.CausalLM.from_preset(spec, **kwargs)
+        return cls.from_preset(spec, **kwargs)
     except CheckpointError:
         raise
     except FileNotFoundError as e:
@@ -416,8 +548,9 @@ def _from_preset(spec, kind, dtype):
                 f"`hf auth login`). Received: checkpoint={spec!r}"
             ) from None
         if "Unable to find a subclass of CausalLM" in message:
-            raise CheckpointError(f"{spec} is not a causal language model: {message} Received: checkpoint={spec!r}") \
-                from None
+            raise CheckpointError(
+                f"{spec} is not a causal language model: {message} Received: checkpoint={spec!r}"
+            ) from None
         if "KerasHub has no converter" in message:
             raise CheckpointError(f"{spec}: {message} Received: checkpoint={spec!r}") from None
         if isinstance(e, (ValueError, KeyError)):
@@ -460,8 +593,15 @@ def _load_klm_run(spec, which):
     # A run started from a pretrained checkpoint records its source (with
     # add_start_token) under "pretrained" in config.json.
     pretrained = run.config.get("pretrained") or {}
-    return Checkpoint(model=model, tokenizer=run.tokenizer, preprocessor=preprocessor, source=source,
-                      task=run.task, run=run, add_start_token=pretrained.get("add_start_token"))
+    return Checkpoint(
+        model=model,
+        tokenizer=run.tokenizer,
+        preprocessor=preprocessor,
+        source=source,
+        task=run.task,
+        run=run,
+        add_start_token=pretrained.get("add_start_token"),
+    )
 
 
 def _is_keras_hub_tokenizer_folder(directory):
@@ -491,8 +631,9 @@ def _load_pretrained_run(spec, config, which):
     if config["task"] == "classifier":
         label_info = runs.read_json(run_dir / runs.LABELS_FILE)
         labels, multi_label = label_info["labels"], bool(label_info.get("multi_label", False))
-    return runs.Run(run_dir, config, config["task"], model, tokenizer, labels, multi_label,
-                    runs.read_json(summary_path))
+    return runs.Run(
+        run_dir, config, config["task"], model, tokenizer, labels, multi_label, runs.read_json(summary_path)
+    )
 
 
 def is_checkpoint_spec(spec):

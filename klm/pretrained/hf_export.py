@@ -114,12 +114,15 @@ def _verify(model, tokenizer, folder, timeout=600):
         env["HF_HUB_OFFLINE"] = "1"
         process = subprocess.run(
             [sys.executable, "-I", "-c", VERIFY_SCRIPT, os.path.abspath(folder), ids_path, out_path, SAMPLE_TEXT],
-            capture_output=True, text=True, timeout=timeout, env=env, cwd=scratch,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=scratch,
         )
         if process.returncode != 0:
             raise ConfigError(
-                "Transformers could not load the exported folder (nothing was written):\n"
-                + process.stderr[-3000:]
+                "Transformers could not load the exported folder (nothing was written):\n" + process.stderr[-3000:]
             )
         report = json.loads(process.stdout.strip().splitlines()[-1])
         theirs = np.load(out_path)
@@ -196,8 +199,10 @@ def export_checkpoint_hf(spec, out_dir, verify=True, which="best"):
 def format_result(result):
     """Human-readable summary for `klm export --format hf`."""
     source = result.get("source") or {}
-    lines = [f"Exported {source.get('name', '')} ({source.get('architecture', '?')}) to {result['path']} "
-             f"(Hugging Face Transformers format): {', '.join(result['files'])}"]
+    lines = [
+        f"Exported {source.get('name', '')} ({source.get('architecture', '?')}) to {result['path']} "
+        f"(Hugging Face Transformers format): {', '.join(result['files'])}"
+    ]
     if result["verified"]:
         lines.append(
             f"Verified in a process importing only transformers and torch ({result['model_class']}, "

@@ -26,8 +26,16 @@ model can be exported with plain weights.
 from klm.errors import ConfigError
 
 TARGETS = ("attention", "qv", "all")
-_KERAS_HUB_ATTENTION = ("query", "key", "value", "attention_output", "query_dense", "key_dense", "value_dense",
-                        "output_dense")
+_KERAS_HUB_ATTENTION = (
+    "query",
+    "key",
+    "value",
+    "attention_output",
+    "query_dense",
+    "key_dense",
+    "value_dense",
+    "output_dense",
+)
 _KERAS_HUB_QV = ("query", "value", "query_dense", "value_dense")
 _FEEDFORWARD_HINT = "feedforward"
 
@@ -84,8 +92,11 @@ def lora_target_layers(model, targets="attention"):
     if isinstance(backbone, KlmBackbone):
         if isinstance(targets, str):
             return _klm_targets(backbone, targets)
-        return [layer for layer in backbone._flatten_layers(include_self=False)
-                if layer.name in targets and hasattr(layer, "enable_lora")]
+        return [
+            layer
+            for layer in backbone._flatten_layers(include_self=False)
+            if layer.name in targets and hasattr(layer, "enable_lora")
+        ]
     return _keras_hub_targets(backbone, targets)
 
 
@@ -214,5 +225,4 @@ def build_classifier(backbone, num_classes, multi_label=False, pooling="last", d
             f"Expected a backbone with inputs token_ids and padding_mask. Received: {type(backbone).__name__} "
             f"with inputs {sorted(inputs) if isinstance(inputs, dict) else inputs!r}"
         )
-    return KlmClassifier(backbone, num_classes=num_classes, multi_label=multi_label, pooling=pooling,
-                         dropout=dropout)
+    return KlmClassifier(backbone, num_classes=num_classes, multi_label=multi_label, pooling=pooling, dropout=dropout)

@@ -79,8 +79,10 @@ def test_keras_hub_backbone_classifier_with_lora():
     assert report["lora"] == layers * (3 * qkv + output)
     assert report["trainable"] == report["lora"] + head
     assert report["total"] == full["total"] + report["lora"]
-    print(f"GPT-2 tiny classifier: trainable {report['trainable']:,} of {report['total']:,} "
-          f"(full fine-tuning: {full['trainable']:,})")
+    print(
+        f"GPT-2 tiny classifier: trainable {report['trainable']:,} of {report['total']:,} "
+        f"(full fine-tuning: {full['trainable']:,})"
+    )
     ids = np.random.default_rng(0).integers(1, 300, (8, 12)).astype("int32")
     x = {"token_ids": ids, "padding_mask": np.ones_like(ids)}
     y = np.arange(8) % 3

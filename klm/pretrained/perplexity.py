@@ -25,7 +25,8 @@ from klm.metrics import perplexity
 
 
 def _documents(data, text_field="text"):
-    from klm.data.sources import expand_sources, iter_documents, iter_raw_lines
+    from klm.data.text.raw_lines import iter_raw_lines
+    from klm.data.text.sources import expand_sources, iter_documents
 
     for source in expand_sources(data):
         if source.format in ("text", "wikitext"):
@@ -157,8 +158,7 @@ def hf_convention_loss(model, tokens, seq_len, batch_size=None):
     return total / max(count, 1), count
 
 
-def lm_batches(checkpoint, data, seq_len, batch_size, mode="shuffled", seed=0, text_field="text",
-               drop_remainder=False):
+def lm_batches(checkpoint, data, seq_len, batch_size, mode="shuffled", seed=0, text_field="text", drop_remainder=False):
     """A `tf.data.Dataset` of `({"token_ids", "padding_mask"}, next_ids)` batches for `fit`.
 
     The text is tokenized with the checkpoint's tokenizer (`token_stream`)
@@ -194,9 +194,7 @@ def evaluate_checkpoint(checkpoint, data, seq_len=None, batch_size=None, text_fi
     seq_len = int(seq_len or default_seq_len(model))
     limit = getattr(model.backbone, "max_sequence_length", None)
     if limit and seq_len > limit:
-        raise ConfigError(
-            f"Expected --seq-len <= the model's {limit} positions. Received: --seq-len={seq_len}"
-        )
+        raise ConfigError(f"Expected --seq-len <= the model's {limit} positions. Received: --seq-len={seq_len}")
     tokens = token_stream(checkpoint, data, text_field=text_field, add_start_token=add_start_token)
     loss, count = hf_convention_loss(model, tokens, seq_len, batch_size=batch_size)
     return {

@@ -112,8 +112,14 @@ def make_hf_checkpoint(kind, path, vocab_size=320, hidden=32, layers=2, seed=0, 
             },
         )
         config = transformers.GPT2Config(
-            vocab_size=vocab_size, n_positions=64, n_embd=hidden, n_layer=layers, n_head=2,
-            bos_token_id=eos, eos_token_id=eos, initializer_range=initializer_range,
+            vocab_size=vocab_size,
+            n_positions=64,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=2,
+            bos_token_id=eos,
+            eos_token_id=eos,
+            initializer_range=initializer_range,
         )
         model = transformers.GPT2LMHeadModel(config)
     elif kind == "llama":
@@ -129,9 +135,18 @@ def make_hf_checkpoint(kind, path, vocab_size=320, hidden=32, layers=2, seed=0, 
             },
         )
         config = transformers.LlamaConfig(
-            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-6,
-            tie_word_embeddings=False, bos_token_id=bos, eos_token_id=eos, initializer_range=initializer_range,
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=False,
+            bos_token_id=bos,
+            eos_token_id=eos,
+            initializer_range=initializer_range,
         )
         model = transformers.LlamaForCausalLM(config)
     else:
@@ -146,9 +161,18 @@ def make_hf_checkpoint(kind, path, vocab_size=320, hidden=32, layers=2, seed=0, 
             },
         )
         config = transformers.Qwen3Config(
-            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=128,
-            rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=None, eos_token_id=eos,
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=hidden // 4,
+            max_position_embeddings=128,
+            rms_norm_eps=1e-6,
+            tie_word_embeddings=True,
+            bos_token_id=None,
+            eos_token_id=eos,
             initializer_range=initializer_range,
         )
         model = transformers.Qwen3ForCausalLM(config)
@@ -220,7 +244,12 @@ def hf_greedy(path, prompt_ids, max_new_tokens):
     ids = torch.as_tensor([list(prompt_ids)], dtype=torch.long)
     with torch.no_grad():
         out = model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-            do_sample=False, eos_token_id=None, pad_token_id=0,
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
         )
-    return out[0, ids.shape[1]:].tolist()
+    return out[0, ids.shape[1] :].tolist()

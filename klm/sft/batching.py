@@ -75,8 +75,10 @@ def padded_batches(examples, batch_size, pad_id, seq_len, seed=None, epoch=0, tr
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     if seed is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
-    return [padded_batch([examples[i] for i in batch], pad_id, seq_len, train_on_prompt, batch_size=batch_size)
-            for batch in batches]
+    return [
+        padded_batch([examples[i] for i in batch], pad_id, seq_len, train_on_prompt, batch_size=batch_size)
+        for batch in batches
+    ]
 
 
 def pack_rows(examples, seq_len, seed=0):
@@ -129,8 +131,9 @@ def packed_batches(examples, rows, batch_size, pad_id, seq_len, seed, epoch, tra
     """The packed batches of one epoch (rows shuffled per `(seed, epoch)`)."""
     order = epoch_rng(seed, epoch).permutation(len(rows))
     return [
-        packed_batch(examples, [rows[i] for i in order[start : start + batch_size]], pad_id, seq_len,
-                     train_on_prompt)  # rows are all seq_len long: only the last batch may be shorter
+        packed_batch(
+            examples, [rows[i] for i in order[start : start + batch_size]], pad_id, seq_len, train_on_prompt
+        )  # rows are all seq_len long: only the last batch may be shorter
         for start in range(0, len(order), batch_size)
     ]
 

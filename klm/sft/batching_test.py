@@ -8,8 +8,10 @@ from klm.sft.prompt_template import PromptTemplate
 
 
 def fake_examples(lengths, prompt=3):
-    return [EncodedExample(np.arange(4, 4 + n, dtype="int32"), np.arange(n) >= prompt, f"f:{i}")
-            for i, n in enumerate(lengths)]
+    return [
+        EncodedExample(np.arange(4, 4 + n, dtype="int32"), np.arange(n) >= prompt, f"f:{i}")
+        for i, n in enumerate(lengths)
+    ]
 
 
 def test_padded_batches_are_bucketed_deterministic_and_weight_free_on_padding():
@@ -42,7 +44,7 @@ def test_packing_fills_rows_and_keeps_every_example_once():
     assert sorted(i for row in rows for i in row) == list(range(len(examples)))
     assert all(sum(len(examples[i].token_ids) - 1 for i in row) <= 32 for row in rows)
     assert len(rows) < len(examples)
-    (inputs, targets, weights), = batching.packed_batches(examples, rows, len(rows), 0, 32, seed=0, epoch=0)
+    ((inputs, targets, weights),) = batching.packed_batches(examples, rows, len(rows), 0, 32, seed=0, epoch=0)
     assert inputs["segment_ids"].shape == (len(rows), 32)
     assert np.all(weights[inputs["segment_ids"] == 0] == 0)
     padded = batching.padded_batches(examples, 100, 0, 32)
@@ -57,8 +59,11 @@ def setup():
     from klm.models import KlmCausalLM, backbone_from_preset
     from klm.sft.recipe import sft_loss
 
-    conversations = [Conversation([("reverse: a b c", "c b a")]), Conversation([("reverse: d e", "e d")]),
-                     Conversation([("reverse: f g h a", "a h g f")])]
+    conversations = [
+        Conversation([("reverse: a b c", "c b a")]),
+        Conversation([("reverse: d e", "e d")]),
+        Conversation([("reverse: f g h a", "a h g f")]),
+    ]
     tokenizer = train_tokenizer("word", ["user assistant reverse a b c d e f g h"])
     examples, _ = encode_conversations(conversations, PromptTemplate(), tokenizer, seq_len=32)
     keras.utils.set_random_seed(0)

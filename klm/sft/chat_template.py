@@ -73,8 +73,9 @@ class ChatTemplate:
     def render(self, messages, add_generation_prompt):
         """The template's text for `messages` (`[{"role", "content"}]`)."""
         try:
-            return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                         **self.special_tokens)
+            return self._template.render(
+                messages=messages, add_generation_prompt=add_generation_prompt, **self.special_tokens
+            )
         except Exception as e:  # noqa: BLE001 - sandbox violations, raise_exception(), undefined names
             raise ConfigError(
                 f"The chat template of {self.source} failed to render ({type(e).__name__}: {e}). Pass --template "
@@ -87,7 +88,7 @@ class ChatTemplate:
         end = self.special_tokens.get("eos_token")
         if end and end in text:
             index = text.rindex(end)
-            return text[:index], text[index + len(end):]
+            return text[:index], text[index + len(end) :]
         return text, ""
 
     def pieces(self, turns, system=None, next_prompt=None):
@@ -99,13 +100,13 @@ class ChatTemplate:
             messages.append({"role": "user", "content": prompt})
             prefix = self.render(messages, add_generation_prompt=True)
             self._check_prefix(rendered, prefix)
-            out.append((carry + prefix[len(rendered):], False))
+            out.append((carry + prefix[len(rendered) :], False))
             if index >= len(turns):
                 break
             messages.append({"role": "assistant", "content": turns[index][1]})
             full = self.render(messages, add_generation_prompt=False)
             self._check_prefix(prefix, full)
-            response, carry = self._split_end(full[len(prefix):])
+            response, carry = self._split_end(full[len(prefix) :])
             out.append((response, True))
             rendered = full
         return out
@@ -126,8 +127,10 @@ class ChatTemplate:
         """`(before, after)` around a raw prompt (export: the template applied in the graph)."""
         text = self.prompt_text(_SENTINEL)
         if text.count(_SENTINEL) != 1:
-            raise ConfigError(f"The chat template of {self.source} changes the prompt's text; it cannot be applied "
-                              "inside an exported graph. Received: a template that rewrites the content")
+            raise ConfigError(
+                f"The chat template of {self.source} changes the prompt's text; it cannot be applied "
+                "inside an exported graph. Received: a template that rewrites the content"
+            )
         before, after = text.split(_SENTINEL)
         return before, after
 
@@ -159,7 +162,7 @@ def _find_file(spec, name):
         try:
             import huggingface_hub
 
-            return Path(huggingface_hub.hf_hub_download(spec[len("hf://"):].strip("/"), name))
+            return Path(huggingface_hub.hf_hub_download(spec[len("hf://") :].strip("/"), name))
         except Exception:  # noqa: BLE001 - no such file, no network: no template
             return None
     path = Path(spec) / name
@@ -167,7 +170,10 @@ def _find_file(spec, name):
 
 
 def checkpoint_chat_template(spec, tokenizer=None):
-    """The chat template a Hugging Face checkpoint ships (`tokenizer_config.json` or `chat_template.jinja`), or `None`."""
+    """The chat template a Hugging Face checkpoint ships, or `None`.
+
+    Read from `tokenizer_config.json` or `chat_template.jinja`.
+    """
     config_path = _find_file(spec, "tokenizer_config.json")
     config = {}
     if config_path is not None:

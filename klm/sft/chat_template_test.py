@@ -47,8 +47,9 @@ def test_non_incremental_template_is_refused():
 
 def test_checkpoint_chat_template_from_tokenizer_config(tmp_path):
     assert checkpoint_chat_template(tmp_path) is None
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
-        {"chat_template": CHATML, "eos_token": {"content": "<|im_end|>"}, "bos_token": None}))
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps({"chat_template": CHATML, "eos_token": {"content": "<|im_end|>"}, "bos_token": None})
+    )
     template = checkpoint_chat_template(tmp_path)
     assert "tokenizer_config.json" in template.source
     assert template.special_tokens == {"eos_token": "<|im_end|>"}

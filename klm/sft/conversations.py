@@ -30,7 +30,6 @@ import csv
 import dataclasses
 import json
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 from klm.errors import DataError
 
@@ -50,8 +49,8 @@ class Conversation:
         format: `"prompt_response"`, `"alpaca"` or `"chat"`.
     """
 
-    turns: List[Tuple[str, str]]
-    system: Optional[str] = None
+    turns: list[tuple[str, str]]
+    system: str | None = None
     source: str = ""
     format: str = "prompt_response"
 
@@ -70,9 +69,7 @@ def _where(path, line):
 
 def _text(value, field, path, line, allow_empty=True):
     if not isinstance(value, str):
-        raise DataError(
-            f"Expected {field!r} to be a string on {_where(path, line)}. Received: {field}={value!r}"
-        )
+        raise DataError(f"Expected {field!r} to be a string on {_where(path, line)}. Received: {field}={value!r}")
     if not allow_empty and not value.strip():
         raise DataError(
             f"Expected a non-empty {field!r} on {_where(path, line)}: an empty response teaches nothing. "
@@ -110,9 +107,7 @@ def conversation_from_record(record, path="<data>", line=1):
     if "prompt" in record or "response" in record:
         for field in ("prompt", "response"):
             if field not in record:
-                raise DataError(
-                    f"Missing field {field!r} on {_where(path, line)}. Received: keys {sorted(record)}"
-                )
+                raise DataError(f"Missing field {field!r} on {_where(path, line)}. Received: keys {sorted(record)}")
         prompt = _text(record["prompt"], "prompt", path, line)
         response = _text(record["response"], "response", path, line, allow_empty=False)
         return Conversation([(prompt, response)], source=source, format="prompt_response")
@@ -216,8 +211,9 @@ def _read_jsonl(path):
             try:
                 record = json.loads(line)
             except ValueError as e:
-                raise DataError(f"Malformed JSON on {_where(path, number)}: {e}. Received: {line.strip()[:80]!r}") \
-                    from None
+                raise DataError(
+                    f"Malformed JSON on {_where(path, number)}: {e}. Received: {line.strip()[:80]!r}"
+                ) from None
             conversations.append(conversation_from_record(record, path, number))
     return conversations
 

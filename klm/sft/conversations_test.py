@@ -13,13 +13,16 @@ def write(path, lines):
 
 def test_three_jsonl_forms_and_tables_are_the_same_example(tmp_path):
     chat = {"messages": [{"role": "user", "content": "reverse: a b"}, {"role": "assistant", "content": "b a"}]}
-    jsonl = write(tmp_path / "d.jsonl", [
-        json.dumps({"prompt": "reverse: a b", "response": "b a"}),
-        "",
-        json.dumps({"instruction": "reverse: a b", "output": "b a"}),
-        json.dumps({"instruction": "reverse:", "input": "a b", "output": "b a"}),
-        json.dumps(chat),
-    ])
+    jsonl = write(
+        tmp_path / "d.jsonl",
+        [
+            json.dumps({"prompt": "reverse: a b", "response": "b a"}),
+            "",
+            json.dumps({"instruction": "reverse: a b", "output": "b a"}),
+            json.dumps({"instruction": "reverse:", "input": "a b", "output": "b a"}),
+            json.dumps(chat),
+        ],
+    )
     conversations = read_conversations(jsonl)
     assert [c.format for c in conversations] == ["prompt_response", "alpaca", "alpaca", "chat"]
     assert [c.turns for c in conversations[:2]] == [[("reverse: a b", "b a")]] * 2
@@ -34,36 +37,49 @@ def test_three_jsonl_forms_and_tables_are_the_same_example(tmp_path):
 
 
 def test_chat_with_system_and_several_turns():
-    record = {"messages": [
-        {"role": "system", "content": "be brief"},
-        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-        {"role": "user", "content": "bye"}, {"role": "assistant", "content": "see you"},
-    ]}
+    record = {
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "bye"},
+            {"role": "assistant", "content": "see you"},
+        ]
+    }
     conversation = conversation_from_record(record)
-    assert conversation == Conversation([("hi", "hello"), ("bye", "see you")], system="be brief",
-                                        source="<data>:1", format="chat")
+    assert conversation == Conversation(
+        [("hi", "hello"), ("bye", "see you")], system="be brief", source="<data>:1", format="chat"
+    )
     assert conversation.texts == ["be brief", "hi", "hello", "bye", "see you"]
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"prompt": "x", "response": ', "Malformed JSON on line 2"),
-    ('["prompt", "response"]', "Expected a JSON object on line 2"),
-    ('{"prompt": "x"}', "Missing field 'response' on line 2"),
-    ('{"instruction": "x"}', "Missing field 'output' on line 2"),
-    ('{"prompt": "x", "response": "  "}', "non-empty 'response' on line 2"),
-    ('{"instruction": "x", "output": ""}', "non-empty 'output' on line 2"),
-    ('{"prompt": 3, "response": "y"}', "'prompt' to be a string on line 2"),
-    ('{"text": "x"}', "prompt/response, instruction/input/output"),
-    ('{"messages": [{"role": "robot", "content": "x"}]}', "Unknown role in message 0 on line 2"),
-    ('{"messages": [{"role": "user", "content": "x"}]}', "end with an assistant message"),
-    ('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]}',
-     "non-empty 'content' on line 2"),
-    ('{"messages": [{"role": "assistant", "content": "x"}]}', "user message before the assistant"),
-    ('{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}', "alternate"),
-    ('{"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "y"}]}', "system message first"),
-    ('{"messages": [{"role": "user"}]}', "Missing field 'content'"),
-    ('{"messages": []}', "non-empty list"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"prompt": "x", "response": ', "Malformed JSON on line 2"),
+        ('["prompt", "response"]', "Expected a JSON object on line 2"),
+        ('{"prompt": "x"}', "Missing field 'response' on line 2"),
+        ('{"instruction": "x"}', "Missing field 'output' on line 2"),
+        ('{"prompt": "x", "response": "  "}', "non-empty 'response' on line 2"),
+        ('{"instruction": "x", "output": ""}', "non-empty 'output' on line 2"),
+        ('{"prompt": 3, "response": "y"}', "'prompt' to be a string on line 2"),
+        ('{"text": "x"}', "prompt/response, instruction/input/output"),
+        ('{"messages": [{"role": "robot", "content": "x"}]}', "Unknown role in message 0 on line 2"),
+        ('{"messages": [{"role": "user", "content": "x"}]}', "end with an assistant message"),
+        (
+            '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]}',
+            "non-empty 'content' on line 2",
+        ),
+        ('{"messages": [{"role": "assistant", "content": "x"}]}', "user message before the assistant"),
+        ('{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}', "alternate"),
+        (
+            '{"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "y"}]}',
+            "system message first",
+        ),
+        ('{"messages": [{"role": "user"}]}', "Missing field 'content'"),
+        ('{"messages": []}', "non-empty list"),
+    ],
+)
 def test_bad_lines_name_file_and_line(tmp_path, line, message):
     path = write(tmp_path / "bad.jsonl", ['{"prompt": "ok", "response": "fine"}', line])
     with pytest.raises(DataError, match="bad.jsonl") as info:

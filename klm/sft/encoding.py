@@ -81,8 +81,9 @@ def encode_pieces(pieces_list, tokenizer, end_token_id, start_token_id=None):
     return encoded
 
 
-def encode_conversations(conversations, template, tokenizer, seq_len, truncate="prompt", end_token_id=None,
-                         start_token_id=None):
+def encode_conversations(
+    conversations, template, tokenizer, seq_len, truncate="prompt", end_token_id=None, start_token_id=None
+):
     """Tokenizes conversations for training or evaluation.
 
     An example must fit `seq_len` model inputs: at most `seq_len + 1` tokens
@@ -113,14 +114,22 @@ def encode_conversations(conversations, template, tokenizer, seq_len, truncate="
     if end_token_id is None:
         end_token_id = getattr(tokenizer, "end_token_id", None)
     if end_token_id is None:
-        raise DataError("The tokenizer has no end-of-text token to end responses with. Received: a tokenizer "
-                        f"{type(tokenizer).__name__} without end_token_id")
+        raise DataError(
+            "The tokenizer has no end-of-text token to end responses with. Received: a tokenizer "
+            f"{type(tokenizer).__name__} without end_token_id"
+        )
     encoded = encode_pieces(conversation_pieces(template, conversations), tokenizer, end_token_id, start_token_id)
     capacity = seq_len + 1
     keep_first = 0 if start_token_id is None else 1
     examples, too_long = [], []
-    report = {"examples": len(conversations), "tokens": 0, "response_tokens": 0, "truncated_examples": 0,
-              "truncated_tokens": 0, "longest": 0}
+    report = {
+        "examples": len(conversations),
+        "tokens": 0,
+        "response_tokens": 0,
+        "truncated_examples": 0,
+        "truncated_tokens": 0,
+        "longest": 0,
+    }
     for conversation, (ids, mask) in zip(conversations, encoded):
         report["longest"] = max(report["longest"], len(ids))
         removed = 0
@@ -136,8 +145,8 @@ def encode_conversations(conversations, template, tokenizer, seq_len, truncate="
                     f"end-of-text token, too long for --seq-len {seq_len} even without its prompt. Raise --seq-len "
                     f"or shorten the response. Received: --seq-len={seq_len}"
                 )
-            ids = np.concatenate([ids[:keep_first], ids[keep_first + removed:]])
-            mask = np.concatenate([mask[:keep_first], mask[keep_first + removed:]])
+            ids = np.concatenate([ids[:keep_first], ids[keep_first + removed :]])
+            mask = np.concatenate([mask[:keep_first], mask[keep_first + removed :]])
             report["truncated_examples"] += 1
             report["truncated_tokens"] += removed
         report["tokens"] += len(ids)

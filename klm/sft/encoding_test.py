@@ -40,8 +40,14 @@ def test_equivalent_formats_give_the_same_tokens_and_mask(tmp_path, tokenizer):
     x, y, w = first.arrays()
     assert len(x) == len(y) == len(w) == 9 and w.tolist() == [0.0] * 5 + [1.0] * 4
     assert first.arrays(train_on_prompt=True)[2].tolist() == [1.0] * 9
-    assert report == {"examples": 4, "tokens": 40, "response_tokens": 16, "truncated_examples": 0,
-                      "truncated_tokens": 0, "longest": 10}
+    assert report == {
+        "examples": 4,
+        "tokens": 40,
+        "response_tokens": 16,
+        "truncated_examples": 0,
+        "truncated_tokens": 0,
+        "longest": 10,
+    }
 
 
 def test_multi_turn_chat_masks_every_assistant_turn(tokenizer):
@@ -64,12 +70,14 @@ def test_truncation_from_the_prompt_start_or_refusal(tokenizer):
     with pytest.raises(DataError, match=r"1 example\(s\) do not fit --seq-len 8.*f.jsonl:7.*--truncate=refuse"):
         encode_conversations([long, short], PromptTemplate(), tokenizer, seq_len=8, truncate="refuse")
     with pytest.raises(DataError, match="response on f.jsonl:9 .* too long for --seq-len 4"):
-        encode_conversations([Conversation([("a", "b c d e")], source="f.jsonl:9")], PromptTemplate(), tokenizer,
-                             seq_len=4)
+        encode_conversations(
+            [Conversation([("a", "b c d e")], source="f.jsonl:9")], PromptTemplate(), tokenizer, seq_len=4
+        )
 
 
 def test_start_token_comes_first_and_survives_truncation(tokenizer):
     conversation = Conversation([("a b c d e f g", "h")])
-    (example,), _ = encode_conversations([conversation], PromptTemplate(), tokenizer, seq_len=6,
-                                         start_token_id=tokenizer.start_token_id)
+    (example,), _ = encode_conversations(
+        [conversation], PromptTemplate(), tokenizer, seq_len=6, start_token_id=tokenizer.start_token_id
+    )
     assert example.token_ids[0] == tokenizer.start_token_id and len(example.token_ids) == 7

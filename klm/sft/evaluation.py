@@ -77,11 +77,12 @@ def fit_prompt(ids, limit, max_new_tokens, keep_first=0):
     if limit is None or len(ids) + max_new_tokens <= limit:
         return list(ids)
     room = max(limit - max_new_tokens, keep_first + 1)
-    return list(ids[:keep_first]) + list(ids[len(ids) - (room - keep_first):])
+    return list(ids[:keep_first]) + list(ids[len(ids) - (room - keep_first) :])
 
 
-def generation_metrics(model, tokenizer, template, conversations, max_new_tokens, end_token_id,
-                       start_token_id=None, limit=None, samples=3):
+def generation_metrics(
+    model, tokenizer, template, conversations, max_new_tokens, end_token_id, start_token_id=None, limit=None, samples=3
+):
     """Greedy generation of each conversation's last response against the reference.
 
     The reference goes through the tokenizer and back (so lower-casing and
@@ -99,19 +100,28 @@ def generation_metrics(model, tokenizer, template, conversations, max_new_tokens
 
     sampler = keras_hub.samplers.GreedySampler()
     prompts = prompt_ids(template, tokenizer, conversations, end_token_id, start_token_id)
-    references = [detokenize(tokenizer, ids) for ids in tokenize_texts(tokenizer, [c.turns[-1][1] for c in conversations])]
+    references = [
+        detokenize(tokenizer, ids) for ids in tokenize_texts(tokenizer, [c.turns[-1][1] for c in conversations])
+    ]
     pad_id = getattr(tokenizer, "pad_token_id", 0) or 0
     exact, f1s, shown = 0, [], []
     for index, (conversation, ids, reference) in enumerate(zip(conversations, prompts, references)):
         ids = fit_prompt(ids, limit, max_new_tokens, keep_first=0 if start_token_id is None else 1)
-        generated = detokenize(tokenizer, generate_ids(model, ids, max_new_tokens, sampler,
-                                                        stop_token_id=end_token_id, pad_id=pad_id))
+        generated = detokenize(
+            tokenizer, generate_ids(model, ids, max_new_tokens, sampler, stop_token_id=end_token_id, pad_id=pad_id)
+        )
         match = normalize(generated) == normalize(reference)
         exact += int(match)
         f1s.append(token_f1(generated, reference))
         if index < samples:
-            shown.append({"prompt": conversation.turns[-1][0], "reference": conversation.turns[-1][1],
-                          "generated": generated, "exact_match": bool(match)})
+            shown.append(
+                {
+                    "prompt": conversation.turns[-1][0],
+                    "reference": conversation.turns[-1][1],
+                    "generated": generated,
+                    "exact_match": bool(match),
+                }
+            )
     count = len(conversations)
     return {
         "examples": count,

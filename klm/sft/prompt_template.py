@@ -82,8 +82,10 @@ class PromptTemplate:
         try:
             parsed = list(string.Formatter().parse(text))
         except ValueError as e:
-            raise ConfigError(f"Cannot parse the template: {e} (write {{{{ and }}}} for literal braces). "
-                              f"Received: --template={self.source!r}") from None
+            raise ConfigError(
+                f"Cannot parse the template: {e} (write {{{{ and }}}} for literal braces). "
+                f"Received: --template={self.source!r}"
+            ) from None
         for literal, name, spec, conversion in parsed:
             if name is not None and (name not in SLOTS or spec or conversion):
                 raise ConfigError(
@@ -168,6 +170,7 @@ def template_from_dict(data):
     if data.get("kind") == "jinja":
         from klm.sft.chat_template import ChatTemplate
 
-        return ChatTemplate(data["text"], source=data.get("source", "chat template"),
-                            special_tokens=data.get("special_tokens") or {})
+        return ChatTemplate(
+            data["text"], source=data.get("source", "chat template"), special_tokens=data.get("special_tokens") or {}
+        )
     return PromptTemplate(data["text"], source=data.get("source", "run"))

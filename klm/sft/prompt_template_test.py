@@ -11,8 +11,13 @@ def test_default_template():
     assert template.prompt_text("hi", system="be brief") == "be brief\nuser: hi\nassistant: "
     assert template.single_turn_parts() == ("user: ", "\nassistant: ")
     pieces = template.pieces([("hi", "hello"), ("bye", "see you")], system="sys", next_prompt="again")
-    assert pieces == [("sys\nuser: hi\nassistant: ", False), ("hello", True), ("user: bye\nassistant: ", False),
-                      ("see you", True), ("user: again\nassistant: ", False)]
+    assert pieces == [
+        ("sys\nuser: hi\nassistant: ", False),
+        ("hello", True),
+        ("user: bye\nassistant: ", False),
+        ("see you", True),
+        ("user: again\nassistant: ", False),
+    ]
 
 
 def test_template_file_and_round_trip(tmp_path):
@@ -25,17 +30,20 @@ def test_template_file_and_round_trip(tmp_path):
     assert again.prompt_text("x") == template.prompt_text("x")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("Q: {prompt}", "{response} exactly once"),
-    ("A: {response}", "{prompt} exactly once"),
-    ("{prompt} {prompt} {response}", "exactly once"),
-    ("{response} {prompt}", "order"),
-    ("{prompt} {response} thanks", "only whitespace after {response}"),
-    ("{prompt.__class__} {response}", "Unknown template slot"),
-    ("{prompt!r} {response}", "Unknown template slot"),
-    ("{user} {prompt} {response}", "Unknown template slot"),
-    ("{prompt} {response", "Cannot parse"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("Q: {prompt}", "{response} exactly once"),
+        ("A: {response}", "{prompt} exactly once"),
+        ("{prompt} {prompt} {response}", "exactly once"),
+        ("{response} {prompt}", "order"),
+        ("{prompt} {response} thanks", "only whitespace after {response}"),
+        ("{prompt.__class__} {response}", "Unknown template slot"),
+        ("{prompt!r} {response}", "Unknown template slot"),
+        ("{user} {prompt} {response}", "Unknown template slot"),
+        ("{prompt} {response", "Cannot parse"),
+    ],
+)
 def test_bad_templates(text, message):
     with pytest.raises(ConfigError, match="--template") as info:
         PromptTemplate(text, source="t.txt")

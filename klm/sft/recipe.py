@@ -16,11 +16,22 @@ import sys
 from klm import runs
 from klm.errors import ConfigError
 from klm.sft.config import SftConfig
-from klm.training.session import LoopPlan, TrainingSession, total_batches
+from klm.training.session import LoopPlan, TrainingSession
 
 # Fields that must match when an existing run folder is resumed.
-IDENTITY_FIELDS = ("task", "finetune_task", "preset", "tokenizer", "vocab_size", "seq_len", "min_freq", "from_run",
-                   "packing", "train_on_prompt", "lora_rank")
+IDENTITY_FIELDS = (
+    "task",
+    "finetune_task",
+    "preset",
+    "tokenizer",
+    "vocab_size",
+    "seq_len",
+    "min_freq",
+    "from_run",
+    "packing",
+    "train_on_prompt",
+    "lora_rank",
+)
 
 
 def _log(message):
@@ -102,19 +113,6 @@ def _check_tokenizer_flags(config, source_config):
             )
 
 
-def _plan(config, steps_per_epoch):
-    return LoopPlan(
-        steps_per_epoch=steps_per_epoch,
-        total_batches=total_batches(config, steps_per_epoch),
-        grad_accum=config.grad_accum,
-        backup_every=config.backup_every,
-        eval_every=config.eval_every,
-        eval_steps=config.eval_steps,
-        early_stop_patience=config.early_stop_patience,
-        early_stop_min_delta=config.early_stop_min_delta,
-    )
-
-
 def sft_loss():
     """Next-token cross-entropy averaged over the weighted (response) tokens of a batch."""
     from klm.losses import SparseCrossEntropyFromLogits
@@ -142,15 +140,17 @@ def finetune_sft(config: SftConfig):
     train, valid, test = _read(config.train), _read(config.valid), _read(config.test)
     from klm.sft import batching
     from klm.sft.encoding import encode_conversations
-    from klm.train import build_optimizer
-    from klm.training.session import jit_compile, optimizer_steps
+    from klm.train import build_optimizer_state, compile_causal_lm
+    from klm.training.session import optimizer_steps
 
     kind, source_config = _source_kind(config)
     _identity(config, kind, source_config, session.resolved)
     with session:
         session.open(IDENTITY_FIELDS)
-        _log(f"klm finetune --task sft: backend={session.backend} run_dir={session.run_dir}"
-             f"{' (resuming)' if session.resuming else ''}")
+        _log(
+            f"klm finetune --task sft: backend={session.backend} run_dir={session.run_dir}"
+            f"{' (resuming)' if session.resuming else ''}"
+        )
         checkpoint = None
         if kind != "none":
             from klm.pretrained import load_checkpoint
@@ -179,8 +179,15 @@ def finetune_sft(config: SftConfig):
         _log(f"template: {template.source}")
 
         def encode(conversations):
-            return encode_conversations(conversations, template, tokenizer, config.seq_len, truncate=config.truncate,
-                                        end_token_id=end_token_id, start_token_id=start_token_id)
+            return encode_conversations(
+                conversations,
+                template,
+                tokenizer,
+                config.seq_len,
+                truncate=config.truncate,
+                end_token_id=end_token_id,
+                start_token_id=start_token_id,
+            )
 
         train_examples, report = encode(train)
         valid_examples = encode(valid)[0] if valid else None
@@ -190,19 +197,38 @@ def finetune_sft(config: SftConfig):
             steps_per_epoch = math.ceil(len(rows) / config.batch_size)
 
             def epoch_batches(epoch):
-                return batching.packed_batches(train_examples, rows, config.batch_size, pad_id, config.seq_len,
-                                               config.seed, epoch, config.train_on_prompt)
+                return batching.packed_batches(
+                    train_examples,
+                    rows,
+                    config.batch_size,
+                    pad_id,
+                    config.seq_len,
+                    config.seed,
+                    epoch,
+                    config.train_on_prompt,
+                )
         else:
             steps_per_epoch = math.ceil(len(train_examples) / config.batch_size)
 
             def epoch_batches(epoch):
-                return batching.padded_batches(train_examples, config.batch_size, pad_id, config.seq_len,
-                                               seed=config.seed, epoch=epoch, train_on_prompt=config.train_on_prompt)
+                return batching.padded_batches(
+                    train_examples,
+                    config.batch_size,
+                    pad_id,
+                    config.seq_len,
+                    seed=config.seed,
+                    epoch=epoch,
+                    train_on_prompt=config.train_on_prompt,
+                )
+
         first_epoch = epoch_batches(0)
         real_tokens = sum(int(batch[0]["padding_mask"].sum()) for batch in first_epoch)
-        report.update(padding_fraction=round(batching.padding_fraction(first_epoch), 4),
-                      sequences=sum(len(batch[1]) for batch in first_epoch), steps_per_epoch=steps_per_epoch)
-        plan = _plan(config, steps_per_epoch)
+        report.update(
+            padding_fraction=round(batching.padding_fraction(first_epoch), 4),
+            sequences=sum(len(batch[1]) for batch in first_epoch),
+            steps_per_epoch=steps_per_epoch,
+        )
+        plan = LoopPlan.from_config(config, steps_per_epoch)
         finished = session.already_finished(plan)
         if finished is not None:
             return finished
@@ -220,10 +246,12 @@ def finetune_sft(config: SftConfig):
             },
         )
         _write_run_files(session, tokenizer, kind)
-        _log(f"data: {len(train_examples)} examples ({report['truncated_examples']} truncated, "
-             f"{report['truncated_tokens']} tokens cut), {report['response_tokens']} response tokens, "
-             f"{steps_per_epoch} steps/epoch, {'packed' if config.packing else 'padded'}: "
-             f"{report['padding_fraction']:.1%} of positions are padding")
+        _log(
+            f"data: {len(train_examples)} examples ({report['truncated_examples']} truncated, "
+            f"{report['truncated_tokens']} tokens cut), {report['response_tokens']} response tokens, "
+            f"{steps_per_epoch} steps/epoch, {'packed' if config.packing else 'padded'}: "
+            f"{report['padding_fraction']:.1%} of positions are padding"
+        )
 
         cache = {0: first_epoch}  # the batches of the epoch being trained (an epoch runs in several segments)
 
@@ -236,8 +264,11 @@ def finetune_sft(config: SftConfig):
         def eval_data(examples):
             if not examples:
                 return None
-            return batching.to_dataset(batching.padded_batches(
-                examples, config.eval_batch_size, pad_id, config.seq_len, train_on_prompt=config.train_on_prompt))
+            return batching.to_dataset(
+                batching.padded_batches(
+                    examples, config.eval_batch_size, pad_id, config.seq_len, train_on_prompt=config.train_on_prompt
+                )
+            )
 
         valid_ds = eval_data(valid_examples)
         scope, description = session.distribution()
@@ -247,39 +278,58 @@ def finetune_sft(config: SftConfig):
             if config.lora_rank:
                 from klm.pretrained import apply_lora
 
-                lora = apply_lora(model, int(config.lora_rank), config.lora_alpha,
-                                  targets=getattr(config, "lora_targets", "attention"))
-            model.compile(
-                optimizer=build_optimizer(config, steps_per_epoch, optimizer_steps(plan)),
-                loss=sft_loss(),
-                weighted_metrics=[],
-                jit_compile=jit_compile(config),
-                steps_per_execution=config.steps_per_execution,
-                sampler="greedy",
-            )
-        _log(f"model: {model} | from {config.from_run} | {description}"
-             + (f" | LoRA rank {lora['rank']}: {lora['trainable']:,} trainable parameters" if lora else ""))
-        if not model.optimizer.built:  # a resumed run loads the optimizer's state from its backup
-            model.optimizer.build(model.trainable_variables)
+                lora = apply_lora(
+                    model,
+                    int(config.lora_rank),
+                    config.lora_alpha,
+                    targets=getattr(config, "lora_targets", "attention"),
+                )
+            compile_causal_lm(model, config, steps_per_epoch, optimizer_steps(plan), loss=sft_loss())
+        _log(
+            f"model: {model} | from {config.from_run} | {description}"
+            + (f" | LoRA rank {lora['rank']}: {lora['trainable']:,} trainable parameters" if lora else "")
+        )
+        build_optimizer_state(model)  # a resumed run loads it from its backup
         logger = session.step_logger(steps_per_epoch, max(1, round(real_tokens / steps_per_epoch)), "ppl")
         state = session.fit(model, plan, make_train_data, valid_ds, logger)
 
         best = runs.load_model(runs.checkpoint_path(session.run_dir, "best"))
-        extra = {"task": "causal_lm", "finetune_task": "sft", "template": template.source, "data": report,
-                 "train_tokens": state.batches_done * logger.tokens_per_step}
+        extra = {
+            "task": "causal_lm",
+            "finetune_task": "sft",
+            "template": template.source,
+            "data": report,
+            "train_tokens": state.batches_done * logger.tokens_per_step,
+        }
         if lora:
             extra["lora"] = {key: lora[key] for key in ("rank", "alpha", "targets", "trainable", "total", "lora")}
-        extra.update(_held_out_report(config, best, tokenizer, template, valid, valid_examples, test, test_examples,
-                                      pad_id, end_token_id, start_token_id))
+        extra.update(
+            _held_out_report(
+                config,
+                best,
+                tokenizer,
+                template,
+                valid,
+                valid_examples,
+                test,
+                test_examples,
+                pad_id,
+                end_token_id,
+                start_token_id,
+            )
+        )
         if session.chief and "valid_exact_match" in extra:
-            print(f"| End of training | valid response loss {extra['valid_response_loss']:.4f} | "
-                  f"exact match {extra['valid_exact_match']:.3f} | token F1 {extra['valid_token_f1']:.3f}",
-                  flush=True)
+            print(
+                f"| End of training | valid response loss {extra['valid_response_loss']:.4f} | "
+                f"exact match {extra['valid_exact_match']:.3f} | token F1 {extra['valid_token_f1']:.3f}",
+                flush=True,
+            )
         return session.finish(model, state, logger, extra, metric="ppl")
 
 
-def _held_out_report(config, model, tokenizer, template, valid, valid_examples, test, test_examples, pad_id,
-                     end_token_id, start_token_id):
+def _held_out_report(
+    config, model, tokenizer, template, valid, valid_examples, test, test_examples, pad_id, end_token_id, start_token_id
+):
     from klm.generate import position_limit
     from klm.sft import batching
     from klm.sft.evaluation import generation_metrics, perplexity, response_loss
@@ -288,14 +338,23 @@ def _held_out_report(config, model, tokenizer, template, valid, valid_examples, 
     for split, conversations, examples in (("valid", valid, valid_examples), ("test", test, test_examples)):
         if not examples:
             continue
-        loss, tokens = response_loss(model, batching.padded_batches(
-            examples, config.eval_batch_size, pad_id, config.seq_len, train_on_prompt=False))
+        loss, tokens = response_loss(
+            model,
+            batching.padded_batches(examples, config.eval_batch_size, pad_id, config.seq_len, train_on_prompt=False),
+        )
         out[f"{split}_response_loss"] = loss
         out[f"{split}_response_perplexity"] = perplexity(loss)
         if config.eval_generations:
-            metrics = generation_metrics(model, tokenizer, template, conversations[: config.eval_generations],
-                                         config.max_new_tokens, end_token_id, start_token_id,
-                                         limit=position_limit(model))
+            metrics = generation_metrics(
+                model,
+                tokenizer,
+                template,
+                conversations[: config.eval_generations],
+                config.max_new_tokens,
+                end_token_id,
+                start_token_id,
+                limit=position_limit(model),
+            )
             out[f"{split}_exact_match"] = metrics["exact_match"]
             out[f"{split}_token_f1"] = metrics["token_f1"]
             out[f"{split}_generated_examples"] = metrics["examples"]

@@ -18,8 +18,9 @@ def reversal_examples(length=3, letters=LETTERS, seed=0, held_out=48):
     """`(train, held_out)` lists of `{"prompt", "response"}`: disjoint letter sequences."""
     sequences = [list(p) for p in itertools.product(letters, repeat=length)]
     order = np.random.default_rng(seed).permutation(len(sequences))
-    records = [{"prompt": "reverse: " + " ".join(sequences[i]), "response": " ".join(reversed(sequences[i]))}
-               for i in order]
+    records = [
+        {"prompt": "reverse: " + " ".join(sequences[i]), "response": " ".join(reversed(sequences[i]))} for i in order
+    ]
     return records[held_out:], records[:held_out]
 
 

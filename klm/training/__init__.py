@@ -9,8 +9,7 @@
 """
 
 from klm.training.run_folder import RunFolder
-from klm.training.session import LoopPlan
-from klm.training.session import TrainingSession
+from klm.training.session import LoopPlan, TrainingSession
 from klm.training.state import TrainingState
 
 __all__ = ["LoopPlan", "RunFolder", "TrainingSession", "TrainingState"]

@@ -27,7 +27,6 @@ file and the last good checkpoint, which the atomic writes keep intact.
 import contextlib
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -38,10 +37,9 @@ import tempfile
 from pathlib import Path
 
 from klm import runs
+from klm.checksums import sha256_of_file
 from klm.errors import RunDirError
-from klm.training.state import TrainingState
-from klm.training.state import capture_rng
-from klm.training.state import restore_rng
+from klm.training.state import TrainingState, capture_rng, restore_rng
 
 LOCK_FILE = ".klm.lock"
 BACKUP_DIR = "backup"
@@ -50,8 +48,17 @@ BEST_FILE = "best.json"
 METRICS_FILE = "metrics.csv"
 BACKUP_GENERATIONS = 2
 # Files a run writes; a symlink in their place is refused (it would write elsewhere).
-_WRITTEN = (runs.CONFIG_FILE, runs.SUMMARY_FILE, runs.LABELS_FILE, METRICS_FILE, "last.keras", "best.keras",
-            BEST_FILE, LAST_STATE_FILE, "curves.png")
+_WRITTEN = (
+    runs.CONFIG_FILE,
+    runs.SUMMARY_FILE,
+    runs.LABELS_FILE,
+    METRICS_FILE,
+    "last.keras",
+    "best.keras",
+    BEST_FILE,
+    LAST_STATE_FILE,
+    "curves.png",
+)
 
 
 def _log(message):
@@ -77,14 +84,6 @@ def fault_point(name):
     _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
     if _FAULT_COUNTS[name] == int(count or 1):
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_temp(name):
@@ -221,7 +220,7 @@ class RunFolder:
                 f"{self.path} is in use: klm process {holder} is training in it (it holds {lock_path}). Wait for "
                 f"it to finish, or stop it, then re-run to resume; or choose another --run-dir. "
                 f"Received: --run-dir={str(self.path)!r}"
-            )
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
@@ -348,7 +347,7 @@ class RunFolder:
             with runs.atomic_path(weights, ".weights.h5") as tmp:
                 model.save_weights(tmp)
             record = json_state(state, model)
-            record.update(weights=weights.name, sha256=sha256_file(weights))
+            record.update(weights=weights.name, sha256=sha256_of_file(weights))
             lora = _lora_variables(model)
             if lora:
                 # Keras saves a LoRA layer's kernel merged with its adapters
@@ -359,7 +358,7 @@ class RunFolder:
                 with runs.atomic_path(arrays, ".npz") as tmp:
                     with open(tmp, "wb") as f:
                         np.savez(f, *[_to_numpy(v) for v in lora.values()])
-                record["lora"] = {"file": arrays.name, "sha256": sha256_file(arrays), "paths": list(lora)}
+                record["lora"] = {"file": arrays.name, "sha256": sha256_of_file(arrays), "paths": list(lora)}
             fault_point("backup-write")
             runs.write_json(backup / f"{stem}.json", record)
         generations = sorted(backup.glob("state-*.json"))
@@ -376,6 +375,7 @@ class RunFolder:
         with open(path, newline="") as f:
             text = f.read()
         rows = list(csv.DictReader(io.StringIO(text)))
+
         def before(row):
             if row.get("batch"):
                 return int(float(row["batch"])) <= batches
@@ -416,7 +416,7 @@ class RunFolder:
                 weights = backup / record["weights"]
                 if not weights.exists():
                     raise ValueError(f"{weights.name} is missing")
-                if sha256_file(weights) != record["sha256"]:
+                if sha256_of_file(weights) != record["sha256"]:
                     raise ValueError(f"{weights.name} does not match its checksum (damaged or incomplete)")
                 model.load_weights(str(weights))
                 if record.get("lora"):
@@ -474,7 +474,7 @@ def _restore_lora(model, backup, record):
     import numpy as np
 
     arrays = backup / record["file"]
-    if not arrays.exists() or sha256_file(arrays) != record["sha256"]:
+    if not arrays.exists() or sha256_of_file(arrays) != record["sha256"]:
         raise ValueError(f"{record['file']} is missing or does not match its checksum")
     variables = _lora_variables(model)
     with np.load(arrays) as data:

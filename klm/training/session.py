@@ -26,16 +26,11 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 from klm import backend as backend_lib
 from klm import runs
-from klm.errors import ConfigError
-from klm.errors import TrainingDiverged
-from klm.errors import TrainingInterrupted
-from klm.training.run_folder import BEST_FILE
-from klm.training.run_folder import RunFolder
-from klm.training.run_folder import fault_point
+from klm.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from klm.training.run_folder import BEST_FILE, RunFolder, fault_point
 from klm.training.state import TrainingState
 
 
@@ -63,10 +58,23 @@ class LoopPlan:
     total_batches: int
     grad_accum: int = 1
     backup_every: int = 200
-    eval_every: Optional[int] = None
-    eval_steps: Optional[int] = None
-    early_stop_patience: Optional[int] = None
+    eval_every: int | None = None
+    eval_steps: int | None = None
+    early_stop_patience: int | None = None
     early_stop_min_delta: float = 0.0
+
+    @classmethod
+    def from_config(cls, config, steps_per_epoch):
+        """The plan of a run with these `TrainingOptions` and `steps_per_epoch` batches per epoch.
+
+        The other fields (`grad_accum`, `backup_every`, `eval_every`, ...) are the config's fields of that name.
+        """
+        same = {
+            f.name: getattr(config, f.name)
+            for f in dataclasses.fields(cls)
+            if f.name not in ("steps_per_epoch", "total_batches")
+        }
+        return cls(steps_per_epoch=steps_per_epoch, total_batches=total_batches(config, steps_per_epoch), **same)
 
     def _periods(self):
         periods = [self.steps_per_epoch, self.backup_every * self.grad_accum]
@@ -130,7 +138,10 @@ class TrainingSession:
     def open(self, identity_fields):
         """Opens (locks, checks or clears) the run folder; every process then sees it."""
         self.folder = RunFolder.open(
-            self.run_dir, self.resolved, restart=self.config.restart, chief=self.chief,
+            self.run_dir,
+            self.resolved,
+            restart=self.config.restart,
+            chief=self.chief,
             identity_fields=identity_fields,
         )
         backend_lib.barrier("klm-run-dir")
@@ -193,9 +204,14 @@ class TrainingSession:
 
         chief = self.chief
         return StepLogger(
-            self.run_dir / "metrics.csv" if chief else None, steps_per_epoch, tokens_per_step,
-            every=self.config.log_every, stream=self.verbose()[1], metric=metric,
-            last_step_tokens=last_step_tokens, grad_accum=self.config.grad_accum,
+            self.run_dir / "metrics.csv" if chief else None,
+            steps_per_epoch,
+            tokens_per_step,
+            every=self.config.log_every,
+            stream=self.verbose()[1],
+            metric=metric,
+            last_step_tokens=last_step_tokens,
+            grad_accum=self.config.grad_accum,
             tensorboard_dir=self.run_dir / "tensorboard" if chief else None,
         )
 
@@ -220,8 +236,7 @@ class TrainingSession:
         Returns:
             The final `TrainingState`.
         """
-        from klm.callbacks import NonFiniteLoss
-        from klm.callbacks import RestoreGlobalRng
+        from klm.callbacks import NonFiniteLoss, RestoreGlobalRng
         from klm.training.state import BACKEND_RNG
 
         keras = self.keras
@@ -257,8 +272,14 @@ class TrainingSession:
             restore_rng.state = state.rng.get(BACKEND_RNG) if state.batches_done else None
             try:
                 with folder.writing(f"{self.run_dir / 'metrics.csv'} or the TensorBoard logs"):
-                    model.fit(data, epochs=1, steps_per_epoch=length, callbacks=[restore_rng, guard, logger], verbose=verbose,
-                              shuffle=False)
+                    model.fit(
+                        data,
+                        epochs=1,
+                        steps_per_epoch=length,
+                        callbacks=[restore_rng, guard, logger],
+                        verbose=verbose,
+                        shuffle=False,
+                    )
             except KeyboardInterrupt:
                 raise TrainingInterrupted(
                     f"Interrupted. {folder.last_good()} Re-run the same command to resume from there."
@@ -268,8 +289,11 @@ class TrainingSession:
                     f"The training loss became NaN/inf in epoch {epoch + 1}, near step "
                     f"{(position + guard.bad_batch + 1) // plan.grad_accum}; training stopped and nothing after "
                     f"the last good step was saved. {folder.last_good()} Lower --lr or set --clipnorm, then re-run"
-                    + (" (it resumes from the last good checkpoint; --restart starts over)."
-                       if folder.has_checkpoint() else ".")
+                    + (
+                        " (it resumes from the last good checkpoint; --restart starts over)."
+                        if folder.has_checkpoint()
+                        else "."
+                    )
                 )
             state.batches_done = end
             state.step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
@@ -298,8 +322,10 @@ class TrainingSession:
         self.folder.truncate_metrics(state.batches_done, state.step)
         logger.load_state(state.logger)
         epoch, offset = divmod(state.batches_done, plan.steps_per_epoch)
-        log(f"resuming from {resume.source}: step {state.step}, epoch {epoch + 1}, batch {offset}/"
-            f"{plan.steps_per_epoch} of the epoch")
+        log(
+            f"resuming from {resume.source}: step {state.step}, epoch {epoch + 1}, batch {offset}/"
+            f"{plan.steps_per_epoch} of the epoch"
+        )
         return state
 
     def _validate(self, model, plan, valid_data, logger, state, epoch_end):
@@ -322,9 +348,11 @@ class TrainingSession:
         patience = plan.early_stop_patience
         if patience and state.evals_without_improvement >= patience:
             state.stopped_early = True
-            log(f"early stopping at step {state.step}: no validation improvement above "
+            log(
+                f"early stopping at step {state.step}: no validation improvement above "
                 f"{plan.early_stop_min_delta} in {patience} evaluations; best val_loss {state.best_value:.4f} "
-                f"at step {state.best_step} (best.keras)")
+                f"at step {state.best_step} (best.keras)"
+            )
 
     # === Finishing ===
 
@@ -373,7 +401,7 @@ def distribution(config):
     try:
         scope, description = backend_lib.distribution_scope(config.strategy, config.mesh)
     except backend_lib.BackendError as e:
-        raise ConfigError(str(e))
+        raise ConfigError(str(e)) from None
     if backend_lib.clips_per_replica(scope) and config.clipnorm:
         log(
             "note: under tf.distribute, Keras 3's TensorFlow optimizer clips each replica's gradients "
@@ -393,7 +421,7 @@ def setup(config):
 
         backend_lib.initialize_cluster(config.coordinator, config.num_processes, config.process_id)
     except backend_lib.BackendError as e:
-        raise ConfigError(str(e))
+        raise ConfigError(str(e)) from None
     backend_lib.set_seed(config.seed)
     keras.config.set_dtype_policy(config.precision)
     return backend, keras

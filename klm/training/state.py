@@ -12,7 +12,6 @@ generator states in and out of the model.
 
 import dataclasses
 import json
-from typing import Optional
 
 STATE_VERSION = 1
 
@@ -37,8 +36,8 @@ class TrainingState:
 
     batches_done: int = 0
     step: int = 0
-    best_value: Optional[float] = None
-    best_step: Optional[int] = None
+    best_value: float | None = None
+    best_step: int | None = None
     evals_without_improvement: int = 0
     stopped_early: bool = False
     logger: dict = dataclasses.field(default_factory=dict)
@@ -62,11 +61,7 @@ class TrainingState:
 
 def _seed_generator_variables(model):
     """The dropout layers' generator-state variables, by path (stable across processes)."""
-    return {
-        v.path: v
-        for v in model.non_trainable_variables
-        if v.path.endswith("seed_generator_state")
-    }
+    return {v.path: v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")}
 
 
 # Key of the backend's global generator state in `TrainingState.rng`.

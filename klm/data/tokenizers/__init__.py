@@ -15,13 +15,22 @@ Train one with `train_tokenizer`, save and load it with `save_tokenizer` /
 
 from klm.data.tokenizers.byte_tokenizer import ByteTokenizer
 from klm.data.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
-from klm.data.tokenizers.tokenizer_io import load_tokenizer
-from klm.data.tokenizers.tokenizer_io import save_tokenizer
-from klm.data.tokenizers.tokenizer_io import special_token_ids
-from klm.data.tokenizers.tokenizer_io import tokenizer_kind
-from klm.data.tokenizers.train_tokenizer import TOKENIZER_KINDS
-from klm.data.tokenizers.train_tokenizer import train_tokenizer
+from klm.data.tokenizers.tokenizer_io import load_tokenizer, save_tokenizer, special_token_ids, tokenizer_kind
+from klm.data.tokenizers.training import TOKENIZER_KINDS, train_tokenizer
 from klm.data.tokenizers.word_piece_tokenizer import WordPieceTokenizer
-from klm.data.tokenizers.word_tokenizer import WordTokenizer
-from klm.data.tokenizers.word_tokenizer import basic_english_python
-from klm.data.tokenizers.word_tokenizer import build_word_vocabulary
+from klm.data.tokenizers.word_tokenizer import WordTokenizer, basic_english_python, build_word_vocabulary
+
+__all__ = [
+    "basic_english_python",
+    "build_word_vocabulary",
+    "ByteTokenizer",
+    "load_tokenizer",
+    "save_tokenizer",
+    "SentencePieceTokenizer",
+    "special_token_ids",
+    "tokenizer_kind",
+    "TOKENIZER_KINDS",
+    "train_tokenizer",
+    "WordPieceTokenizer",
+    "WordTokenizer",
+]

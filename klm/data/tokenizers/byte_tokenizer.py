@@ -4,8 +4,7 @@ import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
-from keras_hub.src.utils.tensor_utils import convert_to_ragged_batch
-from keras_hub.src.utils.tensor_utils import preprocessing_function
+from keras_hub.src.utils.tensor_utils import convert_to_ragged_batch, preprocessing_function
 
 NUM_BYTES = 256
 PAD_TOKEN = "<pad>"

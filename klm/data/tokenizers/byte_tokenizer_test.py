@@ -1,7 +1,7 @@
 import tensorflow as tf
 
-from klm.data.tokenizers.byte_tokenizer import ByteTokenizer
 from klm.data.testing import to_python
+from klm.data.tokenizers.byte_tokenizer import ByteTokenizer
 
 
 def test_ids_and_specials():

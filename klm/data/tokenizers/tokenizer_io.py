@@ -129,9 +129,7 @@ def load_tokenizer(directory):
     if metadata["kind"] != "byte":
         asset = tokenizer.file_assets[0]
         if not os.path.isfile(os.path.join(directory, asset)):
-            raise DataError(
-                f"Expected the tokenizer file {asset} in {directory}. Received: a folder without it"
-            )
+            raise DataError(f"Expected the tokenizer file {asset} in {directory}. Received: a folder without it")
         try:
             tokenizer.load_assets(directory)
         except (OSError, ValueError, RuntimeError) as e:

@@ -1,15 +1,13 @@
 """Subword tokenizer training reads a bounded sample, so prepare's memory stays flat as the corpus grows."""
 
-import importlib
 import random
 import tracemalloc
 
 import pytest
 
-from klm.data.tokenizers.train_tokenizer import DocumentSample
-from klm.data.tokenizers.train_tokenizer import train_tokenizer
+from klm.data.tokenizers import training as train_tokenizer_module
+from klm.data.tokenizers.training import DocumentSample, train_tokenizer
 
-train_tokenizer_module = importlib.import_module("klm.data.tokenizers.train_tokenizer")
 BUDGET = 256 * 1024  # bytes of sampled text
 
 

@@ -7,8 +7,7 @@ import re
 import keras
 import keras_hub
 import tensorflow as tf
-from keras_hub.src.utils.tensor_utils import convert_to_ragged_batch
-from keras_hub.src.utils.tensor_utils import preprocessing_function
+from keras_hub.src.utils.tensor_utils import convert_to_ragged_batch, preprocessing_function
 
 from klm.errors import DataError
 

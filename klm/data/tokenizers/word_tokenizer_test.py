@@ -4,17 +4,19 @@ import keras
 import pytest
 import tensorflow as tf
 
-from klm.data.tokenizers.word_tokenizer import SPECIAL_TOKENS
-from klm.data.tokenizers.word_tokenizer import WordTokenizer
-from klm.data.tokenizers.word_tokenizer import basic_english_python
-from klm.data.tokenizers.word_tokenizer import basic_english_split
-from klm.data.tokenizers.word_tokenizer import build_word_vocabulary
 from klm.data.testing import to_python
+from klm.data.tokenizers.word_tokenizer import (
+    SPECIAL_TOKENS,
+    WordTokenizer,
+    basic_english_python,
+    basic_english_split,
+    build_word_vocabulary,
+)
 from klm.errors import DataError
 
 TRICKY = [
     'He said: "Don\'t!" (twice).',
-    "Line<br />break and <br/> not, <br \"/> quoted",
+    'Line<br />break and <br/> not, <br "/> quoted',
     "  Leading\tand\u00a0non-breaking\u2003spaces\u3000here  ",
     "Ünïcödé ÀÉÎ İstanbul straße ﬁ ½",
     "what?!;: end...",
@@ -43,7 +45,14 @@ def test_in_graph_rules_equal_basic_english_reference():
 def test_reference_matches_torchtext_examples():
     # Expected values computed with torchtext.data.utils.get_tokenizer("basic_english").
     assert basic_english_python("You can now install TorchText using pip!") == [
-        "you", "can", "now", "install", "torchtext", "using", "pip", "!"
+        "you",
+        "can",
+        "now",
+        "install",
+        "torchtext",
+        "using",
+        "pip",
+        "!",
     ]
     assert basic_english_python("It's a test, isn't it?") == ["it", "'", "s", "a", "test", ",", "isn", "'", "t", "it"]
 
@@ -62,7 +71,12 @@ def make_tokenizer(**kwargs):
 
 def test_tokenize_detokenize_and_special_ids():
     tokenizer = make_tokenizer()
-    assert (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.start_token_id, tokenizer.end_token_id) == (0, 1, 2, 3)
+    assert (tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.start_token_id, tokenizer.end_token_id) == (
+        0,
+        1,
+        2,
+        3,
+    )
     assert tokenizer.vocabulary_size() == 8
     assert to_python(tokenizer.tokenize(["The cat sat.", "the"])) == [[4, 5, 1, 6], [4]]
     assert to_python(tokenizer.tokenize("The cat.")) == [4, 5, 6]
@@ -98,7 +112,9 @@ def test_assets_round_trip(tmp_path):
     assert restored.get_vocabulary() == tokenizer.get_vocabulary()
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="SavedModel export of Keras layers needs the TensorFlow backend")
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="SavedModel export of Keras layers needs the TensorFlow backend"
+)
 def test_exported_saved_model(tmp_path):
     tokenizer = make_tokenizer()
     module = tf.Module()
