@@ -90,7 +90,7 @@ _NOT_WITH_CHECKPOINT = (
 
 def _estimate_checkpoint(config_file, given, measure_steps, measure_warmup, num_classes):
     from klm.config import FinetuneConfig, PretrainConfig
-    from klm.estimate import estimate_checkpoint
+    from klm.pretrained.estimate import estimate_checkpoint
 
     if given.get("from_run") is not None and given.get("init_from") is not None:
         raise click.UsageError(

@@ -97,5 +97,5 @@ def finetune(ctx, config_file, task, **flags):
     if task == "sft":
         from klm.sft import finetune_sft as run
     else:
-        from klm.train import finetune as run
+        from klm.finetune import finetune as run
     return _done(config, run(config))

@@ -29,7 +29,8 @@ backend.use_backend()
 
 from klm.config import FinetuneConfig, PretrainConfig  # noqa: E402
 from klm.evaluate import evaluate_run, format_result  # noqa: E402
-from klm.train import finetune, pretrain  # noqa: E402
+from klm.finetune import finetune  # noqa: E402
+from klm.train import pretrain  # noqa: E402
 
 TINY = os.environ.get("KLM_EXAMPLE_TINY") == "1"
 out = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="klm-walkthrough-"))

@@ -1,21 +1,22 @@
-"""Pretraining and fine-tuning: `pretrain(PretrainConfig)`, `finetune(FinetuneConfig)`.
+"""Pretraining, `pretrain(PretrainConfig)`, and what every training recipe builds the same way.
 
-Each mode does only what is its own — load its data, build its model and
-datasets, report its figures; `klm.training.TrainingSession` does the rest
-(run folder, lock, exact resume, the training loop, checkpoints, summary).
+The shared builders (`build_optimizer`, `compile_causal_lm`,
+`build_causal_lm`, `build_optimizer_state`, `cleaning_for`, `enable_lora`,
+`load_checkpoint_for`) are used by `klm.finetune` (classifiers) and
+`klm.sft.recipe` (generative fine-tuning) too. Each recipe does only what
+is its own — load its data, build its model and datasets, report its
+figures; `klm.training.TrainingSession` does the rest (run folder, lock,
+exact resume, the training loop, checkpoints, summary).
 The backend must be chosen before Keras is imported, so this module imports
 Keras only inside its functions, after `klm.backend.use_backend`.
 """
 
-import math
 import sys
-from pathlib import Path
 
 from klm import runs
-from klm.config import FinetuneConfig, PretrainConfig
+from klm.config import PretrainConfig
 from klm.errors import (
     ConfigError,
-    RunDirError,
     TrainingDiverged,  # noqa: F401 - importable from here, as before
     TrainingInterrupted,  # noqa: F401
 )
@@ -25,7 +26,8 @@ from klm.training.session import LoopPlan, TrainingSession, jit_compile, optimiz
 def __getattr__(name):
     # Moved in 0.2, still importable from here (without importing Keras or
     # TensorFlow with this module): `lm_model_inputs`, `num_tokens` to
-    # `klm.data.lm_inputs`, `lm_loss` to `klm.losses`.
+    # `klm.data.lm.model_inputs`, `lm_loss` to `klm.losses`, `finetune` to
+    # `klm.finetune`.
     if name in ("lm_model_inputs", "num_tokens"):
         from klm.data.lm import model_inputs as lm_inputs
 
@@ -34,12 +36,16 @@ def __getattr__(name):
         from klm.losses import lm_loss
 
         return lm_loss
+    if name == "finetune":
+        from klm.finetune import finetune
+
+        return finetune
     raise AttributeError(f"module 'klm.train' has no attribute {name!r}")
 
 
 # Fields that must match when an existing run folder is resumed: changing any
 # of them would silently train a different model on the old checkpoint.
-_IDENTITY_FIELDS = (
+IDENTITY_FIELDS = (
     "task",
     "preset",
     "tokenizer",
@@ -53,17 +59,17 @@ _IDENTITY_FIELDS = (
 )
 
 
-def _log(message):
+def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def _ppl(loss):
+def perplexity_or_none(loss):
     from klm.metrics import perplexity
 
     return None if loss is None else perplexity(loss)
 
 
-def _cleaning(config, classification=False):
+def cleaning_for(config, classification=False):
     """The cleaning the flags ask for (`--lowercase`, `--strict`, `--scrub-privacy`); `None`: the default.
 
     Pretraining text gets the source kind's default cleaning with these
@@ -147,7 +153,7 @@ def load_pretrain_corpus(config, tokenizer=None):
         vocab_size=config.vocab_size,
         min_freq=config.min_freq,
         text_field=config.text_field,
-        cleaning=_cleaning(config),
+        cleaning=cleaning_for(config),
         valid_fraction=config.valid_fraction or None,
         seed=config.seed,
     )
@@ -175,7 +181,7 @@ def build_causal_lm(config, vocabulary_size, steps_per_epoch, total_steps):
     from klm.models import KlmBackbone, KlmCausalLM, preset_config
 
     if getattr(config, "precision_reason", None):  # --precision auto: say what was chosen and why
-        _log(f"[klm] {config.precision_reason}")
+        log(f"[klm] {config.precision_reason}")
     backbone = KlmBackbone(**preset_config(config.preset, vocabulary_size, dropout=config.dropout))
     model = KlmCausalLM(backbone)
     compile_causal_lm(model, config, steps_per_epoch, total_steps)
@@ -217,8 +223,8 @@ def pretrain(config: PretrainConfig):
     from klm.data.lm.model_inputs import lm_model_inputs, num_tokens
 
     with session:
-        session.open(_IDENTITY_FIELDS)
-        _log(
+        session.open(IDENTITY_FIELDS)
+        log(
             f"klm pretrain: backend={session.backend} run_dir={session.run_dir}"
             f"{' (resuming)' if session.resuming else ''}"
         )
@@ -226,8 +232,8 @@ def pretrain(config: PretrainConfig):
         checkpoint = None
         if config.init_from:
             with scope:
-                checkpoint = _load_checkpoint(config.init_from, config)
-            corpus = _checkpoint_corpus(config, checkpoint)
+                checkpoint = load_checkpoint_for(config.init_from, config)
+            corpus = checkpoint_corpus(config, checkpoint)
             session.resolved.update(pretrained=checkpoint.source)
         else:
             corpus = load_pretrain_corpus(config, session.load_tokenizer())
@@ -286,9 +292,10 @@ def pretrain(config: PretrainConfig):
             if checkpoint is None:
                 model = build_causal_lm(config, vocabulary_size, steps_per_epoch, optimizer_steps(plan))
             else:
-                model = _compile_pretrained_lm(checkpoint, config, session, steps_per_epoch, optimizer_steps(plan))
-        _log(
-            f"model: {_describe(model)} | {'from ' + config.init_from if checkpoint else 'preset ' + config.preset} | "
+                model = compile_pretrained_lm(checkpoint, config, session, steps_per_epoch, optimizer_steps(plan))
+        log(
+            f"model: {describe_model(model)} | "
+            f"{'from ' + config.init_from if checkpoint else 'preset ' + config.preset} | "
             f"precision {config.precision} | {description}\n"
             f"data: {train_tokens:,} training tokens, {steps_per_epoch} steps/epoch of "
             f"{config.batch_size}x{config.seq_len}, vocabulary {vocabulary_size:,}"
@@ -304,34 +311,35 @@ def pretrain(config: PretrainConfig):
         # Report the best checkpoint on held-out data, as the reference does.
         best = runs.load_model(runs.checkpoint_path(session.run_dir, "best"))
         best.compile(loss=lm_loss(), weighted_metrics=[])
-        valid_loss = _evaluate_loss(best, eval_ds.get("valid"))
-        test_loss = _evaluate_loss(best, eval_ds.get("test"))
+        valid_loss = evaluate_loss(best, eval_ds.get("valid"))
+        test_loss = evaluate_loss(best, eval_ds.get("test"))
         full_epochs, rest = divmod(state.batches_done, steps_per_epoch)
         extra = {
             "task": "causal_lm",
             "train_tokens": full_epochs * tokens_per_epoch + rest * tokens_per_step,
             "valid_loss": valid_loss,
-            "valid_ppl": _ppl(valid_loss),
+            "valid_ppl": perplexity_or_none(valid_loss),
             "test_loss": test_loss,
-            "test_ppl": _ppl(test_loss),
+            "test_ppl": perplexity_or_none(test_loss),
         }
         if test_loss is not None and session.chief:
             line = "=" * 89
             print(
-                f"{line}\n| End of training | test loss {test_loss:5.2f} | test ppl {_ppl(test_loss):8.2f}\n{line}",
+                f"{line}\n| End of training | test loss {test_loss:5.2f} | "
+                f"test ppl {perplexity_or_none(test_loss):8.2f}\n{line}",
                 flush=True,
             )
         return session.finish(model, state, logger, extra, metric="ppl")
 
 
-def _load_checkpoint(spec, config):
+def load_checkpoint_for(spec, config):
     """`klm.pretrained.load_checkpoint` with the run's precision (`bfloat16` loads bf16 weights)."""
     from klm.pretrained import load_checkpoint
 
     return load_checkpoint(spec, dtype="bfloat16" if config.precision == "bfloat16" else None)
 
 
-def _checkpoint_corpus(config, checkpoint):
+def checkpoint_corpus(config, checkpoint):
     """The training/valid/test token streams, tokenized with the checkpoint's own tokenizer."""
     from klm.data import Corpus
     from klm.pretrained import token_stream
@@ -351,7 +359,7 @@ def _checkpoint_corpus(config, checkpoint):
     )
 
 
-def _lora(model, config, session):
+def enable_lora(model, config, session):
     """Enables LoRA (`--lora-rank`) on `model`'s backbone; records the counts for the summary."""
     if not config.lora_rank:
         return
@@ -359,25 +367,25 @@ def _lora(model, config, session):
 
     info = apply_lora(model, config.lora_rank, alpha=config.lora_alpha, targets=config.lora_targets)
     session.summary_extra["lora"] = {k: info[k] for k in ("rank", "alpha", "targets", "lora", "trainable", "total")}
-    _log(
+    log(
         f"LoRA rank {info['rank']} (alpha {info['alpha']}) on {len(info['layers'])} layers: "
         f"{info['trainable']:,} of {info['total']:,} parameters train"
     )
 
 
-def _compile_pretrained_lm(checkpoint, config, session, steps_per_epoch, total_steps):
+def compile_pretrained_lm(checkpoint, config, session, steps_per_epoch, total_steps):
     """The checkpoint's causal LM, compiled like `build_causal_lm` (call inside the distribution scope)."""
     model = checkpoint.causal_lm
     # Batches arrive tokenized; the tokenizer is saved in the run's tokenizer/.
     if hasattr(model, "preprocessor"):
         model.preprocessor = None
-    _lora(model, config, session)
+    enable_lora(model, config, session)
     compile_causal_lm(model, config, steps_per_epoch, total_steps)
     build_optimizer_state(model)
     return model
 
 
-def _describe(model):
+def describe_model(model):
     return (
         str(model)
         if type(model).__module__.startswith("klm")
@@ -385,208 +393,8 @@ def _describe(model):
     )
 
 
-def _evaluate_loss(model, dataset):
+def evaluate_loss(model, dataset):
     if dataset is None:
         return None
     result = model.evaluate(dataset, verbose=0, return_dict=True)
     return float(result["loss"])
-
-
-# === Fine-tuning a classifier ===
-
-
-def finetune(config: FinetuneConfig):
-    """Fine-tunes (or trains from scratch) a classifier; returns the summary dict.
-
-    With `from_run` a pretrained run folder, its backbone weights and
-    tokenizer are reused; the tokenizer settings given here must match it.
-    Resumes and finishes like `pretrain`.
-    """
-    session = TrainingSession(config, task="classifier")
-    from klm import data as data_lib
-    from klm.models import KlmBackbone, KlmClassifier, preset_config
-
-    native = _native_run(config.from_run)
-    pretrained = _pretrained_source(config, session.resolved) if native else None
-    checkpoint = None
-    with session:
-        session.open(_IDENTITY_FIELDS)
-        _log(
-            f"klm finetune: backend={session.backend} run_dir={session.run_dir}"
-            f"{' (resuming)' if session.resuming else ''}"
-        )
-        scope, description = session.distribution()
-        if pretrained is not None:
-            tokenizer = data_lib.load_tokenizer(str(Path(config.from_run) / runs.TOKENIZER_DIR))
-        elif config.from_run != "none":
-            _check_no_tokenizer_flags(config)
-            with scope:
-                checkpoint = _load_checkpoint(config.from_run, config)
-            tokenizer = checkpoint.tokenizer
-            session.resolved.update(
-                pretrained=checkpoint.source,
-                tokenizer=checkpoint.source.get("tokenizer"),
-                preset=checkpoint.source.get("architecture"),
-            )
-        else:
-            tokenizer = session.load_tokenizer()
-        labels_path = session.run_dir / runs.LABELS_FILE
-        labelled = data_lib.load_classification_data(
-            config.train,
-            valid=config.valid,
-            test=config.test,
-            text_field=config.text_field,
-            label_field=config.label_field,
-            label_vocabulary=(
-                data_lib.LabelVocabulary.load(str(labels_path)) if session.resuming and labels_path.exists() else None
-            ),
-            cleaning=_cleaning(config, classification=True),
-        )
-        vocabulary = labelled.label_vocabulary
-        labels, multi_label = list(vocabulary.labels), bool(vocabulary.multi_label)
-        if config.multi_label is not None and config.multi_label != multi_label:
-            raise ConfigError(
-                f"--{'multi' if config.multi_label else 'single'}-label was given, but the labels in {config.train} "
-                f"are {'multi' if multi_label else 'single'}-label. Received: --multi-label={config.multi_label}"
-            )
-        if len(labels) < 2 and not multi_label:
-            raise ConfigError(
-                f"Expected at least 2 classes in --train to learn a classifier; {config.train} has only "
-                f"{len(labels)}: {labels}. Add examples of the other classes. Received: --train={config.train!r}"
-            )
-        if tokenizer is None:
-            kind = config.tokenizer or "word"
-            tokenizer = data_lib.train_tokenizer(
-                "sentencepiece" if kind == "sentencepiece-bpe" else kind,
-                labelled.train["texts"],
-                vocab_size=config.vocab_size,
-                min_freq=config.min_freq,
-                **({"sentencepiece_model_type": "bpe"} if kind == "sentencepiece-bpe" else {}),
-            )
-        vocabulary_size = int(tokenizer.vocabulary_size())
-        steps_per_epoch = math.ceil(len(labelled.train["texts"]) / config.batch_size)
-        plan = LoopPlan.from_config(config, steps_per_epoch)
-        finished = session.already_finished(plan)
-        if finished is not None:
-            return finished
-        session.resolved.update(
-            vocabulary_size=vocabulary_size,
-            labels=labels,
-            multi_label=multi_label,
-            cleaning_report=getattr(labelled, "cleaning_report", None),
-        )
-        session.write_run_files(tokenizer, {runs.LABELS_FILE: {"labels": labels, "multi_label": multi_label}})
-
-        def dataset(split, shuffle, epoch=None):
-            return data_lib.classification_dataset(
-                split["texts"],
-                split["labels"],
-                tokenizer,
-                config.seq_len,
-                config.batch_size,
-                shuffle=shuffle,
-                seed=config.seed,
-                epoch=epoch,
-            )
-
-        def make_train_data(epoch, offset, length):
-            return dataset(labelled.train, True, epoch).skip(offset).take(length)
-
-        valid_ds = dataset(labelled.valid, False) if labelled.valid is not None else None
-        test_ds = dataset(labelled.test, False) if labelled.test is not None else None
-
-        with scope:
-            if checkpoint is not None:
-                backbone = checkpoint.backbone
-            elif pretrained is not None:
-                lm = runs.load_model(runs.checkpoint_path(config.from_run, "best"))
-                backbone_config = lm.backbone.get_config()
-                if config.dropout is not None:
-                    backbone_config["dropout"] = config.dropout
-                backbone = KlmBackbone.from_config(backbone_config)
-                backbone.set_weights(lm.backbone.get_weights())
-                del lm
-            else:
-                backbone = KlmBackbone(**preset_config(config.preset, vocabulary_size, dropout=config.dropout))
-            backbone.trainable = not config.freeze_backbone
-            model = KlmClassifier(
-                backbone,
-                num_classes=len(labels),
-                multi_label=multi_label,
-                pooling=config.pooling,
-                dropout=config.head_dropout,
-            )
-            _lora(model, config, session)
-            model.compile(
-                optimizer=build_optimizer(config, steps_per_epoch, optimizer_steps(plan)),
-                jit_compile=jit_compile(config),
-                steps_per_execution=config.steps_per_execution,
-            )
-            model.build({"token_ids": (None, None), "padding_mask": (None, None)})
-            build_optimizer_state(model)
-        _log(f"model: {_describe(model)} | from {config.from_run} | {len(labels)} classes | {description}")
-        logger = session.step_logger(steps_per_epoch, config.batch_size * config.seq_len, "accuracy")
-        state = session.fit(model, plan, make_train_data, valid_ds, logger)
-
-        best = runs.load_model(runs.checkpoint_path(session.run_dir, "best"))
-        from klm.metrics import classification_metrics
-
-        extra = {"task": "classifier", "labels": labels, "multi_label": multi_label}
-        for split, ds in (("valid", valid_ds), ("test", test_ds)):
-            if ds is not None:
-                metrics = classification_metrics(best, ds, labels, multi_label)
-                extra[f"{split}_accuracy"] = metrics["accuracy"]
-                extra[f"{split}_macro_f1"] = metrics["macro_f1"]
-        extra["train_tokens"] = state.batches_done * config.batch_size * config.seq_len
-        if "test_accuracy" in extra and session.chief:
-            print(
-                f"| End of training | test accuracy {extra['test_accuracy']:.4f} | "
-                f"test macro-F1 {extra['test_macro_f1']:.4f}"
-            )
-        return session.finish(model, state, logger, extra, metric="accuracy")
-
-
-def _native_run(spec):
-    """Whether `--from` names a klm run folder with klm's own model (not one started from a checkpoint)."""
-    if spec == "none":
-        return False
-    from klm.pretrained import classify
-
-    if classify(spec) != "klm_run":
-        return False
-    return not runs.read_run_config(spec).get("pretrained")
-
-
-def _check_no_tokenizer_flags(config):
-    for field in ("tokenizer", "vocab_size"):
-        if getattr(config, field) is not None:
-            raise ConfigError(
-                f"--{field.replace('_', '-')} cannot be used with --from {config.from_run}: a pretrained checkpoint "
-                f"brings its own tokenizer. Received: --{field.replace('_', '-')}={getattr(config, field)!r}"
-            )
-
-
-def _pretrained_source(config, resolved):
-    """Checks `--from` (a pretraining run) against the tokenizer flags; `None` for `--from none`."""
-    if config.from_run == "none":
-        return None
-    source_config = runs.read_run_config(config.from_run)
-    if source_config["task"] != "causal_lm":
-        raise RunDirError(
-            f"Expected --from to be a pretraining run (task causal_lm). "
-            f"Received: --from={config.from_run!r} (task {source_config['task']})"
-        )
-    # The text must be tokenized exactly as in pretraining: any tokenizer
-    # setting given here has to agree with the pretrained run's.
-    for field in ("tokenizer", "vocab_size", "min_freq", "lowercase"):
-        given, used = getattr(config, field), source_config.get(field)
-        explicit = given is not None and not (field == "min_freq" and given == 1) and given is not False
-        if explicit and given != used:
-            raise ConfigError(
-                f"--{field.replace('_', '-')} {given} does not match the pretrained run {config.from_run}, "
-                f"which used {field}={used!r}: fine-tuning must tokenize like pretraining. Leave the "
-                f"option out to reuse the run's tokenizer. Received: --{field.replace('_', '-')}={given!r}"
-            )
-    resolved["tokenizer"] = source_config.get("tokenizer")
-    resolved["preset"] = source_config.get("preset")
-    return source_config

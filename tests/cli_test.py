@@ -409,6 +409,7 @@ def test_resolved_configs_of_the_commands_are_unchanged(tmp_path, monkeypatch):
     # tests/cli_resolved_configs.json: what these command lines resolved to before the options were generated
     # from the config dataclasses (klm.cli.options); the library functions are replaced by a recorder.
     import klm.estimate
+    import klm.finetune
     import klm.sft
     import klm.train
 
@@ -422,7 +423,7 @@ def test_resolved_configs_of_the_commands_are_unchanged(tmp_path, monkeypatch):
 
     for module, name in (
         (klm.train, "pretrain"),
-        (klm.train, "finetune"),
+        (klm.finetune, "finetune"),
         (klm.sft, "finetune_sft"),
         (klm.estimate, "estimate"),
     ):

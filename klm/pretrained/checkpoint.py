@@ -1,45 +1,40 @@
-"""Naming and loading a checkpoint: klm runs, keras-hub presets, Hugging Face models.
+"""Loading a checkpoint: klm runs, keras-hub presets, Hugging Face models.
 
-One string names a checkpoint everywhere (`--from`, `--init-from`, the RUN
-argument of `evaluate`/`generate`/`export`):
-
-| spec | kind |
-|---|---|
-| `runs/lm` (a folder with klm's `config.json`) | `klm_run` |
-| `gpt2_base_en` (a keras-hub preset name) | `keras_hub_preset` |
-| `kaggle://keras/gpt2/keras/gpt2_base_en[/2]` | `kaggle` |
-| `hf://openai-community/gpt2`, `hf://Qwen/Qwen3-0.6B` | `hf` |
-| a folder saved by keras-hub (`save_to_preset`) | `keras_hub_dir` |
-| a folder saved by Transformers (`config.json` + `*.safetensors` + tokenizer files) | `hf_dir` |
+`load_checkpoint(spec)` returns a `Checkpoint` (model, tokenizer,
+preprocessor, source); `load_backbone(spec)` the backbone alone, with or
+without its weights (`klm estimate`); `causal_lm_class(backbone)` the
+keras-hub `CausalLM` class that goes with a backbone. `spec` is any name
+`klm.pretrained.resolve` recognizes (a klm run folder, a keras-hub preset
+name, `kaggle://...`, `hf://ORG/NAME`, a local keras-hub or Transformers
+folder) and is checked there first.
 
 Everything except klm runs is loaded by keras-hub itself
 (`keras_hub.models.CausalLM.from_preset`, whose Transformers loader converts
 Hugging Face configs and safetensors weights with `keras_hub.src.utils.
 transformers.convert_*`). Downloads go to the usual caches (`~/.cache/
-huggingface`, `~/.cache/kagglehub`). Every failure a user can fix -- an unknown
-name, a missing file, an architecture keras-hub cannot convert, no network --
-raises `CheckpointError` (a `KlmError`: exit status 2 in the CLI) that says
-which.
+huggingface`, `~/.cache/kagglehub`). keras-hub's own failures that a user can
+fix (a missing file, no network, not a causal LM) are raised as
+`CheckpointError` (a `KlmError`: exit status 2 in the CLI) that says which.
 """
 
 import dataclasses
-import difflib
 import json
 import os
-import socket
 from pathlib import Path
 
 from klm.errors import RunDirError
-
-KINDS = ("klm_run", "keras_hub_preset", "kaggle", "hf", "keras_hub_dir", "hf_dir")
-DTYPES = ("float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16")
-HF_PREFIX = "hf://"
-KAGGLE_PREFIX = "kaggle://"
-HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
-
-
-class CheckpointError(RunDirError):
-    """A checkpoint cannot be found, downloaded, converted or used (a `KlmError`: exit status 2)."""
+from klm.pretrained.resolve import (
+    CheckpointError,
+    check_dtype,
+    check_hf_dir,
+    check_keras_hub_preset_name,
+    check_model_type,
+    classify,
+    prepare_download,
+    read_json,
+    temporary_env,
+)
+from klm.pretrained.tokenizer_io import is_keras_hub_tokenizer_folder, load_tokenizer
 
 
 @dataclasses.dataclass
@@ -114,206 +109,6 @@ class Checkpoint:
         return f"<Checkpoint {self.source.get('kind')} {self.source.get('name')!r} {self.source.get('architecture')}>"
 
 
-def _read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"Cannot read {path}: {e}. Received: checkpoint={str(path.parent)!r}") from None
-
-
-def classify(spec):
-    """The kind of checkpoint `spec` names (see the module docstring); imports no Keras.
-
-    Raises:
-        CheckpointError: a folder that is none of the formats, a missing path,
-            an unknown `scheme://`.
-    """
-    spec = os.fspath(spec)
-    if spec.startswith(HF_PREFIX):
-        if len(spec[len(HF_PREFIX) :].strip("/").split("/")) != 2:
-            raise CheckpointError(
-                f"Expected a Hugging Face handle of the form hf://ORG/NAME (e.g. hf://openai-community/gpt2). "
-                f"Received: checkpoint={spec!r}"
-            )
-        return "hf"
-    if spec.startswith(KAGGLE_PREFIX):
-        return "kaggle"
-    if "://" in spec:
-        raise CheckpointError(
-            "Expected a klm run folder, a keras-hub preset name, kaggle://..., hf://ORG/NAME or a local folder. "
-            f"Received: checkpoint={spec!r}"
-        )
-    path = Path(spec)
-    if path.exists():
-        if not path.is_dir():
-            raise CheckpointError(f"Expected a checkpoint folder, got a file. Received: checkpoint={spec!r}")
-        config_path = path / "config.json"
-        if not config_path.exists():
-            raise CheckpointError(
-                f"{spec} has no config.json: expected a klm run folder, a keras-hub preset folder or a "
-                f"Transformers folder (config.json + *.safetensors + tokenizer files). Received: checkpoint={spec!r}"
-            )
-        config = _read_json(config_path)
-        from klm.runs import TASKS
-
-        if config.get("task") in TASKS:
-            return "klm_run"
-        if "registered_name" in config:
-            return "keras_hub_dir"
-        if "model_type" in config:
-            return "hf_dir"
-        raise CheckpointError(
-            f"{config_path} is neither klm's (a 'task'), keras-hub's (a 'registered_name') nor Transformers' "
-            f"(a 'model_type') config. Received: checkpoint={spec!r}"
-        )
-    if os.sep in spec or spec.startswith("."):
-        raise CheckpointError(f"Checkpoint folder does not exist. Received: checkpoint={spec!r}")
-    return "keras_hub_preset"
-
-
-def _check_keras_hub_preset_name(spec):
-    from keras_hub.src.utils.preset_utils import BUILTIN_PRESETS
-
-    if spec in BUILTIN_PRESETS:
-        return
-    from keras_hub.models import CausalLM
-
-    names = sorted(CausalLM.presets) if hasattr(CausalLM, "presets") else sorted(BUILTIN_PRESETS)
-    close = difflib.get_close_matches(spec, names, n=5)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise CheckpointError(
-        f"Unknown checkpoint {spec!r}: not a folder, not a keras-hub preset name.{hint} Expected a klm run folder, "
-        "a keras-hub preset (e.g. gpt2_base_en), kaggle://..., hf://ORG/NAME or a local keras-hub/Transformers "
-        f"folder. Received: checkpoint={spec!r}"
-    )
-
-
-def _tokenizer_files(model_type):
-    """Tokenizer files keras-hub's converter for `model_type` reads."""
-    if model_type == "gpt2":
-        return ("vocab.json", "merges.txt")
-    if model_type == "llama":
-        return ("tokenizer.json", "tokenizer_config.json")
-    if model_type in ("gemma", "gemma2", "gemma3", "gemma3_text", "mistral"):
-        return ("tokenizer.model",)
-    return ("tokenizer.json",)
-
-
-def _check_hf_dir(path):
-    """Clear errors for a local Transformers folder before keras-hub sees it."""
-    config = _read_json(path / "config.json")
-    model_type = config.get("model_type")
-    _check_model_type(model_type, str(path), config)
-    if not any((path / name).exists() for name in HF_WEIGHT_FILES):
-        other = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt*"))
-        found = f" (found {', '.join(other)}: keras-hub reads only safetensors)" if other else ""
-        raise CheckpointError(
-            f"{path} has no weights: expected model.safetensors or model.safetensors.index.json{found}. "
-            f"Received: checkpoint={str(path)!r}"
-        )
-    missing = [name for name in _tokenizer_files(model_type) if not (path / name).exists()]
-    if missing:
-        raise CheckpointError(
-            f"{path} lacks the tokenizer file(s) {', '.join(missing)} that keras-hub's {model_type} converter "
-            f"reads. Copy them from the original checkpoint. Received: checkpoint={str(path)!r}"
-        )
-    return model_type
-
-
-def _check_model_type(model_type, name, config):
-    from keras_hub.src.utils.transformers.preset_loader import TransformersPresetLoader
-
-    try:
-        loader = TransformersPresetLoader(name, config)
-    except ValueError:
-        raise CheckpointError(
-            f"keras-hub cannot convert Transformers model_type={model_type!r} "
-            f"(architectures={config.get('architectures')}). Causal LMs it converts include gpt2, llama, mistral, "
-            f"qwen2, qwen3, gemma, gemma2, gemma3. Received: checkpoint={name!r}"
-        ) from None
-    from keras_hub.models import CausalLM
-    from keras_hub.src.utils.preset_utils import list_subclasses
-
-    backbone_cls = loader.check_backbone_class()
-    if not any(cls.backbone_cls is backbone_cls for cls in list_subclasses(CausalLM)):
-        raise CheckpointError(
-            f"Transformers model_type={model_type!r} ({backbone_cls.__name__}) is not a causal language model "
-            f"keras-hub can load as a CausalLM. Received: checkpoint={name!r}"
-        )
-
-
-def _reachable(host, port=443, timeout=3.0):
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _prepare_download(kind, spec):
-    """Fails fast, with a clear message, when a download is needed and impossible."""
-    if kind == "hf":
-        repo = spec[len(HF_PREFIX) :].strip("/")
-        try:
-            import huggingface_hub
-        except ImportError:
-            raise CheckpointError(
-                f"Loading {spec} needs the huggingface_hub package: pip install huggingface_hub"
-            ) from None
-        cached = True
-        try:
-            huggingface_hub.hf_hub_download(repo, "config.json", local_files_only=True)
-        except Exception:  # noqa: BLE001 - not in the cache, for whatever reason
-            cached = False
-        if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "ON", "YES"):
-            if not cached:
-                raise CheckpointError(
-                    f"{spec} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. Received: checkpoint={spec!r}"
-                )
-            return {}
-        if not _reachable("huggingface.co"):
-            if cached:
-                return {"HF_HUB_OFFLINE": "1"}  # use the cache without retrying the network
-            raise CheckpointError(
-                f"Cannot download {spec}: huggingface.co is unreachable (no network?) and the model is not in the "
-                "Hugging Face cache (~/.cache/huggingface or $HF_HOME). Download it where there is network, or "
-                f"pass a local folder. Received: checkpoint={spec!r}"
-            )
-    elif kind in ("kaggle", "keras_hub_preset"):
-        if not _reachable("api.kaggle.com") and not _reachable("www.kaggle.com"):
-            raise CheckpointError(
-                f"Cannot download {spec}: Kaggle (api.kaggle.com) is unreachable (no network?). keras-hub presets "
-                "download from Kaggle Models into ~/.cache/kagglehub; save one with `save_to_preset` where there is "
-                f"network and pass the folder. Received: checkpoint={spec!r}"
-            )
-    return {}
-
-
-class _env:
-    """Temporarily sets environment variables."""
-
-    def __init__(self, values):
-        self.values, self.saved = values, {}
-
-    def __enter__(self):
-        for key, value in self.values.items():
-            self.saved[key] = os.environ.get(key)
-            os.environ[key] = value
-
-    def __exit__(self, *exc):
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _check_dtype(dtype):
-    if dtype is not None and dtype not in DTYPES:
-        raise CheckpointError(f"Expected dtype in {DTYPES} or None. Received: dtype={dtype!r}")
-
-
 def load_checkpoint(spec, dtype=None, which="best"):
     """Loads the checkpoint `spec` names: a causal LM (or classifier run) and its tokenizer.
 
@@ -341,7 +136,7 @@ def load_checkpoint(spec, dtype=None, which="best"):
     ckpt.causal_lm.generate("The history of", max_length=30)
     ```
     """
-    _check_dtype(dtype)
+    check_dtype(dtype)
     spec = os.fspath(spec)
     kind = classify(spec)
     import keras  # noqa: F401 - before keras_hub, so klm's classes register after Keras, not inside keras_hub
@@ -350,12 +145,12 @@ def load_checkpoint(spec, dtype=None, which="best"):
         return _load_klm_run(spec, which)
     model_type = None
     if kind == "keras_hub_preset":
-        _check_keras_hub_preset_name(spec)
+        check_keras_hub_preset_name(spec)
     elif kind == "hf_dir":
-        model_type = _check_hf_dir(Path(spec))
-    env = _prepare_download(kind, spec)
+        model_type = check_hf_dir(Path(spec))
+    env = prepare_download(kind, spec)
     name = os.path.abspath(spec) if kind in ("hf_dir", "keras_hub_dir") else spec
-    with _env(env):
+    with temporary_env(env):
         causal_lm = _from_preset(spec, kind, dtype)
         if kind == "hf" and model_type is None:
             model_type = _hf_model_type(spec)
@@ -406,7 +201,7 @@ def load_backbone(spec, dtype=None, which="best", load_weights=True):
         CheckpointError: as `load_checkpoint`; also a Transformers or
             keras-hub model that is not a causal language model.
     """
-    _check_dtype(dtype)
+    check_dtype(dtype)
     spec = os.fspath(spec)
     kind = classify(spec)
     import keras  # noqa: F401 - before keras_hub (see load_checkpoint)
@@ -417,17 +212,17 @@ def load_backbone(spec, dtype=None, which="best", load_weights=True):
 
     model_type = None
     if kind == "keras_hub_preset":
-        _check_keras_hub_preset_name(spec)
+        check_keras_hub_preset_name(spec)
     elif kind == "hf_dir":
         if load_weights:
-            model_type = _check_hf_dir(Path(spec))
+            model_type = check_hf_dir(Path(spec))
         else:  # only config.json is read: weights and tokenizer files may be absent
-            config = _read_json(Path(spec) / "config.json")
+            config = read_json(Path(spec) / "config.json")
             model_type = config.get("model_type")
-            _check_model_type(model_type, spec, config)
-    env = _prepare_download(kind, spec)
+            check_model_type(model_type, spec, config)
+    env = prepare_download(kind, spec)
     name = os.path.abspath(spec) if kind in ("hf_dir", "keras_hub_dir") else spec
-    with _env(env):
+    with temporary_env(env):
         backbone = _from_preset(spec, kind, dtype, cls=keras_hub.models.Backbone, load_weights=load_weights)
         if kind == "hf" and model_type is None:
             model_type = _hf_model_type(spec)
@@ -572,7 +367,7 @@ def _load_klm_run(spec, which):
 
     try:
         config = runs.read_run_config(spec)
-        if _is_keras_hub_tokenizer_folder(Path(spec) / runs.TOKENIZER_DIR):
+        if is_keras_hub_tokenizer_folder(Path(spec) / runs.TOKENIZER_DIR):
             run = _load_pretrained_run(spec, config, which)
         else:
             run = runs.load_run(spec, which=which)
@@ -604,16 +399,6 @@ def _load_klm_run(spec, which):
     )
 
 
-def _is_keras_hub_tokenizer_folder(directory):
-    path = Path(directory) / "tokenizer.json"
-    if not path.exists():
-        return False
-    try:
-        return "registered_name" in json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-
-
 def _load_pretrained_run(spec, config, which):
     """`runs.load_run` for a run whose tokenizer folder is keras-hub's (a run started from a checkpoint)."""
     from klm import runs
@@ -634,48 +419,3 @@ def _load_pretrained_run(spec, config, which):
     return runs.Run(
         run_dir, config, config["task"], model, tokenizer, labels, multi_label, runs.read_json(summary_path)
     )
-
-
-def is_checkpoint_spec(spec):
-    """True when `spec` names something other than a klm run folder (imports no Keras)."""
-    try:
-        return classify(spec) != "klm_run"
-    except CheckpointError:
-        return not Path(os.fspath(spec)).exists()
-
-
-def save_tokenizer(tokenizer, directory):
-    """Saves a run's tokenizer folder: klm's format for klm tokenizers, keras-hub's for the others.
-
-    keras-hub tokenizers (`GPT2Tokenizer`, `Llama3Tokenizer`, ...) are saved
-    with `save_to_preset` (`tokenizer.json` with a `registered_name` +
-    `assets/tokenizer/`); `load_tokenizer` tells the two apart.
-    """
-    from klm.data.tokenizers.tokenizer_io import TOKENIZER_CLASSES
-
-    if type(tokenizer) in TOKENIZER_CLASSES.values():
-        from klm.data import save_tokenizer as save_klm_tokenizer
-
-        return save_klm_tokenizer(tokenizer, directory)
-    os.makedirs(directory, exist_ok=True)
-    tokenizer.save_to_preset(os.fspath(directory))
-
-
-def load_tokenizer(directory):
-    """Loads a tokenizer folder written by `save_tokenizer` (either format)."""
-    directory = os.fspath(directory)
-    path = os.path.join(directory, "tokenizer.json")
-    metadata = _read_json(Path(path)) if os.path.exists(path) else {}
-    if "registered_name" in metadata:
-        import keras
-        import keras_hub  # noqa: F401 - registers keras-hub's tokenizer classes
-
-        try:
-            tokenizer = keras.saving.deserialize_keras_object(metadata)
-            tokenizer.load_preset_assets(directory)
-            return tokenizer
-        except (OSError, ValueError, TypeError) as e:
-            raise CheckpointError(f"Cannot load the keras-hub tokenizer in {directory}: {e}") from None
-    from klm.data import load_tokenizer as load_klm_tokenizer
-
-    return load_klm_tokenizer(directory)

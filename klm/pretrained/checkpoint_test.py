@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from klm.pretrained import checkpoint as checkpoint_lib
+from klm.pretrained import resolve
 from klm.pretrained.checkpoint import CheckpointError, classify, load_checkpoint
 
 
@@ -79,7 +79,7 @@ def test_missing_tokenizer_file_and_weights(tmp_path):
 
 def test_no_network_is_a_clear_error(monkeypatch):
     pytest.importorskip("huggingface_hub")
-    monkeypatch.setattr(checkpoint_lib, "_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(resolve, "_reachable", lambda *a, **k: False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(CheckpointError, match="huggingface.co is unreachable"):
         load_checkpoint("hf://klm-tests/no-such-model-in-any-cache")

@@ -1,6 +1,6 @@
 """`finetune_sft(SftConfig)`: supervised fine-tuning for generation (`klm finetune --task sft`).
 
-Like `klm.train.finetune`, the recipe does only what is its own -- read and
+Like `klm.finetune.finetune`, the recipe does only what is its own -- read and
 tokenize the prompt/response data, build the model, the batches and the
 report -- and `klm.training.TrainingSession` does the rest (run folder,
 lock, exact resume, evaluation every N steps, early stopping, summary).
@@ -11,11 +11,11 @@ start ids, masking and packing): `klm evaluate`, `klm generate` and
 """
 
 import math
-import sys
 
 from klm import runs
 from klm.errors import ConfigError
 from klm.sft.config import SftConfig
+from klm.train import log
 from klm.training.session import LoopPlan, TrainingSession
 
 # Fields that must match when an existing run folder is resumed.
@@ -32,10 +32,6 @@ IDENTITY_FIELDS = (
     "train_on_prompt",
     "lora_rank",
 )
-
-
-def _log(message):
-    print(message, file=sys.stderr, flush=True)
 
 
 def _read(path):
@@ -147,7 +143,7 @@ def finetune_sft(config: SftConfig):
     _identity(config, kind, source_config, session.resolved)
     with session:
         session.open(IDENTITY_FIELDS)
-        _log(
+        log(
             f"klm finetune --task sft: backend={session.backend} run_dir={session.run_dir}"
             f"{' (resuming)' if session.resuming else ''}"
         )
@@ -176,7 +172,7 @@ def finetune_sft(config: SftConfig):
                 "cannot keep attention within each packed example). Leave --packing out: examples are then padded "
                 f"per batch. Received: --packing with --from={config.from_run!r}"
             )
-        _log(f"template: {template.source}")
+        log(f"template: {template.source}")
 
         def encode(conversations):
             return encode_conversations(
@@ -246,7 +242,7 @@ def finetune_sft(config: SftConfig):
             },
         )
         _write_run_files(session, tokenizer, kind)
-        _log(
+        log(
             f"data: {len(train_examples)} examples ({report['truncated_examples']} truncated, "
             f"{report['truncated_tokens']} tokens cut), {report['response_tokens']} response tokens, "
             f"{steps_per_epoch} steps/epoch, {'packed' if config.packing else 'padded'}: "
@@ -285,7 +281,7 @@ def finetune_sft(config: SftConfig):
                     targets=getattr(config, "lora_targets", "attention"),
                 )
             compile_causal_lm(model, config, steps_per_epoch, optimizer_steps(plan), loss=sft_loss())
-        _log(
+        log(
             f"model: {model} | from {config.from_run} | {description}"
             + (f" | LoRA rank {lora['rank']}: {lora['trainable']:,} trainable parameters" if lora else "")
         )
