@@ -1,0 +1,147 @@
+"""Per-backend runtime details: framework log noise, global RNG state and seeding, compile options."""
+
+import os
+import re
+import sys
+
+from klm.backend.selection import BackendError, current
+
+# Log lines the frameworks print while probing for a GPU on a machine that has
+# none: errors in form only (a CPU-only run is what the user asked for).
+_GPU_PROBE_NOISE = (
+    re.compile(rb"^E0000 [^\]]*cuda_platform\.cc:\d+\] failed call to cuInit"),
+    re.compile(rb"^[IWE]0000 [^\]]*cudart_stub\.cc:\d+\] Could not find cuda drivers"),
+    re.compile(rb"^[IWE]0000 [^\]]*cuda_(executor|diagnostics|dnn|blas|fft)\.cc:\d+\] "),
+)
+
+
+def _nvidia_driver_present():
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
+
+
+def filter_gpu_probe_noise():
+    """Drops the frameworks' GPU-probe error lines from stderr on machines without an NVIDIA driver.
+
+    TensorFlow and JAX log `failed call to cuInit: ... CUDA error` at `E`
+    (error) level whenever they look for a GPU, which reads as a failure to a
+    user who trains on a CPU. This routes file descriptor 2 through a thread
+    that drops exactly those lines and passes everything else through, in
+    order. Nothing changes where a driver exists (a GPU was possible), or with
+    `KLM_KEEP_FRAMEWORK_LOGS=1`. For the `klm` command only; call it once,
+    before any framework is imported.
+    """
+    if os.environ.get("KLM_KEEP_FRAMEWORK_LOGS") or _nvidia_driver_present():
+        return
+    import atexit
+    import threading
+
+    sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
+    original = os.dup(2)
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+
+    def keep(line):
+        return not any(pattern.match(line) for pattern in _GPU_PROBE_NOISE)
+
+    def pump():
+        pending = b""
+        while True:
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            out = b"".join(line + b"\n" for line in lines if keep(line))
+            # A partial line is passed on at once (progress bars), unless it may be a framework log line.
+            if pending and pending[:1] not in (b"I", b"W", b"E"):
+                out, pending = out + pending, b""
+            if out:
+                os.write(original, out)
+        if pending and keep(pending):
+            os.write(original, pending)
+        os.close(read_fd)
+
+    thread = threading.Thread(target=pump, name="klm-stderr-filter", daemon=True)
+    thread.start()
+
+    def restore():
+        sys.stderr.flush()
+        os.dup2(original, 2)  # closes the pipe's write end: the pump sees EOF
+        thread.join(timeout=2)
+
+    atexit.register(restore)
+
+
+# Everything below imports Keras lazily and branches on the backend. No other
+# module in klm branches on the backend name.
+
+
+def global_rng_state():
+    """The backend's global random state that Keras `SeedGenerator`s do not hold, JSON-ready (or `None`).
+
+    On PyTorch, Keras draws the masks of unseeded dropout layers from torch's
+    global generator (its fast path), so a run resumes exactly only if that
+    generator is restored too. TensorFlow and JAX draw every mask from a
+    `SeedGenerator` state, which the model's variables hold.
+    """
+    import keras
+
+    if keras.backend.backend() != "torch":
+        return None
+    import base64
+
+    import torch
+
+    def encode(tensor):
+        return base64.b64encode(tensor.cpu().numpy().tobytes()).decode("ascii")
+
+    state = {"cpu": encode(torch.get_rng_state())}
+    if torch.cuda.is_available():
+        state["cuda"] = [encode(s) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_global_rng_state(state):
+    """Restores `global_rng_state()`'s result (a no-op for `None` or another backend's state)."""
+    import keras
+
+    if not state or keras.backend.backend() != "torch":
+        return
+    import base64
+
+    import numpy as np
+    import torch
+
+    def decode(text):
+        return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy())
+
+    torch.set_rng_state(decode(state["cpu"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([decode(s) for s in state["cuda"]])
+
+
+def set_seed(seed):
+    """Seeds Python, NumPy, the backend and TensorFlow (tf.data) at once."""
+    import keras
+
+    keras.utils.set_random_seed(int(seed))
+
+
+def check_steps_per_execution(steps_per_execution, backend):
+    """Raises BackendError when the backend cannot run several steps per call.
+
+    Keras 3's PyTorch trainer runs one step per call and rejects more only
+    once `fit` starts; checking here fails before the data is loaded.
+    """
+    if steps_per_execution > 1 and backend == "torch":
+        raise BackendError(
+            "Expected --steps-per-execution 1 with the torch backend (Keras's PyTorch trainer runs one "
+            f"step per call). Received: --steps-per-execution={steps_per_execution}"
+        )
+
+
+def supports_jit(backend=None):
+    """Whether `model.compile(jit_compile=True)` compiles with XLA here."""
+    backend = backend or current()
+    return backend in ("tensorflow", "jax")
