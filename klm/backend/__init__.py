@@ -45,6 +45,7 @@ from klm.backend.distribution import (
 from klm.backend.kernels import (
     dense,
     fuse_global_clipnorm,
+    scaled_gather,
     sparse_softmax_cross_entropy,
 )
 from klm.backend.precision import (
@@ -96,6 +97,7 @@ __all__ = [
     "dense",
     "sparse_softmax_cross_entropy",
     "fuse_global_clipnorm",
+    "scaled_gather",
     "decoding_scope",
     "cache_index",
     "cached_attention",

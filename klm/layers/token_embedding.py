@@ -100,15 +100,11 @@ class TokenEmbedding(ReversibleEmbedding):
         if inputs.dtype not in ("int32", "int64"):
             inputs = ops.cast(inputs, "int32")
         if training:
-            # Scale the table, then gather (equal, element for element, to
-            # gathering then scaling). Gathering straight from the variable
-            # would give TensorFlow an IndexedSlices gradient with one row per
-            # token, repeated rows unsummed, and Keras's global-norm clipping
-            # measures that wrongly: the reference's `clip_grad_norm_` (and the JAX
-            # and PyTorch backends) clip the dense gradient. The multiply
-            # makes it dense.
-            table = ops.multiply(self.embeddings, ops.cast(self.embeddings_scale, self.embeddings.dtype))
-            return ops.cast(ops.take(table, inputs, axis=0), self.compute_dtype)
+            # A gather whose table gradient is dense on every backend (global-
+            # norm clipping must see the summed rows, as the reference's
+            # `clip_grad_norm_` does); see `klm.backend.scaled_gather`.
+            outputs = backend.scaled_gather(self.embeddings, inputs, self.embeddings_scale)
+            return ops.cast(outputs, self.compute_dtype)
         # Without gradients, gather first: a decoding step then touches one
         # row per token instead of the whole (vocabulary, hidden) table.
         outputs = ops.take(self.embeddings, inputs, axis=0)
