@@ -32,7 +32,7 @@ else
 fi
 
 run_suite() {
-  KERAS_BACKEND=$1 "$PYTHON" -m pytest -q -p no:cacheprovider "${@:2}"
+  KERAS_BACKEND=$1 "$PYTHON" -m pytest -q -p no:cacheprovider --durations=20 "${@:2}"
 }
 
 report() {  # backend status

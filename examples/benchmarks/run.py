@@ -13,7 +13,7 @@ What it measures (each figure a median of repeated timings after warm-up):
   a `klm.data.lm_dataset` tf.data pipeline), for each backend, against the
   plain-PyTorch loops of `reference_torch.py` at the same shape:
   - `seed` preset (vocab 12,000, batch 20 x 35, SGD lr 5 + global clipnorm
-    0.5) vs `SeedTransformer`; float32 and bfloat16 (klm `mixed_bfloat16`,
+    0.5) vs `ReferenceTransformer`; float32 and bfloat16 (klm `mixed_bfloat16`,
     torch autocast bf16);
   - `small` preset (seq 256, AdamW) vs `GPTReference` with the preset's sizes;
 * achieved FLOP/s and MFU = flops_per_token x tokens/s / peak, with
@@ -78,6 +78,8 @@ class KlmTrainWorker:
         from klm import backend as backend_lib
 
         self.backend = backend_lib.use_backend(None)
+        if spec.get("reuse_freed_memory", True):
+            backend_lib.reuse_freed_memory()  # as `klm pretrain` does (klm.training.session.setup)
         import keras
         import numpy as np
 
@@ -207,7 +209,7 @@ def _torch_device():
 class RefTrainWorker:
     """The plain-PyTorch reference training step of reference_torch.py.
 
-    The step is `benchmark_seed_step`'s / `benchmark_gpt`'s (zero_grad,
+    The step is `benchmark_reference_step`'s / `benchmark_gpt`'s (zero_grad,
     forward + loss under autocast for bf16, backward, clip_grad_norm_,
     optimizer step, loss.item()), run step by step so that it can be
     interleaved with klm, and on the GPU when there is one.
@@ -224,7 +226,7 @@ class RefTrainWorker:
         torch.manual_seed(spec.get("seed", 0))
         V, batch, seq = spec["vocab_size"], spec["batch_size"], spec["seq_len"]
         if spec["model"] == "seed":
-            self.model = ref.SeedTransformer(V, dropout=spec["dropout"]).to(self.device)
+            self.model = ref.ReferenceTransformer(V, dropout=spec["dropout"]).to(self.device)
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=spec["lr"])
             criterion = nn.CrossEntropyLoss()
 

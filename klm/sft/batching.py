@@ -149,6 +149,8 @@ def to_dataset(batches):
     """A `tf.data.Dataset` of the given numpy batches, in order."""
     import tensorflow as tf
 
+    from klm.data.options import without_autotune
+
     if not batches:
         raise ValueError("Expected at least one batch. Received: batches=[]")
     keys = list(batches[0][0])
@@ -161,4 +163,4 @@ def to_dataset(batches):
     def generate():
         yield from batches
 
-    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return without_autotune(tf.data.Dataset.from_generator(generate, output_signature=signature))

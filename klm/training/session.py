@@ -414,6 +414,7 @@ def distribution(config):
 def setup(config):
     """Backend, devices, cluster, seed, precision; returns `(backend, keras)`."""
     backend = backend_lib.use_backend(config.backend)
+    backend_lib.reuse_freed_memory()
     try:
         backend_lib.check_steps_per_execution(config.steps_per_execution, backend)
         backend_lib.configure_cpu_devices(config.cpu_devices, backend)

@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from klm.data.options import without_autotune
 from klm.errors import ConfigError, DataError
 
 
@@ -113,4 +114,4 @@ def classification_dataset(
         dataset = dataset.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.map(encode, num_parallel_calls=num_parallel_calls, deterministic=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return without_autotune(dataset.prefetch(tf.data.AUTOTUNE))

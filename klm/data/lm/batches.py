@@ -35,6 +35,7 @@ batches are prefetched.
 import numpy as np
 import tensorflow as tf
 
+from klm.data.options import without_autotune
 from klm.errors import ConfigError, DataError
 
 MODES = ("shuffled", "contiguous")
@@ -244,4 +245,4 @@ def lm_dataset(
         last_starts = tf.data.Dataset.from_tensors(column_starts + full_steps * seq_len)
         dataset = dataset.concatenate(examples(last_starts, last_length + 1))
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return without_autotune(dataset.prefetch(tf.data.AUTOTUNE))
