@@ -93,11 +93,21 @@ def test_early_stopping_needs_validation_data(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One finished 2-step run and its stderr, shared by the tests below (each import-order test loads it in a
+    fresh process)."""
+    folder = tmp_path_factory.mktemp("tiny_run")
+    corpus = make_corpus(folder / "c.txt", lines=40)
+    run = folder / "run"
+    result = klm(["pretrain", "--data", corpus, "--run-dir", str(run), *TINY, "--max-steps", "2"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run, result.stderr
+
+
 @pytest.mark.parametrize("first", ["keras", "keras_hub", "klm.data"])
-def test_import_klm_is_enough_to_load_a_keras_file(tmp_path, first):
-    corpus = make_corpus(tmp_path / "c.txt", lines=40)
-    run = tmp_path / "run"
-    assert klm(["pretrain", "--data", corpus, "--run-dir", str(run), *TINY, "--max-steps", "2"]).returncode == 0
+def test_import_klm_is_enough_to_load_a_keras_file(tiny_run, first):
+    run = tiny_run[0]
     code = (
         f"import klm\nimport {first}\nimport keras\n"
         f"m = keras.saving.load_model({str(run / 'last.keras')!r})\nprint(type(m).__name__)"
@@ -113,14 +123,12 @@ def test_import_klm_is_enough_to_load_a_keras_file(tmp_path, first):
     assert done.stdout.strip().endswith("KlmCausalLM")
 
 
-def test_cpu_runs_do_not_print_the_gpu_probe_error(tmp_path):
+def test_cpu_runs_do_not_print_the_gpu_probe_error(tiny_run):
     if os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl"):
         pytest.skip("an NVIDIA driver is present: the probe lines are not noise here")
-    corpus = make_corpus(tmp_path / "c.txt", lines=40)
-    result = klm(["pretrain", "--data", corpus, "--run-dir", str(tmp_path / "r"), *TINY, "--max-steps", "2"])
-    assert result.returncode == 0
-    assert "cuInit" not in result.stderr and "Could not find cuda drivers" not in result.stderr
-    assert "klm pretrain: backend=" in result.stderr  # the rest of stderr still comes through
+    stderr = tiny_run[1]
+    assert "cuInit" not in stderr and "Could not find cuda drivers" not in stderr
+    assert "klm pretrain: backend=" in stderr  # the rest of stderr still comes through
 
 
 def test_pretrain_strict_and_scrub_privacy_on_raw_text(tmp_path):
