@@ -14,6 +14,7 @@ folder.
 import dataclasses
 import functools
 import math
+import os
 import typing
 
 from klm.errors import ConfigError
@@ -82,11 +83,20 @@ def flag_of(cls, name):
 
 
 def check_fields(config):
-    """Checks each field of `config` against its `option(...)`: required, choices, range. Errors name the flag."""
+    """Checks each field of `config` against its `option(...)`: type, required, choices, range. Errors name the flag.
+
+    Values of the field's declared type (`bool`, `int`, `float`, `str`) are
+    converted here, once, whatever they came from: click has already
+    converted flags, but a `--config` file or a library caller may give
+    strings (PyYAML reads `3e-4` as a string, and `"no"` is a string that
+    Python finds true). So `lr: 3e-4` becomes 0.0003, `lowercase: "no"`
+    becomes False, and `max_steps: "three"` is an error naming the flag.
+    """
     cls = type(config)
     for field in dataclasses.fields(config):
         spec = field_spec(cls, field.name)
-        value = getattr(config, field.name)
+        value = coerce_value(cls, field, getattr(config, field.name))
+        object.__setattr__(config, field.name, value)
         if spec.get("required") and not value:
             flag = flag_of(cls, field.name)
             raise ConfigError(f"Expected {flag} ({spec['required']}). Received: {flag}={value!r}")
@@ -103,6 +113,51 @@ def check_fields(config):
 
 def _flag(name):
     return "--" + name.replace("_", "-")
+
+
+_TRUE_WORDS = ("true", "yes", "on", "1")
+_FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def _scalar_type(annotation):
+    """`int` for `int` and `int | None`; `None` for a field that is not a plain scalar."""
+    args = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    kind = args[0] if len(args) == 1 else annotation
+    return kind if kind in (bool, int, float, str) else None
+
+
+def coerce_value(cls, field, value):
+    """`value` converted to `field`'s declared scalar type, or a `ConfigError` naming the flag."""
+    kind = _scalar_type(field.type)
+    if value is None or kind is None or (type(value) is kind):
+        return value
+    flag = flag_of(cls, field.name)
+    text = value.strip().lower() if isinstance(value, str) else None
+    if kind is bool:
+        if text in _TRUE_WORDS or (type(value) is int and value == 1):
+            return True
+        if text in _FALSE_WORDS or (type(value) is int and value == 0):
+            return False
+        raise ConfigError(f"Expected {flag} to be true or false. Received: {flag}={value!r}")
+    if kind is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"Expected {flag} to be a string. Received: {flag}={value!r}")
+    if isinstance(value, bool):
+        number = None
+    elif text is not None:
+        try:
+            number = float(text)
+        except ValueError:
+            number = None
+    else:
+        number = value if isinstance(value, (int, float)) else None
+    if kind is float and number is not None:
+        return float(number)
+    if kind is int and number is not None and math.isfinite(number) and float(number).is_integer():
+        return int(number)
+    what = "an integer" if kind is int else "a number"
+    raise ConfigError(f"Expected {flag} to be {what}. Received: {flag}={value!r}")
 
 
 def _check_choice(name, value, choices):
@@ -227,6 +282,7 @@ class TrainingOptions:
             )
         if self.lora_alpha is not None and self.lora_rank is None:
             raise ConfigError(f"--lora-alpha needs --lora-rank. Received: --lora-alpha={self.lora_alpha!r}")
+        self._check_run_dir_is_not_the_source()
         if self.backend is not None:
             from klm.backend import BackendError, normalize
 
@@ -236,6 +292,20 @@ class TrainingOptions:
                 raise ConfigError(str(e).replace("backend=", "--backend=")) from None
         if self.precision == "auto":
             self.resolve_precision()
+
+    def _check_run_dir_is_not_the_source(self):
+        """Refuses `--run-dir` naming the folder the run starts from: training there would overwrite it."""
+        for name in ("from_run", "init_from"):
+            source = getattr(self, name, None)
+            if not source or source == "none" or not os.path.isdir(source):
+                continue
+            if os.path.realpath(source) == os.path.realpath(self.run_dir):
+                flag = flag_of(type(self), name)
+                raise ConfigError(
+                    f"Expected --run-dir to be another folder than {flag}: the run would write its checkpoints, "
+                    f"config and tokenizer over the model it starts from. Choose a new --run-dir. "
+                    f"Received: --run-dir={self.run_dir!r}, {flag}={source!r}"
+                )
 
     def resolve_precision(self, device=None):
         """Replaces `precision="auto"` with a dtype policy (see `klm.backend.resolve_precision`).

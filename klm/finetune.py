@@ -28,6 +28,40 @@ from klm.train import (
 from klm.training.session import LoopPlan, TrainingSession, jit_compile, optimizer_steps
 
 
+def _load_labelled(config, data_lib, run_labels, run_dir):
+    """The labelled data; when resuming, encoded with the run's label vocabulary (`run_labels`).
+
+    A resumed run keeps its classes: training data whose labels are not all
+    among the run's would give the old head's outputs other meanings, so it
+    is refused here, naming both label sets (not the training file's line).
+    """
+
+    def load(vocabulary):
+        return data_lib.load_classification_data(
+            config.train,
+            valid=config.valid,
+            test=config.test,
+            text_field=config.text_field,
+            label_field=config.label_field,
+            label_vocabulary=vocabulary,
+            cleaning=cleaning_for(config, classification=True),
+        )
+
+    labelled = load(None)
+    if run_labels is None or labelled.label_vocabulary == run_labels:
+        return labelled
+    found = labelled.label_vocabulary
+    if found.multi_label != run_labels.multi_label or not set(found.labels) <= set(run_labels.labels):
+        kind = {True: "multi-label", False: "single-label"}
+        raise RunDirError(
+            f"{run_dir} holds a {kind[run_labels.multi_label]} classifier run with labels {run_labels.labels} "
+            f"({runs.LABELS_FILE}), but --train has {kind[found.multi_label]} labels {found.labels}: resuming would "
+            f"give the trained classes other meanings. Use data with the run's labels, another --run-dir, or "
+            f"--restart to start over (deletes the old run). Received: --train={config.train!r}"
+        )
+    return load(run_labels)
+
+
 def finetune(config: FinetuneConfig):
     """Fine-tunes (or trains from scratch) a classifier; returns the summary dict.
 
@@ -64,17 +98,10 @@ def finetune(config: FinetuneConfig):
         else:
             tokenizer = session.load_tokenizer()
         labels_path = session.run_dir / runs.LABELS_FILE
-        labelled = data_lib.load_classification_data(
-            config.train,
-            valid=config.valid,
-            test=config.test,
-            text_field=config.text_field,
-            label_field=config.label_field,
-            label_vocabulary=(
-                data_lib.LabelVocabulary.load(str(labels_path)) if session.resuming and labels_path.exists() else None
-            ),
-            cleaning=cleaning_for(config, classification=True),
+        run_labels = (
+            data_lib.LabelVocabulary.load(str(labels_path)) if session.resuming and labels_path.exists() else None
         )
+        labelled = _load_labelled(config, data_lib, run_labels, session.run_dir)
         vocabulary = labelled.label_vocabulary
         labels, multi_label = list(vocabulary.labels), bool(vocabulary.multi_label)
         if config.multi_label is not None and config.multi_label != multi_label:

@@ -403,6 +403,15 @@ def test_config_file_with_flag_overrides(tmp_path):
     (tmp_path / "bad2.json").write_text('{"data": "x", "seq_len": 1}')
     with pytest.raises(click.UsageError, match="--seq-len"):
         build_config(PretrainConfig, str(tmp_path / "bad2.json"), {})
+    # Issue 22, items 15 and 24: YAML strings are converted (or refused) exactly like flags.
+    (tmp_path / "typed.yaml").write_text("data: x\nlr: 3e-4\nlowercase: 'no'\nmax_steps: '12'\n")
+    config = build_config(PretrainConfig, str(tmp_path / "typed.yaml"), {})
+    assert (config.lr, config.lowercase, config.max_steps) == (3e-4, False, 12)
+    (tmp_path / "three.yaml").write_text('data: x\nmax_steps: "three"\n')
+    result = invoke(["pretrain", "--config", str(tmp_path / "three.yaml"), "--run-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert "Expected --max-steps to be an integer. Received: --max-steps='three'" in result.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_resolved_configs_of_the_commands_are_unchanged(tmp_path, monkeypatch):

@@ -312,6 +312,25 @@ def _mount_tmpfs(path, size):
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.decode().strip()}")
 
 
+def test_disk_full_in_the_first_backup_is_exit_2_not_a_crash(tmp_path):
+    # Issue 22, item 33: HDF5 ran out of space inside the backup's .weights.h5, printed h5py tracebacks and the
+    # process died with a segfault (exit 139). Every backend: the space is checked before HDF5 writes.
+    corpus = make_corpus(tmp_path / "c.txt", lines=400)
+    mount = tmp_path / "tiny_disk"
+    _mount_tmpfs(mount, "150k")
+    try:
+        run = mount / "run"
+        result = klm(
+            ["pretrain", "--data", corpus, "--run-dir", str(run), *TINY, "--max-steps", "6", "--backup-every", "5"]
+        )
+        assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+        assert "Could not write" in result.stderr and "No space left on device" in result.stderr
+        assert "Traceback" not in result.stderr and "h5py" not in result.stderr
+        assert not no_temp_files(run)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)])
+
+
 @pytest.mark.slow
 def test_disk_full_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
     corpus = make_corpus(tmp_path / "c.txt", lines=400)

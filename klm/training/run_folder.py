@@ -20,6 +20,16 @@ A run counts as started once its first checkpoint exists. If the command
 fails before that, `abandon()` removes what it wrote, so a corrected command
 starts cleanly instead of "resuming" a run built from bad input.
 
+klm writes only into a folder it made, and deletes only names it generated:
+a run folder carries klm's marker file (`.klm-run`, written when klm takes a
+new or empty folder), and every clean-up (`--restart`, a start that never
+reached its checkpoint, temporary files a kill left) removes only the names
+in `OWNED_NAMES` and klm's own temporary files. A folder without the marker
+is checked before anything is written to it: one that holds anything is
+refused (a file name such as `config.json` proves nothing: a user or another
+tool may have written it), except a run folder written by klm before the
+marker existed (klm's `config.json` and a checkpoint), which is adopted.
+
 Writes that fail (disk full, read-only folder) raise `RunDirError` naming the
 file and the last good checkpoint, which the atomic writes keep intact.
 """
@@ -27,16 +37,18 @@ file and the last good checkpoint, which the atomic writes keep intact.
 import contextlib
 import csv
 import dataclasses
+import errno
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import sys
 import tempfile
 from pathlib import Path
 
-from klm import runs
+from klm import locks, runs
 from klm.checksums import sha256_of_file
 from klm.errors import RunDirError
 from klm.training.state import TrainingState, capture_rng, restore_rng
@@ -86,9 +98,26 @@ def fault_point(name):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _is_temp(name):
-    # `runs.atomic_path` names: ".<name>.<random>.tmp<suffix>"
-    return name.startswith(".") and ".tmp" in name and name != LOCK_FILE
+MARKER_FILE = ".klm-run"
+# Everything a run writes into its folder. Clean-ups delete these names and
+# nothing else, so a user's own files in a run folder survive `--restart`.
+OWNED_NAMES = frozenset(_WRITTEN + (runs.TOKENIZER_DIR, BACKUP_DIR, "tensorboard", MARKER_FILE, LOCK_FILE))
+# `runs.atomic_path` names its temporary files ".<name>.<8 random chars>.tmp<suffix>".
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+_BACKUP_NAME = re.compile(r"^state-\d+\.(json|weights\.h5|lora\.npz)$")
+
+
+def _is_temp(name, in_backup=False):
+    """Whether `name` is a temporary file klm's atomic writes made (never a user's `.notes.tmp`)."""
+    match = _TEMP_NAME.match(name)
+    if not match:
+        return False
+    base = match.group("name")
+    return bool(_BACKUP_NAME.match(base)) if in_backup else base in OWNED_NAMES
+
+
+def _is_owned(name):
+    return name in OWNED_NAMES or _is_temp(name)
 
 
 @dataclasses.dataclass
@@ -149,7 +178,11 @@ class RunFolder:
         """
         folder = cls(path, chief)
         if chief:
-            folder._open_as_chief(identity, restart, identity_fields or ())
+            try:
+                folder._open_as_chief(identity, restart, identity_fields or ())
+            except BaseException:
+                folder.close()  # a refused folder is not held
+                raise
         return folder
 
     def _open_as_chief(self, identity, restart, identity_fields):
@@ -157,6 +190,9 @@ class RunFolder:
         flag = f"--run-dir={str(path)!r}"
         if path.exists() and not path.is_dir():
             raise RunDirError(f"Expected --run-dir to be a folder, but it is a file. Received: {flag}")
+        # Decide whether this is klm's folder before touching anything in it:
+        # no lock file, no temp-file sweep, no marker in a folder of the user's.
+        self._check_is_klm_folder(restart, flag)
         self.created = not path.exists()
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -170,14 +206,12 @@ class RunFolder:
                     f"{path / name} is a symbolic link; klm writes this file and will not write through a link "
                     f"(it could overwrite a file elsewhere). Remove the link. Received: {flag}"
                 )
+        if not (path / MARKER_FILE).exists():
+            with self.writing(path / MARKER_FILE):
+                runs.write_json(path / MARKER_FILE, {"format": "klm-run", "format_version": 1})
         config_path = path / runs.CONFIG_FILE
-        if self._contents() and not config_path.exists():
-            raise RunDirError(
-                f"{path} is not empty and is not a klm run folder (no {runs.CONFIG_FILE}); klm will not write into "
-                f"it{' or delete it (--restart)' if restart else ''}. Choose another --run-dir. Received: {flag}"
-            )
-        if restart and self._contents():
-            _log(f"--restart: deleting the run in {path}")
+        if restart and self._owned_contents():
+            _log(f"--restart: deleting the run in {path}{self._kept_note()}")
             self._clear()
             return
         if not config_path.exists():
@@ -185,7 +219,7 @@ class RunFolder:
         if not self.has_checkpoint():
             _log(
                 f"note: {path} holds a run that never reached its first checkpoint (a start that failed or was "
-                "killed); starting it over."
+                f"killed); starting it over{self._kept_note()}."
             )
             self._clear()
             return
@@ -197,33 +231,53 @@ class RunFolder:
                 f"--restart (deletes the run). Received: {flag}"
             ) from e
         for field in identity_fields:
+            if field not in previous and field not in IDENTITY_FIELDS_SINCE_START:
+                continue  # a setting recorded only by newer klm versions
             if previous.get(field) != identity.get(field):
+                shown = _setting(field)
                 raise RunDirError(
-                    f"{path} holds a run with {field}={previous.get(field)!r}, but this command asks for "
-                    f"{field}={identity.get(field)!r}. Use another --run-dir, or --restart to start over "
-                    f"(deletes the old run). Received: {flag}"
+                    f"{path} holds a run with {shown}={previous.get(field)!r}, but this command asks for "
+                    f"{shown}={identity.get(field)!r}: resuming would silently change what the run trains. Use the "
+                    f"run's setting, another --run-dir, or --restart to start over (deletes the old run). "
+                    f"Received: {flag}"
                 )
+
+    def _check_is_klm_folder(self, restart, flag):
+        """Refuses, before anything is written, a folder that klm did not make (see the module docstring)."""
+        path = self.path
+        if not path.is_dir() or (path / MARKER_FILE).is_file():
+            return
+        entries = [entry for entry in path.iterdir() if entry.name != LOCK_FILE and not _is_temp(entry.name)]
+        if not entries or _is_legacy_run(path):
+            return
+        names = ", ".join(sorted(entry.name for entry in entries)[:5]) + (", ..." if len(entries) > 5 else "")
+        raise RunDirError(
+            f"{path} is not empty and is not a klm run folder (it has no {MARKER_FILE} marker; it holds {names}). "
+            f"klm writes only into a new or empty folder or one of its own runs, and will not write into "
+            f"it{' or delete anything in it (--restart)' if restart else ''}. Choose another --run-dir. "
+            f"Received: {flag}"
+        )
+
+    def _kept_note(self):
+        foreign = sorted(entry.name for entry in self._contents() if not _is_owned(entry.name))
+        return f" (keeping files klm did not write: {', '.join(foreign)})" if foreign else ""
 
     def _lock(self):
         """An OS lock on `.klm.lock`, held until this process exits (any exit, SIGKILL included)."""
-        import fcntl
-
         lock_path = self.path / LOCK_FILE
-        with self.writing(lock_path):
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise RunDirError(
+
+        def in_use(holder):
+            return (
                 f"{self.path} is in use: klm process {holder} is training in it (it holds {lock_path}). Wait for "
                 f"it to finish, or stop it, then re-run to resume; or choose another --run-dir. "
                 f"Received: --run-dir={str(self.path)!r}"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+            )
+
+        with self.writing(lock_path):
+            try:
+                self._lock_fd = locks.acquire(lock_path, in_use)
+            except locks.FolderInUse as e:
+                raise RunDirError(str(e)) from None
 
     def close(self):
         """Releases the lock (also released when the process exits)."""
@@ -234,19 +288,23 @@ class RunFolder:
     def _contents(self):
         return [p for p in self.path.iterdir() if p.name != LOCK_FILE] if self.path.is_dir() else []
 
+    def _owned_contents(self):
+        return [p for p in self._contents() if _is_owned(p.name) and p.name != MARKER_FILE]
+
     def _clear(self):
-        for entry in self._contents():
+        """Deletes what runs write (`OWNED_NAMES`), never other files; the marker and lock stay."""
+        for entry in self._owned_contents():
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
 
     def _remove_temp_files(self):
-        for folder in (self.path, self.path / BACKUP_DIR):
+        for folder, in_backup in ((self.path, False), (self.path / BACKUP_DIR, True)):
             if not folder.is_dir():
                 continue
             for entry in folder.iterdir():
-                if _is_temp(entry.name):
+                if _is_temp(entry.name, in_backup=in_backup):
                     if entry.is_dir() and not entry.is_symlink():
                         shutil.rmtree(entry, ignore_errors=True)
                     else:
@@ -274,9 +332,12 @@ class RunFolder:
             return
         with contextlib.suppress(OSError):
             self._clear()
-            if self.created:
+            if not self._contents() or self._contents() == [self.path / MARKER_FILE]:
+                # Nothing of the user's is here: leave the folder as it was found.
+                (self.path / MARKER_FILE).unlink(missing_ok=True)
                 (self.path / LOCK_FILE).unlink(missing_ok=True)
-                self.path.rmdir()
+                if self.created:
+                    self.path.rmdir()
 
     # === Writing ===
 
@@ -320,9 +381,27 @@ class RunFolder:
                 with runs.atomic_path(self.path / runs.TOKENIZER_DIR) as tmp:
                     save(tokenizer, tmp)
 
+    def _check_space(self, folder, model):
+        """Raises ENOSPC (an `OSError`, so `writing` reports it) if `folder` cannot hold the model's checkpoint.
+
+        HDF5 must not run out of space in the middle of a file: h5py then
+        fails again as each of its objects is freed and the process can
+        crash (a segfault, exit 139) instead of reporting the full disk. So
+        the space is checked first, with a margin for HDF5's own records.
+        """
+        needed = _checkpoint_bytes(model)
+        free = shutil.disk_usage(folder).free
+        if free < needed:
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device (a checkpoint needs about {needed / 1e6:.1f} MB; {free / 1e6:.1f} MB free)",
+            )
+
     def save_model(self, model, name, state=None):
         """Saves `name` (`last.keras`, `best.keras`); with `state`, a sidecar to resume from it."""
         with self.writing(self.path / name):
+            if self.chief:
+                self._check_space(self.path, model)
             runs.save_model(model, self.path / name, write=self.chief)
             if state is not None and self.chief:
                 runs.write_json(self.path / LAST_STATE_FILE, json_state(state, model))
@@ -343,6 +422,7 @@ class RunFolder:
             return
         with self.writing(backup / f"{stem}.weights.h5"):
             backup.mkdir(exist_ok=True)
+            self._check_space(backup, model)
             weights = backup / f"{stem}.weights.h5"
             with runs.atomic_path(weights, ".weights.h5") as tmp:
                 model.save_weights(tmp)
@@ -450,7 +530,62 @@ class RunFolder:
                 f"{state.step}): training done after that step is lost and will be redone"
             )
             return ResumePoint(state, "last.keras", warnings)
+        if warnings:
+            # Backups existed but none is intact: starting from step 0 here would
+            # silently redo the run and log its metrics rows a second time.
+            raise RunDirError(
+                f"{self.path} cannot be resumed: every resume backup is damaged ({'; '.join(warnings)}) and there "
+                f"is no last.keras. Start over with --restart (deletes the run's checkpoints and metrics), or copy "
+                f"the run folder elsewhere first to keep it. Received: --run-dir={str(self.path)!r}"
+            )
         return None
+
+
+# Identity fields that every klm run has recorded in config.json since the
+# first release; the others are compared only when the old run recorded them.
+IDENTITY_FIELDS_SINCE_START = frozenset({"task", "preset", "tokenizer", "vocab_size", "seq_len"})
+
+
+def _setting(field):
+    """How an identity field is named to the user: its flag where it has one."""
+    flags = {"from_run": "--from", "data_files": "--data", "train_files": "--train", "labels": "the labels"}
+    if field in flags:
+        return flags[field]
+    if field in ("task", "finetune_task", "backend"):
+        return field
+    return "--" + field.replace("_", "-")
+
+
+def _is_legacy_run(path):
+    """A run folder written before klm's marker existed: klm's config.json and a checkpoint."""
+    try:
+        config = runs.read_json(path / runs.CONFIG_FILE)
+    except (OSError, ValueError):
+        return False
+    has_checkpoint = any((path / BACKUP_DIR).glob("state-*.json")) or (path / "last.keras").is_file()
+    return (
+        isinstance(config, dict)
+        and config.get("task") in runs.TASKS
+        and "run_dir" in config
+        and "backend" in config
+        and has_checkpoint
+    )
+
+
+def _checkpoint_bytes(model):
+    """An upper estimate of a checkpoint's size: every weight and optimizer variable, plus HDF5/zip records."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = list(model.weights) + (list(optimizer.variables) if optimizer is not None else [])
+    total = 0
+    for variable in variables:
+        size = 1
+        for dim in variable.shape:
+            size *= int(dim)
+        itemsize = {"float64": 8, "int64": 8, "bfloat16": 2, "float16": 2, "int8": 1, "uint8": 1, "bool": 1}.get(
+            str(variable.dtype), 4
+        )
+        total += size * itemsize + 4096  # a dataset's header and attributes
+    return total + (1 << 18)  # the file's own records, the model config, the zip directory
 
 
 def _lora_variables(model):

@@ -38,6 +38,41 @@ def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
+# Settings that change what a run trains, compared (with the mode's identity
+# fields) when a run folder is resumed: a different batch size, optimizer or
+# schedule would silently reinterpret the checkpoint. Settings that do not
+# (log and backup cadence, --epochs/--max-steps to train further, precision,
+# verbosity) may change between invocations.
+RESUME_FIELDS = (
+    "batch_size",
+    "grad_accum",
+    "optimizer",
+    "lr",
+    "schedule",
+    "lr_decay",
+    "warmup_steps",
+    "weight_decay",
+    "clipnorm",
+    "dropout",
+    "seed",
+)
+# The data a run trains on, recorded as an absolute path (`--data`, `--train`).
+DATA_FIELDS = {"data": "data_files", "train": "train_files", "batching": "batching"}
+
+
+def _data_identity(config):
+    """`{recorded name: value}` of the training data settings of `config` (absolute paths where they exist)."""
+    identity = {}
+    for field, recorded in DATA_FIELDS.items():
+        value = getattr(config, field, None)
+        if value is None:
+            continue
+        if field != "batching" and value and Path(value).exists():
+            value = str(Path(value).resolve())
+        identity[recorded] = value
+    return identity
+
+
 @dataclasses.dataclass
 class LoopPlan:
     """The shape of a run, in batches (`grad_accum` batches make one optimizer step).
@@ -130,19 +165,20 @@ class TrainingSession:
         self.chief = backend_lib.process_index() == 0
         self.folder = None
         self.run_dir = Path(config.run_dir)
-        self.resolved = dict(config.to_dict(), task=task, backend=self.backend)
+        self.resolved = dict(config.to_dict(), task=task, backend=self.backend, **_data_identity(config))
         self.summary_extra = {}  # mode-specific figures known before the end (e.g. LoRA counts)
 
     # === Opening ===
 
     def open(self, identity_fields):
         """Opens (locks, checks or clears) the run folder; every process then sees it."""
+        fields = tuple(identity_fields) + RESUME_FIELDS + tuple(_data_identity(self.config))
         self.folder = RunFolder.open(
             self.run_dir,
             self.resolved,
             restart=self.config.restart,
             chief=self.chief,
-            identity_fields=identity_fields,
+            identity_fields=fields,
         )
         backend_lib.barrier("klm-run-dir")
         return self.folder

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 
-from klm import __version__
+from klm import __version__, locks
 from klm.checksums import sha256_of_file
 from klm.data.prepared.manifest import (
     FORMAT,
@@ -128,13 +128,37 @@ def _remove_empty(folders):
             break
 
 
-def _publish(staging, out):
-    # Swap in the finished folder with renames, so that OUT is never half
-    # written: first move an old OUT aside, then rename the staging folder.
+def _replaceable_problem(folder):
+    """Why `folder` (an existing `--out`) may not be replaced now, or `None`: empty, or klm prepare's alone."""
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return "is no longer a folder"
+    if not os.listdir(folder):
+        return None
+    return prepared_folder_problem(folder)
+
+
+def _publish(staging, out, config):
+    """Swaps the finished folder in with renames, so that OUT is never half written.
+
+    `--out` was checked when the command started, but hours may have passed:
+    what is there now is checked again, after it has been moved aside (a
+    rename, so nothing can be written into it unseen between the check and
+    the swap), and put back untouched if it holds anything klm prepare did
+    not write, e.g. a file the user saved there meanwhile.
+    """
     if os.path.lexists(out):
         trash = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
         old = os.path.join(trash, "old")
         os.rename(out, old)
+        problem = _replaceable_problem(old)
+        if problem or (os.listdir(old) and not config.overwrite):
+            os.rename(old, out)
+            os.rmdir(trash)
+            raise ConfigError(
+                f"{out} changed while klm prepare ran: it {problem or 'now holds files'}, so it was left as it is "
+                f"and nothing was written (klm prepare never deletes files it did not write). Move those files "
+                f"away or choose another --out, then run the command again. Received: --out={config.out!r}"
+            )
         try:
             os.rename(staging, out)
         except BaseException:
@@ -144,6 +168,31 @@ def _publish(staging, out):
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.rename(staging, out)
+
+
+@contextlib.contextmanager
+def _output_lock(out, config):
+    """Holds an OS lock on `--out` for the whole command: a second `klm prepare` to the same folder stops at once.
+
+    The lock file sits beside `--out` (`.NAME.klm-prepare.lock`, since `--out`
+    itself is replaced at the end) and is removed when the command ends.
+    """
+    lock_path = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.klm-prepare.lock")
+
+    def in_use(holder):
+        return (
+            f"Another klm prepare (process {holder}) is writing {out} now (it holds {lock_path}). Wait for it to "
+            f"finish, or choose another --out. Received: --out={config.out!r}"
+        )
+
+    try:
+        fd = locks.acquire(lock_path, in_use)
+    except locks.FolderInUse as e:
+        raise ConfigError(str(e)) from None
+    try:
+        yield
+    finally:
+        locks.release(fd, lock_path)
 
 
 def prepare(config):
@@ -205,6 +254,17 @@ def _prepare(config):
     out = os.path.abspath(config.out)
     _check_sources_outside(out, config, splits)
     _check_output_folder(config)
+    created_parents = _make_parents(os.path.dirname(out))
+    try:
+        with _output_lock(out, config):
+            _check_output_folder(config)  # again, now that no other klm prepare can change it
+            return _prepare_locked(config, source_kind, splits, out)
+    except BaseException:
+        _remove_empty(created_parents)
+        raise
+
+
+def _prepare_locked(config, source_kind, splits, out):
     cleaning = config.resolve_cleaning(source_kind)
     cleaner = TextCleaner(cleaning)
     workers = config.resolved_workers()
@@ -214,7 +274,6 @@ def _prepare(config):
     # Published folders get the mode `mkdir` would give them (mkdtemp's is
     # 0700 whatever the umask).
     folder_mode = 0o777 & ~_current_umask()
-    created_parents = _make_parents(os.path.dirname(out))
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
     try:
         texts = clean_and_tokenize.clean_to_files(
@@ -289,10 +348,9 @@ def _prepare(config):
             json.dump(manifest, f, indent=2)
             f.write("\n")
         os.chmod(staging, folder_mode)
-        _publish(staging, out)
+        _publish(staging, out, config)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        _remove_empty(created_parents)
         raise
     if config.verbose:
         print(f"[klm] wrote {out}", file=sys.stderr)

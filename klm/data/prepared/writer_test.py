@@ -188,3 +188,43 @@ def test_config_validation_names_flags(tmp_path):
         PrepareConfig(sources=["x"], out="o", cleaning={"min_length": -3})
     with pytest.raises(ConfigError, match="SOURCE"):
         PrepareConfig(sources=[], out="o")
+
+
+def test_a_second_prepare_to_the_same_out_stops_at_once(tmp_path):
+    # Issue 22, item 5: two prepares to one --out both exited 0 and one result was lost.
+    from klm import locks
+
+    corpus = write_corpus(tmp_path / "corpus.txt", lines=40)
+    lock_path = tmp_path / ".out.klm-prepare.lock"
+    fd = locks.acquire(str(lock_path), lambda holder: holder)  # another klm prepare holds --out
+    try:
+        with pytest.raises(ConfigError, match=r"Another klm prepare \(process pid \d+\) is writing"):
+            run(tmp_path, [corpus])
+        assert not (tmp_path / "out").exists()
+    finally:
+        locks.release(fd, str(lock_path))
+    run(tmp_path, [corpus])
+    assert leftovers(tmp_path) == []  # the lock file is gone with the command
+
+
+def test_a_file_saved_into_out_while_preparing_is_never_replaced(tmp_path):
+    # Item 5: --out was checked only at the start, and a file written meanwhile was deleted at publish.
+    from klm.data.prepared import writer
+
+    corpus = write_corpus(tmp_path / "corpus.txt", lines=40)
+    out = tmp_path / "out"
+    out.mkdir()
+    publish = writer._publish
+
+    def user_writes_then_publish(staging, target, config):
+        (out / "notes.txt").write_text("written during the prepare")
+        return publish(staging, target, config)
+
+    writer._publish = user_writes_then_publish
+    try:
+        with pytest.raises(ConfigError, match=r"changed while klm prepare ran.*nothing was written"):
+            run(tmp_path, [corpus])
+    finally:
+        writer._publish = publish
+    assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "written during the prepare"
+    assert leftovers(tmp_path) == []
