@@ -52,6 +52,7 @@ def invoke(args):
 TINY = ["--preset", "tiny", "--batch-size", "4", "--seq-len", "8", "--log-every", "5", "--verbose", "lines"]
 
 
+@pytest.mark.smoke
 def test_help_lists_commands_without_importing_keras():
     proc = subprocess.run(
         [
@@ -67,6 +68,7 @@ def test_help_lists_commands_without_importing_keras():
     assert "KERAS_IMPORTED False" in proc.stdout
 
 
+@pytest.mark.smoke
 def test_pretrain_evaluate_generate_finetune_evaluate(tmp_path):
     train = make_corpus(tmp_path / "train.txt")
     valid = make_corpus(tmp_path / "valid.txt", lines=60, seed=1)
@@ -161,6 +163,7 @@ def test_run_folder_of_another_preset_is_refused(tmp_path):
     assert json.load(open(os.path.join(run, "config.json")))["preset"] == "tiny"
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -259,6 +262,7 @@ def test_pretrain_keeps_the_references_short_last_step(tmp_path):
     assert [int(r["step"]) for r in rows if int(r["step"]) % steps == 0] == [steps, 2 * steps]
 
 
+@pytest.mark.smoke
 def test_kill_and_resume(tmp_path):
     train = make_corpus(tmp_path / "train.txt", lines=400)
     run = tmp_path / "lm"
@@ -382,6 +386,7 @@ def test_diverging_loss_stops_with_a_clear_error(tmp_path):
     assert not (run / "summary.json").exists()
 
 
+@pytest.mark.smoke
 def test_config_file_with_flag_overrides(tmp_path):
     import click
 
@@ -448,6 +453,7 @@ def test_resolved_configs_of_the_commands_are_unchanged(tmp_path, monkeypatch):
         assert config == case["config"], case["args"]
 
 
+@pytest.mark.smoke
 def test_every_option_default_and_choices_come_from_the_configs():
     # Generated options (klm.cli.options): unset by default, choices and default help from the dataclass.
     # Hand-written ones (prepare, export): their defaults and choices match the library's config classes.

@@ -30,12 +30,20 @@ def run_in_backend(backend, args, timeout=600, env=None):
 
 
 def pytest_collection_modifyitems(config, items):
-    """`KLM_SLOW_BACKENDS="tensorflow torch"` runs tests marked `slow` on those backends only.
+    """Marks the unit tests; `KLM_SLOW_BACKENDS="tensorflow torch"` runs tests marked `slow` on those backends only.
+
+    Every test in a `*_test.py` beside a module of klm/ is marked `unit`:
+    with the end-to-end tests marked `smoke`, they are the quick tier of
+    tests/run.sh.
 
     tests/run.sh sets it so that the whole-job fault-injection and resume
     suites run twice, not three times, within CI's time; each skip says so.
     Unset (plain pytest), every test runs.
     """
+    package = REPO / "klm"
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(package):
+            item.add_marker(pytest.mark.unit)
     allowed = os.environ.get("KLM_SLOW_BACKENDS", "").split()
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if not allowed or backend in allowed:

@@ -72,6 +72,7 @@ def lm(tmp_path_factory):
     return path, model, tokenizer
 
 
+@pytest.mark.smoke
 def test_lm_export_portable_matches_keras_and_klm_generate(lm, tmp_path):
     run_dir, model, tokenizer = lm
     out = tmp_path / "serving" / "lm"
@@ -151,6 +152,7 @@ def test_classifier_export_with_tensorflow_text_tokenizer(tmp_path):
         call_in_tensorflow_only_process(out / "3", load_text_ops=False)
 
 
+@pytest.mark.smoke
 def test_bad_inputs_give_clear_errors_and_write_nothing(lm, tmp_path):
     run_dir, _, _ = lm
     out = tmp_path / "out"

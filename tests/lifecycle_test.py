@@ -86,6 +86,7 @@ def test_early_stopping_stops_where_it_would_have_across_a_kill(tmp_path):
     assert again.returncode == 0 and "already stopped early at step 6" in again.stderr
 
 
+@pytest.mark.smoke
 def test_early_stopping_needs_validation_data(tmp_path):
     corpus = make_corpus(tmp_path / "c.txt", lines=60)
     result = klm(["pretrain", "--data", corpus, "--run-dir", str(tmp_path / "r"), *TINY, "--early-stop-patience", "2"])

@@ -9,6 +9,7 @@ tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard libr
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.smoke
 def test_every_package_folder_is_listed_in_pyproject():
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])

@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Runs the whole test suite once per Keras backend, each in its own process
-# (Keras fixes its backend at import time). Extra arguments go to pytest.
-# Exit status is non-zero if any backend's suite fails.
+# Runs the test suite once per Keras backend, each in its own process (Keras
+# fixes its backend at import time). Exit status is non-zero if any backend's
+# suite fails. Two tiers:
+#
+#   bash tests/run.sh           the quick tier (the README's test command, a few
+#                               minutes): the unit tests beside the modules
+#                               (klm/**/*_test.py) and the end-to-end smoke tests
+#                               of tests/ (marked `smoke`), every backend
+#   bash tests/run.sh --full    everything (what CI runs): every end-to-end test too
+#
+# Extra arguments go to pytest (e.g. `bash tests/run.sh -k resume`).
 #
 # The three suites run at the same time (KLM_TEST_PARALLEL=0 runs them one
 # after another): much of each suite is single-threaded (XLA and tf.function
@@ -11,6 +19,18 @@
 set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
+tier=quick
+if [ "${1:-}" = "--full" ]; then
+  tier=full
+  shift
+fi
+if [ "$tier" = "quick" ]; then
+  # tests/conftest.py marks every test under klm/ `unit`.
+  select=(-m "(unit or smoke) and not slow")
+else
+  select=()
+fi
+echo "=== test tier: ${tier} ==="
 backends=${KLM_TEST_BACKENDS:-"tensorflow jax torch"}
 parallel=${KLM_TEST_PARALLEL:-1}
 # PyTorch's OpenMP threads otherwise spin while waiting and starve the other suites.
@@ -32,7 +52,7 @@ else
 fi
 
 run_suite() {
-  KERAS_BACKEND=$1 "$PYTHON" -m pytest -q -p no:cacheprovider --durations=20 "${@:2}"
+  KERAS_BACKEND=$1 "$PYTHON" -m pytest -q -p no:cacheprovider --durations=20 "${select[@]}" "${@:2}"
 }
 
 report() {  # backend status
@@ -65,4 +85,4 @@ if [ ${#failed[@]} -ne 0 ]; then
   echo "FAILED backends: ${failed[*]}"
   exit 1
 fi
-echo "all backends passed: $backends"
+echo "all backends passed ($tier tier): $backends"

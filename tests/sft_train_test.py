@@ -218,6 +218,7 @@ def test_sft_resumes_and_continues_from_an_sft_run(tmp_path, data):
     assert result.exit_code == 2 and "does not match --from" in result.output
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize(
     "line, message",
     [
