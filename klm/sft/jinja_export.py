@@ -27,17 +27,24 @@ def _literal(text):
 
 
 def _parts(pieces):
-    """`(before_prompt, generation_prompt, has_system)` from `PromptTemplate` pieces `[(literal, slot)]`."""
-    before, system_at, generation = [], None, None
-    for index, (literal, slot) in enumerate(pieces):
+    """`(before_prompt, generation_prompt, has_system)` from `PromptTemplate` pieces `[(literal, slot)]`.
+
+    `before_prompt` is the literal text before `{system}` (if any) and before
+    `{prompt}`; literals without a slot (split at `{{`/`}}`) are joined.
+    """
+    before, text, has_system, generation = [], "", False, None
+    for literal, slot in pieces:
+        text += literal
         if slot == "system":
-            system_at = len(before)
-            before.append(literal)
+            before.append(text)
+            text, has_system = "", True
         elif slot == "prompt":
-            before.append(literal)
-            generation = pieces[index + 1][0]
+            before.append(text)
+            text = ""
+        elif slot == "response":
+            generation = text
             break
-    return before, generation, system_at is not None
+    return before, generation, has_system
 
 
 def text_template_to_jinja(template, end_text):
