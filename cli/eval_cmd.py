@@ -117,6 +117,7 @@ def evaluate(
 @user_errors
 def generate(ctx, run_dir, prompt, raw, chat, system, stop, precision, backend, **sampler_flags):
     from klm.errors import ConfigError
+    from klm.generate import check_utf8_text, utf8_lines
 
     if prompt is None and not chat:
         raise click.UsageError("Expected --prompt TEXT (or --chat to read turns from stdin). Received: no --prompt")
@@ -128,6 +129,12 @@ def generate(ctx, run_dir, prompt, raw, chat, system, stop, precision, backend, 
         )
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
+    for name, value in (("--prompt", prompt), ("--system", system)):
+        if value is not None:
+            try:
+                check_utf8_text(value, name)
+            except ConfigError as e:
+                raise click.BadParameter(str(e)) from None
     from klm.generate import generate_text
     from klm.pretrained import load_checkpoint
 
@@ -159,8 +166,8 @@ def generate(ctx, run_dir, prompt, raw, chat, system, stop, precision, backend, 
         )
     if chat:
         history = []
-        for line in sys.stdin:
-            user = line.rstrip("\n")
+        # Bytes, decoded here: a line that is not UTF-8 is named, not a traceback.
+        for user in utf8_lines(sys.stdin.buffer, "stdin"):
             if not user.strip():
                 continue
             click.echo("assistant: ", nl=False)

@@ -215,8 +215,11 @@ def estimate(config: PretrainConfig, measure_steps=5, warmup_steps=2, log=log_to
             f"measure_steps={measure_steps}, warmup_steps={warmup_steps}"
         )
     from klm.data.lm.model_inputs import lm_model_inputs, num_tokens
+    from klm.models.presets import check_preset_seq_len
     from klm.train import build_causal_lm, load_pretrain_corpus
     from klm.training.session import distribution, setup
+
+    check_preset_seq_len(config.preset, config.seq_len)
 
     backend, keras = setup(config)
     from klm import data as data_lib

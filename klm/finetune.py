@@ -75,6 +75,10 @@ def finetune(config: FinetuneConfig):
 
     native = _native_run(config.from_run)
     pretrained = _pretrained_source(config, session.resolved) if native else None
+    if config.from_run == "none":  # before anything is written
+        from klm.models.presets import check_preset_seq_len
+
+        check_preset_seq_len(config.preset, config.seq_len)
     checkpoint = None
     with session:
         session.open(IDENTITY_FIELDS)
@@ -163,6 +167,9 @@ def finetune(config: FinetuneConfig):
                 backbone_config = lm.backbone.get_config()
                 if config.dropout is not None:
                     backbone_config["dropout"] = config.dropout
+                from klm.pretrained.checkpoint import check_backbone_seq_len
+
+                check_backbone_seq_len(lm.backbone, config.seq_len, config.from_run)
                 backbone = KlmBackbone.from_config(backbone_config)
                 backbone.set_weights(lm.backbone.get_weights())
                 del lm

@@ -5,6 +5,49 @@ import numpy as np
 from klm.errors import ConfigError, RunDirError
 
 
+def check_utf8_text(text, name):
+    """Raises `ConfigError` unless `text` is valid Unicode text that encodes to UTF-8.
+
+    A prompt read from the command line or stdin in bytes that are not UTF-8
+    reaches Python as lone surrogates (`surrogateescape`); the tokenizers
+    cannot encode those.
+
+    Args:
+        text: the string to check.
+        name: what it is, for the error (`"--prompt"`, `"stdin line 3"`).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = text[e.start : e.end].encode("utf-8", "surrogateescape" if _escaped(text[e.start : e.end]) else "replace")
+        raise ConfigError(
+            f"Expected {name} to be UTF-8 text; it holds bytes that are not UTF-8 ({bad!r} at character {e.start}). "
+            f"Re-encode it as UTF-8 (e.g. iconv -f latin1 -t utf-8). Received: {name}={text[:80]!r}"
+        ) from None
+    return text
+
+
+def _escaped(text):
+    return all(0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
+def utf8_lines(stream, name="stdin"):
+    """The lines of a binary stream, decoded as UTF-8 (without the line end); `ConfigError` naming the line.
+
+    Lines are yielded as they arrive (an interactive `--chat` answers each
+    before the next is read).
+    """
+    for number, line in enumerate(stream, start=1):
+        try:
+            yield line.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"Expected {name} to be UTF-8 text; line {number} holds bytes that are not UTF-8 "
+                f"({line[e.start : e.end]!r} at byte {e.start}). Re-encode it as UTF-8 (e.g. iconv -f latin1 -t "
+                f"utf-8). Received: {name} line {number}={line[:80]!r}"
+            ) from None
+
+
 def make_sampler(name, temperature=1.0, top_k=10, top_p=0.9, seed=None):
     """A keras-hub sampler for `name` in greedy, top_k, top_p, random."""
     import keras_hub
@@ -55,6 +98,8 @@ def generate_text(
     """
     if run.task != "causal_lm":
         raise RunDirError(f"Expected a language-model run for generation. Received: task={run.task!r}")
+    for index, prompt in enumerate(prompts):
+        check_utf8_text(prompt, "the prompt" if len(prompts) == 1 else f"prompt {index + 1}")
     model, tokenizer = run.model, run.tokenizer
     sampler_obj = make_sampler(sampler, temperature, top_k, top_p, seed)
     encoded = tokens_to_list(tokenizer.tokenize(list(prompts)))
@@ -227,6 +272,9 @@ def generate_reply(
     from klm.sft.conversations import Conversation
     from klm.sft.encoding import conversation_pieces, encode_pieces
 
+    check_utf8_text(prompt, "the prompt")
+    if system is not None:
+        check_utf8_text(system, "the system message")
     template = None if raw else run_template(run)
     model, tokenizer = run.model, run.tokenizer
     settings = sft_settings(run) or {}

@@ -221,6 +221,10 @@ def pretrain(config: PretrainConfig):
     session = TrainingSession(config, task="causal_lm")
     from klm import data as data_lib
     from klm.data.lm.model_inputs import lm_model_inputs, num_tokens
+    from klm.models.presets import check_preset_seq_len
+
+    if not config.init_from:  # before anything is written (a checkpoint's positions: once it is loaded)
+        check_preset_seq_len(config.preset, config.seq_len)
 
     with session:
         session.open(IDENTITY_FIELDS)
@@ -333,10 +337,16 @@ def pretrain(config: PretrainConfig):
 
 
 def load_checkpoint_for(spec, config):
-    """`klm.pretrained.load_checkpoint` with the run's precision (`bfloat16` loads bf16 weights)."""
-    from klm.pretrained import load_checkpoint
+    """`klm.pretrained.load_checkpoint` with the run's precision (`bfloat16` loads bf16 weights).
 
-    return load_checkpoint(spec, dtype="bfloat16" if config.precision == "bfloat16" else None)
+    Raises `ConfigError` when `config.seq_len` exceeds the checkpoint's positions.
+    """
+    from klm.pretrained import load_checkpoint
+    from klm.pretrained.checkpoint import check_backbone_seq_len
+
+    checkpoint = load_checkpoint(spec, dtype="bfloat16" if config.precision == "bfloat16" else None)
+    check_backbone_seq_len(checkpoint.backbone, config.seq_len, spec)
+    return checkpoint
 
 
 def checkpoint_corpus(config, checkpoint):

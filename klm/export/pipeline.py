@@ -9,11 +9,11 @@ reference outputs, and only then renames the temporary folder to
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 from klm import runs
 from klm.errors import ConfigError, RunDirError
+from klm.export.cleanup import make_owned_dir, owned_name, stop_on_signals, sweep_stale
 from klm.export.config import (
     DEFAULT_VERIFY_PROMPTS,
     DEFAULT_VERIFY_TEXTS,
@@ -26,11 +26,37 @@ from klm.export.config import (
     tokenizer_metadata,
 )
 from klm.export.verify import compare_with_reference, verification_calls
-from klm.export.worker import call_in_tensorflow_only_process, run_build_worker
+from klm.export.worker import TF_ONLY_PREFIX, call_in_tensorflow_only_process, run_build_worker
+
+# The build worker's scratch folder in $TMPDIR (named with the export's pid: see klm.export.cleanup).
+SCRATCH_PREFIX = "klm-export-"
+
+
+def _pretrained_spec(run_dir):
+    """The checkpoint name when RUN is a pretrained checkpoint (not a klm run folder), else `None`."""
+    from klm.pretrained.resolve import CheckpointError, classify
+
+    try:
+        kind = classify(run_dir)
+    except CheckpointError:
+        return None  # not a checkpoint name either: the run folder checks below say what is wrong
+    if kind == "klm_run":
+        return None
+    return os.path.abspath(run_dir) if kind in ("hf_dir", "keras_hub_dir") else os.fspath(run_dir)
 
 
 def _check_run(config):
-    """Reads what the export needs from the run folder; raises `RunDirError`."""
+    """Reads what the export needs from the run folder; raises `RunDirError`.
+
+    RUN may also be a pretrained causal LM (a Transformers or keras-hub
+    folder, `hf://`, a keras-hub preset): it is exported as it is, with its
+    own tokenizer, like a run started from it.
+    """
+    spec = _pretrained_spec(config.run_dir)
+    if spec is not None:
+        # Its keras-hub tokenizer runs tensorflow-text ops (check_portable says so for --portable).
+        metadata = {"class_name": "the checkpoint's keras-hub tokenizer", "registered_name": "keras_hub"}
+        return {"task": "causal_lm", "export_checkpoint": spec}, spec, metadata, None
     run_dir = Path(config.run_dir)
     run_config = runs.read_run_config(run_dir)
     if not (run_dir / runs.SUMMARY_FILE).exists():
@@ -90,17 +116,29 @@ def export_run(config):
     texts = list(config.verify_texts or DEFAULT_VERIFY_TEXTS)
     prompts = list(config.verify_prompts or DEFAULT_VERIFY_PROMPTS)
 
+    with stop_on_signals():
+        return _export(config, run_config, checkpoint, metadata, labels, out_dir, version, task, texts, prompts)
+
+
+def _export(config, run_config, checkpoint, metadata, labels, out_dir, version, task, texts, prompts):
+    """`export_run` once the run and OUT are checked (inside `stop_on_signals`: SIGTERM cleans up too)."""
     created = []
     for parent in reversed([out_dir, *out_dir.parents]):
         if not parent.exists():
             created.append(parent)
     out_dir.mkdir(parents=True, exist_ok=True)
-    temp = out_dir / f"{TEMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
-    scratch = tempfile.mkdtemp(prefix="klm-export-")
+    # Folders a killed export left (named with its pid; klm's names only).
+    sweep_stale(out_dir, TEMP_PREFIX)
+    for prefix in (SCRATCH_PREFIX, TF_ONLY_PREFIX):
+        sweep_stale(tempfile.gettempdir(), prefix)
+    temp = out_dir / owned_name(TEMP_PREFIX)
+    scratch = None
     try:
+        scratch = make_owned_dir(SCRATCH_PREFIX)
         build = run_build_worker(
             {
                 "run_dir": str(Path(config.run_dir).resolve()),
+                "pretrained": run_config.get("export_checkpoint"),
                 "checkpoint": config.checkpoint,
                 "path": str(temp.resolve()),
                 "texts": texts,
@@ -134,14 +172,15 @@ def export_run(config):
                 break
         raise
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return {
         "path": str(final),
         "version": version,
         "out_dir": str(out_dir),
         "run_dir": str(config.run_dir),
         "task": task,
-        "tokenizer": tokenizer_kind(metadata),
+        "tokenizer": build.get("tokenizer") or tokenizer_kind(metadata),
         "checkpoint": Path(checkpoint).name,
         "portable": config.portable,
         "backend": config.backend,

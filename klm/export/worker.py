@@ -16,12 +16,15 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from klm import runs
 from klm.errors import KlmError
+from klm.export.cleanup import owned_temp_dir, run_child
 from klm.export.config import BLOCKED_MODULES, ExportError
+
+# Scratch folders in $TMPDIR of the TensorFlow-only check (`owned_name`, swept by the next export).
+TF_ONLY_PREFIX = "klm-tf-only-"
 
 # A real script file, run by path (see its docstring).
 TF_ONLY_CHECK_SCRIPT = Path(__file__).resolve().with_name("tf_only_check.py")
@@ -42,8 +45,9 @@ def _tail(text, lines=25):
 
 
 def _run_subprocess(args, what, timeout_s, env=None):
+    # The child is stopped on any exception (a timeout, SIGTERM of the export: klm.export.cleanup).
     try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, env=env)
+        proc = run_child(args, timeout_s=timeout_s, env=env)
     except subprocess.TimeoutExpired:
         raise ExportError(f"{what} did not finish within {timeout_s} s. Received: timeout_s={timeout_s}") from None
     return proc
@@ -100,7 +104,7 @@ def call_in_tensorflow_only_process(saved_model_dir, calls=(), load_text_ops=Tru
     Raises:
         ExportError: the process failed (unknown ops, a signature raised...).
     """
-    with tempfile.TemporaryDirectory(prefix="klm-tf-only-") as scratch:
+    with owned_temp_dir(TF_ONLY_PREFIX) as scratch:
         request = Path(scratch) / "request.json"
         result = Path(scratch) / "result.json"
         request.write_text(
@@ -138,14 +142,39 @@ def build_worker(request):
     from klm.export.reference import keras_reference
 
     backend_lib.use_backend("tensorflow")
-    run = runs.load_run(request["run_dir"], which=request["checkpoint"])
+    if request.get("pretrained"):
+        run = pretrained_as_run(request["pretrained"])
+    else:
+        run = runs.load_run(request["run_dir"], which=request["checkpoint"])
     archive = build_export_archive(run)
     archive.write_out(request["path"], verbose=False)
-    result = {"num_parameters": int(run.model.count_params())}
+    result = {"num_parameters": int(run.model.count_params()), "tokenizer": type(run.tokenizer).__name__}
     if request.get("reference"):
         result["reference"] = keras_reference(run, request["texts"], request["prompts"], request["max_new_tokens"])
     with open(request["result"], "w") as f:
         json.dump(result, f)
+
+
+def pretrained_as_run(spec, max_seq_len=1024):
+    """A pretrained causal LM (`klm.pretrained.load_checkpoint(spec)`) as the `runs.Run` an export reads.
+
+    Exported like a run started from it: the checkpoint's tokenizer and start
+    token, no template, texts scored up to the model's context (at most
+    `max_seq_len` tokens, as `klm evaluate` cuts its windows).
+    """
+    from klm.pretrained import load_checkpoint
+    from klm.pretrained.checkpoint import backbone_max_positions
+
+    checkpoint = load_checkpoint(spec)
+    model = checkpoint.causal_lm
+    model.preprocessor = None  # the graph feeds token ids, as for a run's model
+    limit = backbone_max_positions(checkpoint.backbone)
+    config = {
+        "task": "causal_lm",
+        "seq_len": min(limit or max_seq_len, max_seq_len),
+        "pretrained": dict(checkpoint.source, add_start_token=checkpoint.start_token_id is not None),
+    }
+    return runs.Run(Path(checkpoint.path or spec), config, "causal_lm", model, checkpoint.tokenizer)
 
 
 def worker_main(argv):

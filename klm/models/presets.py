@@ -98,3 +98,43 @@ def backbone_from_preset(name, vocabulary_size, **overrides):
     from klm.models.klm_backbone import KlmBackbone
 
     return KlmBackbone(**preset_config(name, vocabulary_size, **overrides))
+
+
+def max_positions(name):
+    """The most positions preset `name` can encode (`max_sequence_length` of learned positions), or `None`.
+
+    Sinusoidal and rotary positions have no table, so they have no limit.
+    """
+    if name not in PRESETS:
+        return None
+    preset = PRESETS[name]
+    return preset["max_sequence_length"] if preset["position_encoding"] == "learned" else None
+
+
+def check_seq_len(seq_len, limit, what, flag="--seq-len"):
+    """Raises `ConfigError` when `seq_len` tokens do not fit `limit` positions (`None`: no limit).
+
+    Args:
+        seq_len: the sequence length asked for.
+        limit: the model's positions, or `None`.
+        what: whose positions they are, for the message ("the tiny preset's learned positions").
+        flag: the flag that set `seq_len`.
+    """
+    from klm.errors import ConfigError
+
+    if limit is not None and seq_len is not None and int(seq_len) > int(limit):
+        raise ConfigError(
+            f"Expected {flag} <= {limit} ({what}): longer sequences have no position to encode. Lower {flag}. "
+            f"Received: {flag}={seq_len}"
+        )
+
+
+def check_preset_seq_len(name, seq_len, flag="--seq-len"):
+    """`ConfigError` when preset `name` cannot encode `seq_len` positions (the `tiny` preset has 256).
+
+    Example:
+    ```python
+    check_preset_seq_len("tiny", 512)  # ConfigError: Expected --seq-len <= 256 (the tiny preset's ...)
+    ```
+    """
+    check_seq_len(seq_len, max_positions(name), f"the {name} preset's learned positions", flag)

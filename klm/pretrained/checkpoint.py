@@ -239,6 +239,28 @@ def load_backbone(spec, dtype=None, which="best", load_weights=True):
     return backbone, source
 
 
+def backbone_max_positions(backbone):
+    """The most positions `backbone` can encode, or `None` when it has no position table.
+
+    klm's backbones with learned positions and keras-hub's (GPT-2: its
+    `n_positions`) have a `max_sequence_length`; rotary and sinusoidal
+    positions have no table, hence no hard limit.
+    """
+    from klm.models import KlmBackbone
+
+    if isinstance(backbone, KlmBackbone) and backbone.position_encoding != "learned":
+        return None
+    limit = getattr(backbone, "max_sequence_length", None)
+    return int(limit) if isinstance(limit, int) else None
+
+
+def check_backbone_seq_len(backbone, seq_len, spec, flag="--seq-len"):
+    """`ConfigError` when `seq_len` exceeds the positions of the checkpoint `spec`'s `backbone`."""
+    from klm.models.presets import check_seq_len
+
+    check_seq_len(seq_len, backbone_max_positions(backbone), f"the max positions of {spec}", flag)
+
+
 def causal_lm_class(backbone, spec=None):
     """The keras-hub `CausalLM` class for `backbone` (`KlmCausalLM` for a `KlmBackbone`).
 

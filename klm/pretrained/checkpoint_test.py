@@ -145,3 +145,56 @@ def test_classifier_run_asked_to_generate_or_export_hf(tmp_path):
     result = CliRunner().invoke(main, ["export", run, str(tmp_path / "out"), "--format", "hf"])
     assert result.exit_code == 2 and "classifier" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def _sharded(tmp_path, shard_name):
+    """A copy of the GPT-2 folder whose index maps every weight to `shard_name`; the weights moved to other/."""
+    from klm.pretrained import testing
+    from klm.pretrained.weight_files import weight_names
+
+    folder = testing.copy_checkpoint(_gpt2_dir(), tmp_path / "ckpt")
+    names = weight_names(folder)
+    (tmp_path / "other").mkdir()
+    os.replace(os.path.join(folder, "model.safetensors"), tmp_path / "other" / "model.safetensors")
+    index = {"metadata": {}, "weight_map": {name: shard_name for name in names}}
+    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+        json.dump(index, f)
+    return folder
+
+
+@pytest.mark.parametrize("shard", ["../other/model.safetensors", "ABSOLUTE", "link.safetensors"])
+def test_shard_index_paths_that_leave_the_folder_are_refused(tmp_path, shard):
+    target = str(tmp_path / "other" / "model.safetensors")
+    folder = _sharded(tmp_path, target if shard == "ABSOLUTE" else shard)
+    if shard == "link.safetensors":
+        os.symlink(target, os.path.join(folder, shard))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(folder)
+    message = str(info.value)
+    assert "model.safetensors.index.json" in message and "inside the checkpoint folder" in message
+    assert repr(target if shard == "ABSOLUTE" else shard) in message
+
+
+def test_hugging_face_cache_snapshot_links_are_followed(tmp_path):
+    """A snapshot folder of the Hugging Face cache links its files to ../../blobs: that is not an escape."""
+    from klm.pretrained import testing
+
+    repo = tmp_path / "models--org--tiny"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    plain = testing.copy_checkpoint(_gpt2_dir(), tmp_path / "plain")
+    for name in os.listdir(plain):
+        blob = repo / "blobs" / f"blob-{name}"
+        os.replace(os.path.join(plain, name), blob)
+        os.symlink(os.path.join("..", "..", "blobs", blob.name), snapshot / name)
+    resolve.check_shard_index(snapshot)  # no index: nothing to check
+    from klm.pretrained.weight_files import weight_names
+
+    names = weight_names(snapshot)
+    os.replace(os.path.realpath(snapshot / "model.safetensors"), repo / "blobs" / "blob-shard")
+    os.remove(snapshot / "model.safetensors")
+    os.symlink(os.path.join("..", "..", "blobs", "blob-shard"), snapshot / "model-00001-of-00001.safetensors")
+    with open(snapshot / "model.safetensors.index.json", "w") as f:
+        json.dump({"weight_map": {name: "model-00001-of-00001.safetensors" for name in names}}, f)
+    assert load_checkpoint(snapshot).source["model_type"] == "gpt2"

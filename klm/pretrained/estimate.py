@@ -268,6 +268,9 @@ def estimate_checkpoint(config, num_classes=2, measure_steps=0, warmup_steps=2, 
     dtype = "bfloat16" if config.precision == "bfloat16" else None  # as klm.train._load_checkpoint
 
     model, source, lora = _build_checkpoint_model(config, spec, task, num_classes, dtype, shapes_only=True)
+    from klm.pretrained.checkpoint import check_backbone_seq_len
+
+    check_backbone_seq_len(model.backbone, config.seq_len, spec)
     counts = parameter_counts(model)
     backbone_total = parameter_counts(model.backbone)["total"] - (lora["lora"] if lora else 0)
     lora_params = lora["lora"] if lora else 0

@@ -19,7 +19,6 @@ equivalent.
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -28,13 +27,15 @@ import numpy as np
 from klm.errors import ConfigError
 
 TOLERANCE = 1e-4
+# The verification's scratch folder in $TMPDIR (named with the export's pid: see klm.export.cleanup).
+VERIFY_PREFIX = "klm-hf-verify-"
 VERIFY_SCRIPT = r"""
 import json, sys
 import numpy as np
 import torch
 import transformers
 
-folder, ids_path, out_path, text = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+folder, ids_path, out_path, text, messages = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
 model.eval()
 ids = torch.as_tensor(np.load(ids_path), dtype=torch.long)
@@ -43,9 +44,12 @@ with torch.no_grad():
 np.save(out_path, logits)
 tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
 text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+chat = None
+if messages != "null":
+    chat = tokenizer.apply_chat_template(json.loads(messages), tokenize=False)
 imported = sorted(m for m in ("keras", "keras_hub", "klm", "tensorflow", "jax") if m in sys.modules)
 print(json.dumps({"model_class": type(model).__name__, "tokenizer_class": type(tokenizer).__name__,
-                  "text_ids": text_ids, "imported": imported}))
+                  "text_ids": text_ids, "chat": chat, "imported": imported}))
 """
 SAMPLE_TEXT = "The history of language models, in 3 short sentences."
 
@@ -83,7 +87,7 @@ def _keras_hub_version():
     return keras_hub.__version__
 
 
-def _write(model, tokenizer, folder):
+def _write(model, tokenizer, folder, chat_template=None, special_tokens=None):
     from keras_hub.src.utils.transformers.export.hf_exporter import export_backbone, export_tokenizer
 
     export_backbone(model.backbone, folder, include_lm_head=True, tokenizer=tokenizer)
@@ -100,23 +104,60 @@ def _write(model, tokenizer, folder):
         config["pad_token_id"] = int(pad)
     with open(config_path, "w") as f:
         json.dump(config, f, indent=2)
+    if chat_template is not None:
+        _write_chat_template(folder, chat_template, special_tokens or {})
 
 
-def _verify(model, tokenizer, folder, timeout=600):
+def _write_chat_template(folder, chat_template, special_tokens):
+    """Puts the chat template where Transformers reads it: `chat_template` in `tokenizer_config.json`.
+
+    The special tokens the template uses (`eos_token`, ...) are added when the
+    exported tokenizer config lacks them, so Transformers renders it as klm does.
+    """
+    path = os.path.join(folder, "tokenizer_config.json")
+    config = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    config["chat_template"] = chat_template
+    for name, value in special_tokens.items():
+        config.setdefault(name, value)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, ensure_ascii=False)
+
+
+def _publishable(folder):
+    """Gives a `mkdtemp` folder (mode 0700) the permissions `mkdir` would: 0777 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+
+
+def _verify(model, tokenizer, folder, timeout=600, chat=None):
     import keras
 
     vocab = int(model.backbone.vocabulary_size)
     ids = np.random.default_rng(0).integers(0, vocab, size=(2, 16)).astype("int64")
-    with tempfile.TemporaryDirectory(prefix="klm-hf-verify-") as scratch:
+    from klm.export.cleanup import owned_temp_dir, run_child
+
+    with owned_temp_dir(VERIFY_PREFIX) as scratch:
         ids_path, out_path = os.path.join(scratch, "ids.npy"), os.path.join(scratch, "logits.npy")
         np.save(ids_path, ids)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KERAS_", "PYTHONPATH"))}
         env["HF_HUB_OFFLINE"] = "1"
-        process = subprocess.run(
-            [sys.executable, "-I", "-c", VERIFY_SCRIPT, os.path.abspath(folder), ids_path, out_path, SAMPLE_TEXT],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+        process = run_child(
+            [
+                sys.executable,
+                "-I",
+                "-c",
+                VERIFY_SCRIPT,
+                os.path.abspath(folder),
+                ids_path,
+                out_path,
+                SAMPLE_TEXT,
+                json.dumps(chat["messages"] if chat else None),
+            ],
+            timeout_s=timeout,
             env=env,
             cwd=scratch,
         )
@@ -135,12 +176,18 @@ def _verify(model, tokenizer, folder, timeout=600):
             f"The exported folder's logits differ from klm's (max abs diff {diff:.3g} > {tolerance:.3g}); "
             "nothing was written."
         )
+    rendered = report.pop("chat")
+    if chat is not None and rendered != chat["expected"]:
+        raise ConfigError(
+            "Transformers renders the exported chat template differently from klm (nothing was written): "
+            f"expected {chat['expected'][:200]!r}, got {str(rendered)[:200]!r}"
+        )
     ours_ids = np.asarray(tokenizer.tokenize(SAMPLE_TEXT)).reshape(-1).tolist()
     report.update(max_abs_diff=diff, tolerance=tolerance, tokenizer_ids_match=ours_ids == report.pop("text_ids"))
     return report
 
 
-def export_hf(model, tokenizer, out_dir, verify=True, source=None):
+def export_hf(model, tokenizer, out_dir, verify=True, source=None, chat_template=None):
     """Writes `model` + `tokenizer` as a Transformers folder `out_dir` (verified, then renamed into place).
 
     Args:
@@ -150,6 +197,11 @@ def export_hf(model, tokenizer, out_dir, verify=True, source=None):
         out_dir: the folder to create; it must not exist (or be empty).
         verify: load it with Transformers in a fresh process and compare logits.
         source: optional description of what was exported (kept in the result).
+        chat_template: optional `{"text", "note", "messages", "expected"}`:
+            the Jinja chat template to write into `tokenizer_config.json`
+            (`note` says where it came from, or why none was written when
+            `text` is `None`); verification checks that Transformers'
+            `apply_chat_template(messages)` gives `expected`.
 
     Returns:
         A dict: `path`, `files`, `verified`, `max_abs_diff`, `tolerance`,
@@ -165,14 +217,31 @@ def export_hf(model, tokenizer, out_dir, verify=True, source=None):
     out_dir = os.path.abspath(os.fspath(out_dir))
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
         raise ConfigError(f"Expected a new or empty output folder. Received: OUT={out_dir!r} (exists)")
+    from klm.export.cleanup import make_owned_dir, stop_on_signals, sweep_stale
+
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
+    # Folders a killed export left (named with its pid; klm's names only), then this export's own.
+    prefix = f".{os.path.basename(out_dir)}.klm-"
+    sweep_stale(parent, prefix, suffix=".tmp")
+    sweep_stale(tempfile.gettempdir(), VERIFY_PREFIX)
+    with stop_on_signals():
+        return _export_into(
+            model, tokenizer, out_dir, verify, source, chat_template, make_owned_dir(prefix, parent, ".tmp")
+        )
+
+
+def _export_into(model, tokenizer, out_dir, verify, source, chat_template, tmp):
+    """`export_hf` into the temporary folder `tmp`, renamed to `out_dir` once verified (removed on failure)."""
     try:
-        _write(model, tokenizer, tmp)
+        _publishable(tmp)
+        text = (chat_template or {}).get("text")
+        _write(model, tokenizer, tmp, chat_template=text, special_tokens=(chat_template or {}).get("special_tokens"))
         result = {"path": out_dir, "format": "hf", "source": source, "verified": False}
+        if chat_template is not None:
+            result["chat_template"] = chat_template["note"]
         if verify:
-            result.update(_verify(model, tokenizer, tmp), verified=True)
+            result.update(_verify(model, tokenizer, tmp, chat=chat_template if text else None), verified=True)
         result["files"] = sorted(os.listdir(tmp))
         if os.path.isdir(out_dir):
             os.rmdir(out_dir)
@@ -193,7 +262,48 @@ def export_checkpoint_hf(spec, out_dir, verify=True, which="best"):
             f"Cannot export to Hugging Face format: {spec} is a {checkpoint.task} run; --format hf exports causal "
             f"language models. Received: RUN={os.fspath(spec)!r}"
         )
-    return export_hf(checkpoint.model, checkpoint.tokenizer, out_dir, verify=verify, source=checkpoint.source)
+    return export_hf(
+        checkpoint.model,
+        checkpoint.tokenizer,
+        out_dir,
+        verify=verify,
+        source=checkpoint.source,
+        chat_template=_chat_template_of(checkpoint, spec),
+    )
+
+
+def _chat_template_of(checkpoint, spec):
+    """The chat template to export with `checkpoint` (see `export_hf`), or `None` when it has none."""
+    from klm.sft import jinja_export
+    from klm.sft.chat_template import ChatTemplate, checkpoint_chat_template
+    from klm.sft.prompt_template import template_from_dict
+
+    config = checkpoint.config
+    if config.get("finetune_task") == "sft":
+        template = template_from_dict(config["sft"]["template"])
+        end_id = config["sft"].get("end_token_id")
+        end_text = "" if end_id is None else str(checkpoint.tokenizer.id_to_token(int(end_id)))
+    else:
+        name = (config.get("pretrained") or {}).get("name") if checkpoint.run is not None else spec
+        try:
+            template = checkpoint_chat_template(name) if name and not str(name).startswith("hf://") else None
+        except ConfigError as e:
+            return {"text": None, "note": f"the checkpoint's chat template was not exported: {e}"}
+        if template is None:
+            return None
+        end_text = ""
+    text, note = jinja_export.jinja_for_template(template, end_text)
+    if text is None:
+        return {"text": None, "note": note}
+    special_tokens = {}
+    if isinstance(template, ChatTemplate):
+        special_tokens = template.special_tokens
+        messages = jinja_export.probe_messages(system=False)
+        expected = template.render(messages, add_generation_prompt=False)
+    else:
+        messages = jinja_export.probe_messages(system=True)
+        expected = jinja_export.klm_rendering(template, end_text, system=True)
+    return {"text": text, "note": note, "messages": messages, "expected": expected, "special_tokens": special_tokens}
 
 
 def format_result(result):
@@ -212,5 +322,7 @@ def format_result(result):
         )
     else:
         lines.append("Not verified (--no-verify).")
+    if result.get("chat_template"):
+        lines.append(f"Chat template: {result['chat_template']}")
     lines.append(f"Load it with: transformers.AutoModelForCausalLM.from_pretrained({result['path']!r})")
     return "\n".join(lines)

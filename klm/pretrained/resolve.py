@@ -28,6 +28,7 @@ import socket
 from pathlib import Path
 
 from klm.errors import RunDirError
+from klm.paths import contained_path, hugging_face_cache_blobs
 
 KINDS = ("klm_run", "keras_hub_preset", "kaggle", "hf", "keras_hub_dir", "hf_dir")
 DTYPES = ("float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16")
@@ -140,6 +141,10 @@ def check_hf_dir(path):
             f"{path} has no weights: expected model.safetensors or model.safetensors.index.json{found}. "
             f"Received: checkpoint={str(path)!r}"
         )
+    check_shard_index(path)
+    from klm.pretrained.weight_files import check_weight_files
+
+    check_weight_files(path, config)
     missing = [name for name in _tokenizer_files(model_type) if not (path / name).exists()]
     if missing:
         raise CheckpointError(
@@ -147,6 +152,44 @@ def check_hf_dir(path):
             f"reads. Copy them from the original checkpoint. Received: checkpoint={str(path)!r}"
         )
     return model_type
+
+
+def check_shard_index(path):
+    """Refuses a `model.safetensors.index.json` whose shards leave the folder `path`.
+
+    Every file its `weight_map` names must be inside `path` (no absolute
+    path, no `..`, no link resolving outside; links into the Hugging Face
+    cache's `blobs/`, as a cache snapshot folder holds, are fine).
+
+    Raises:
+        CheckpointError: naming the index file and the entry.
+    """
+    index_path = path / "model.safetensors.index.json"
+    if not index_path.exists():
+        return
+    index = read_json(index_path)
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(
+            f"Expected a 'weight_map' object (weight name -> shard file) in {index_path}. "
+            f"Received: {type(weight_map).__name__}"
+        )
+    blobs = hugging_face_cache_blobs(path)
+    for weight, shard in weight_map.items():
+        contained_path(
+            str(path),
+            shard,
+            str(index_path),
+            f"the shard of {weight!r}",
+            CheckpointError,
+            folder="checkpoint folder",
+            allowed_roots=[blobs] if blobs else (),
+        )
+        if not (path / shard).is_file():
+            raise CheckpointError(
+                f"{index_path} names the shard {shard!r} (for {weight!r}), which is missing from {path}. "
+                f"Received: checkpoint={str(path)!r}"
+            )
 
 
 def check_model_type(model_type, name, config):

@@ -13,14 +13,24 @@ the text up to the assistant's turn (`add_generation_prompt=True`) is
 prompt, the text the assistant's message adds is response. The template's
 end-of-turn text (its `eos_token`, e.g. `<|im_end|>`) is cut from the
 response, as klm appends the tokenizer's end-of-text token itself.
+
+A template is code from the checkpoint, so every render is bounded (see
+`klm.sft.template_sandbox`): loop iterations, `range()` sizes, `*`/`**`
+results, output length and wall-clock time. A template past a bound is
+refused (`ConfigError` naming its source), and `checkpoint_chat_template`
+renders a probe conversation first, so a template that would hang fails
+before training starts.
 """
 
 import json
 from pathlib import Path
 
 from klm.errors import ConfigError
+from klm.sft.template_sandbox import TemplateLimitError, limited_sandbox
 
 _SENTINEL = "\x00klm-prompt\x00"
+# The probe conversation a checkpoint's template must render before it is used.
+PROBE_TURNS = (("Hello, who are you?", "An assistant."), ("Reverse: a b c", "c b a"))
 
 
 class ChatTemplate:
@@ -52,14 +62,15 @@ class ChatTemplate:
         self.source = source
         self.special_tokens = {k: v for k, v in (special_tokens or {}).items() if isinstance(v, str)}
         try:
-            from jinja2.sandbox import ImmutableSandboxedEnvironment
+            import jinja2.sandbox  # noqa: F401 - the sandbox klm's limited one extends
         except ImportError:
             raise ConfigError(
                 f"The checkpoint ships a Jinja chat template ({source}); klm renders it only with jinja2's sandbox, "
                 "and jinja2 is not installed. Install it (pip install jinja2; it comes with torch), or pass "
                 "--template FILE with a klm template. Received: no jinja2"
             ) from None
-        environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        environment = limited_sandbox()
+        self._environment = environment
 
         def raise_exception(message):
             raise ValueError(message)
@@ -73,15 +84,39 @@ class ChatTemplate:
     def render(self, messages, add_generation_prompt):
         """The template's text for `messages` (`[{"role", "content"}]`)."""
         try:
-            return self._template.render(
-                messages=messages, add_generation_prompt=add_generation_prompt, **self.special_tokens
-            )
+            with self._environment.budget(sum(len(str(m.get("content") or "")) for m in messages)):
+                return "".join(
+                    self._environment.count_output(
+                        self._template.generate(
+                            messages=messages, add_generation_prompt=add_generation_prompt, **self.special_tokens
+                        )
+                    )
+                )
+        except TemplateLimitError as e:
+            raise ConfigError(
+                f"The {self._what()} exceeded klm's rendering limits: {e}. A chat template runs as "
+                "code from the checkpoint; klm stops one that could hang or exhaust memory. Pass --template FILE "
+                f"with a klm template instead. Received: a conversation of roles {[m['role'] for m in messages]}"
+            ) from None
         except Exception as e:  # noqa: BLE001 - sandbox violations, raise_exception(), undefined names
             raise ConfigError(
                 f"The chat template of {self.source} failed to render ({type(e).__name__}: {e}). Pass --template "
                 "FILE with a klm template instead. Received: a conversation of roles "
                 f"{[m['role'] for m in messages]}"
             ) from None
+
+    def _what(self):
+        source = str(self.source)
+        return source if source.startswith("chat template") else f"chat template of {source}"
+
+    def check(self):
+        """Renders a probe conversation (two user/assistant turns); `ConfigError` naming the source if it fails.
+
+        Called before a checkpoint's template is used, so that a template that
+        hangs, exhausts a limit or cannot split turns fails before training.
+        """
+        self.pieces(list(PROBE_TURNS))
+        return self
 
     def _split_end(self, text):
         """`(response, rest)`: the response without the end-of-turn text."""
@@ -153,7 +188,7 @@ def chat_template_from_config(config, source):
     if not isinstance(text, str) or not text.strip():
         return None
     special = {name: _token_text(config.get(name)) for name in ("bos_token", "eos_token", "unk_token", "pad_token")}
-    return ChatTemplate(text, source=source, special_tokens=special)
+    return ChatTemplate(text, source=source, special_tokens=special).check()
 
 
 def _find_file(spec, name):

@@ -68,3 +68,32 @@ def test_without_jinja2_it_refuses_clearly(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_jinja)
     with pytest.raises(ConfigError, match="jinja2 is not installed.*--template FILE"):
         ChatTemplate(CHATML)
+
+
+@pytest.mark.parametrize(
+    "source, reason",
+    [
+        ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "loop iterations"),
+        ("{% set r = range(3000)|list %}{% for i in r %}{% for j in r %}{% endfor %}{% endfor %}", "loop iterations"),
+        ("{{ range(10000000)|length }}", "range() of 10,000,000 items"),
+        ("{{ 'a' * 1000000000 }}", "a repetition of 1,000,000,000 items"),
+        ("{{ 2 ** 100000000 }}", "an exponent"),
+        ("{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}", "characters of output"),
+    ],
+)
+def test_templates_that_would_hang_or_exhaust_memory_are_refused(source, reason):
+    from klm.sft.chat_template import chat_template_from_config
+
+    with pytest.raises(ConfigError, match="exceeded klm's rendering limits") as info:
+        chat_template_from_config({"chat_template": source}, "chat template of ckpt (tokenizer_config.json)")
+    assert reason in str(info.value) and "The chat template of ckpt (tokenizer_config.json)" in str(info.value)
+
+
+def test_bounded_sandbox_renders_real_templates_as_before():
+    template = ChatTemplate(CHATML, special_tokens={"eos_token": "<|im_end|>"}).check()
+    looped = ChatTemplate(
+        "{% for m in messages %}{{ loop.index }}{% if loop.last %}.{% endif %}{{ m.content }}{% endfor %}"
+        "{{ range(3)|join(',') }}"
+    )
+    assert looped.render([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], False) == "1a2.b0,1,2"
+    assert template.prompt_text("hi").endswith("<|im_start|>assistant\n")

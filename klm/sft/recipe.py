@@ -140,6 +140,10 @@ def finetune_sft(config: SftConfig):
     from klm.training.session import optimizer_steps
 
     kind, source_config = _source_kind(config)
+    if kind == "none":  # before anything is written (a checkpoint's positions: once it is loaded)
+        from klm.models.presets import check_preset_seq_len
+
+        check_preset_seq_len(config.preset, config.seq_len)
     _identity(config, kind, source_config, session.resolved)
     with session:
         session.open(IDENTITY_FIELDS)
@@ -150,8 +154,10 @@ def finetune_sft(config: SftConfig):
         checkpoint = None
         if kind != "none":
             from klm.pretrained import load_checkpoint
+            from klm.pretrained.checkpoint import check_backbone_seq_len
 
             checkpoint = load_checkpoint(config.from_run)
+            check_backbone_seq_len(checkpoint.backbone, config.seq_len, config.from_run)
         template = resolve_template(config, checkpoint)
         start_token_id = None
         if kind == "none":

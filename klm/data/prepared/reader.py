@@ -13,26 +13,12 @@ from klm.data.prepared.manifest import FORMAT, FORMAT_VERSION, MANIFEST_FILE, re
 from klm.data.prepared.shards import PreparedSplit
 from klm.data.tokenizers.tokenizer_io import load_tokenizer
 from klm.errors import DataError
+from klm.paths import contained_path
 
 
 def _contained_path(directory, relative, manifest_path, what):
-    """`directory/relative`, refusing paths that leave `directory`."""
-    if not isinstance(relative, str) or not relative:
-        raise DataError(f"Expected a file name for {what} in {manifest_path}. Received: {relative!r}")
-    parts = relative.replace("\\", "/").split("/")
-    path = os.path.join(directory, relative)
-    real_directory = os.path.realpath(directory)
-    real_path = os.path.realpath(path)
-    if (
-        os.path.isabs(relative)
-        or ".." in parts
-        or not (real_path == real_directory or real_path.startswith(real_directory.rstrip(os.sep) + os.sep))
-    ):
-        raise DataError(
-            f"Expected {what} in {manifest_path} to name a file inside the prepared folder {directory}; a path "
-            f"that leaves it is refused (the manifest may have been edited or crafted). Received: {relative!r}"
-        )
-    return path
+    """`directory/relative`, refusing paths that leave `directory` (see `klm.paths.contained_path`)."""
+    return contained_path(directory, relative, manifest_path, what, DataError, folder="prepared folder")
 
 
 @dataclasses.dataclass
