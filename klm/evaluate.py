@@ -1,9 +1,12 @@
 """`evaluate_run`: perplexity of a language model, accuracy/F1 of a classifier."""
 
+import sys
+
 from klm import runs
 from klm.metrics import (
     classification_metrics,  # noqa: F401 - its old import path
     perplexity,
+    unknown_token_report,
 )
 
 
@@ -104,7 +107,8 @@ def evaluate_run(
             loss=loss,
             perplexity=perplexity(loss),
         )
-        return result
+        result.update(unknown_token_report(tokens, getattr(run.tokenizer, "unk_token_id", None), f"{data}"))
+        return _warn(result)
     result.update(_classifier_metrics(run, data, batch_size, text_field, label_field))
     return result
 
@@ -213,6 +217,13 @@ def _evaluate_pretrained(spec, data, backend, batch_size, text_field, label_fiel
             add_start_token=add_start_token,
         )
     )
+    return _warn(result)
+
+
+def _warn(result):
+    """Prints the result's `warnings` on stderr (they stay in the `--json` output too)."""
+    for warning in result.get("warnings", ()):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return result
 
 
@@ -247,6 +258,8 @@ def format_result(result):
             f"loss:       {result['loss']:.4f}",
             f"perplexity: {result['perplexity']:.2f}",
         ]
+        if "unknown_token_share" in result:
+            lines.append(f"<unk>:      {result['unknown_token_share']:.2%} of the tokens")
         return "\n".join(lines)
     lines += [
         f"examples:  {result['examples']:,}",

@@ -55,3 +55,48 @@ def classification_metrics(model, dataset, labels, multi_label):
         "confusion_matrix": confusion.tolist(),
         "labels": list(labels),
     }
+
+
+# Above this share of `<unk>` tokens a perplexity says little about the text:
+# the model is mostly predicting `<unk>`, which a tiny model learns quickly, so
+# an unreadable corpus (another language or script than the tokenizer was
+# trained on, or data that is not text) can even get a *good* perplexity.
+# Text in the tokenizer's own language and domain has a few percent `<unk>`
+# under a word vocabulary (rare words only); out-of-domain text stays well
+# below half. Half the tokens unknown means most of the text is invisible to
+# the model, whatever the tokenizer.
+UNKNOWN_SHARE_WARNING = 0.5
+
+
+def unknown_token_report(tokens, unk_token_id, what="the evaluated data"):
+    """The count and share of `<unk>` tokens in `tokens`, and a warning when the share is high.
+
+    Args:
+        tokens: 1-D token ids (any array-like).
+        unk_token_id: the tokenizer's unknown-token id, or `None` (a byte
+            tokenizer, byte-level BPE): then there is nothing to report.
+        what: how the warning names the data.
+
+    Returns:
+        `{}` without an unknown token; else a dict with `unknown_tokens`,
+        `unknown_token_share` (rounded to 4 places) and, when the share
+        exceeds `UNKNOWN_SHARE_WARNING`, `warnings`: a list with one message.
+
+    Example:
+
+    >>> unknown_token_report([1, 1, 1, 5], unk_token_id=1)["unknown_token_share"]
+    0.75
+    """
+    if unk_token_id is None:
+        return {}
+    tokens = np.asarray(tokens).reshape(-1)
+    unknown = int(np.count_nonzero(tokens == int(unk_token_id)))
+    share = unknown / len(tokens) if len(tokens) else 0.0
+    report = {"unknown_tokens": unknown, "unknown_token_share": round(share, 4)}
+    if share > UNKNOWN_SHARE_WARNING:
+        report["warnings"] = [
+            f"{share:.1%} of the tokens of {what} are <unk> ({unknown:,} of {len(tokens):,}): the tokenizer "
+            f"cannot read most of this text (another language or script, or not text), so the perplexity "
+            f"measures how well the model predicts <unk>, not the text."
+        ]
+    return report

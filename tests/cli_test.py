@@ -106,6 +106,15 @@ def test_pretrain_evaluate_generate_finetune_evaluate(tmp_path):
     assert result.exit_code == 0, result.output
     evaluation = json.loads(result.output)
     assert evaluation["perplexity"] == pytest.approx(summary["test_ppl"], rel=1e-3)
+    assert evaluation["unknown_token_share"] == 0.0 and "warnings" not in evaluation
+    # Issue 22, item 28: text the tokenizer cannot read (all <unk>) got a perplexity and no warning.
+    unreadable = tmp_path / "greek.txt"
+    unreadable.write_text("καλημέρα κόσμε τι κάνεις σήμερα\n" * 20, encoding="utf-8")
+    result = invoke(["evaluate", run, "--data", str(unreadable), "--json"])
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads(result.stdout)
+    assert evaluation["unknown_token_share"] > 0.8 and "are <unk>" in evaluation["warnings"][0]
+    assert "warning: " in result.stderr and "are <unk>" in result.stderr
 
     result = invoke(["generate", run, "--prompt", "the cat", "--max-new-tokens", "5", "--sampler", "greedy"])
     assert result.exit_code == 0, result.output

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from klm.cli.main import main
-from klm.sft.testing import prompt_blind_exact_match, reversal_examples, write_jsonl
+from klm.sft.testing import PII_FRAGMENTS, pii_records, prompt_blind_exact_match, reversal_examples, write_jsonl
 
 BACKEND = keras.backend.backend()
 SFT = [
@@ -225,6 +225,7 @@ def test_sft_resumes_and_continues_from_an_sft_run(tmp_path, data):
         ('{"prompt": "x", "response": ""}', "line 2"),
         ('{"messages": [{"role": "bot", "content": "x"}]}', "Unknown role"),
         ("not json", "Malformed JSON on line 2"),
+        ("[" * 100_000, "nested too deeply"),  # issue 22, item 10: RecursionError (exit 1) before
     ],
 )
 def test_sft_bad_data_fails_cleanly_and_writes_nothing(tmp_path, line, message):
@@ -235,6 +236,29 @@ def test_sft_bad_data_fails_cleanly_and_writes_nothing(tmp_path, line, message):
     assert result.exit_code == 2, result.output
     assert message in result.output and "bad.jsonl" in result.output
     assert not run.exists()
+
+
+def test_sft_scrub_privacy_keeps_secrets_out_of_the_run(tmp_path):
+    # Issue 22, item 6: an e-mail, a password, an AKIA key, a card and a phone number reached
+    # tokenizer/vocabulary.txt while config.json recorded scrub_privacy: true.
+    train = write_jsonl(tmp_path / "pii.jsonl", pii_records() * 3)
+    run = tmp_path / "run"
+    args = ["finetune", *SFT, "--train", train, "--run-dir", str(run), "--max-steps", "1", "--scrub-privacy"]
+    result = CliRunner().invoke(main, [*args, "--eval-generations", "0"])
+    assert result.exit_code == 0, result.output
+    vocabulary = (run / "tokenizer" / "vocabulary.txt").read_text(encoding="utf-8").lower()
+    assert "secret" in vocabulary and "email" in vocabulary
+    config = json.loads((run / "config.json").read_text())
+    assert config["scrub_privacy"] is True
+    cleaning = config["sft"]["data"]["cleaning"]
+    assert {kind: cleaning[f"privacy_{kind}"] for kind in ("email", "secret", "card", "phone")} == {
+        "email": 6,
+        "secret": 9,
+        "card": 6,
+        "phone": 6,
+    }
+    for fragment in PII_FRAGMENTS:
+        assert fragment not in vocabulary, fragment
 
 
 def test_sft_refused_examples_and_wrong_flags(tmp_path):

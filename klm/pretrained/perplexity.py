@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from klm.errors import ConfigError, DataError
-from klm.metrics import perplexity
+from klm.metrics import perplexity, unknown_token_report
 
 
 def _documents(data, text_field="text"):
@@ -204,4 +204,5 @@ def evaluate_checkpoint(checkpoint, data, seq_len=None, batch_size=None, text_fi
         "perplexity": perplexity(loss),
         "seq_len": seq_len,
         "convention": "hf-causal-lm: mean next-token NLL over windows of seq_len, no loss on each window's first token",
+        **unknown_token_report(tokens, getattr(checkpoint.tokenizer, "unk_token_id", None), str(data)),
     }

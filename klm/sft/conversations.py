@@ -28,9 +28,10 @@ imports no Keras.
 
 import csv
 import dataclasses
-import json
 from pathlib import Path
 
+from klm.data.text.raw_lines import iter_raw_lines
+from klm.data.text.sources import load_json_line
 from klm.errors import DataError
 
 ROLES = ("system", "user", "assistant")
@@ -165,6 +166,45 @@ def _chat(messages, path, line, source):
     return Conversation(turns, system=system, source=source, format="chat")
 
 
+def clean_conversations(conversations, cleaner):
+    """The conversations with every text (system message, prompts, responses) cleaned by `cleaner`.
+
+    SFT data goes through the same `TextCleaner` as pretraining text
+    (`--lowercase`, `--scrub-privacy`: e-mails, secrets, cards, phones become
+    placeholders), before a tokenizer is trained on it and before it is
+    encoded, so that nothing scrubbed reaches the vocabulary or the batches.
+
+    Args:
+        conversations: `Conversation`s (from `read_conversations`).
+        cleaner: a `klm.data.text.cleaner.TextCleaner`; its counts grow.
+
+    Returns:
+        A new list of `Conversation`s.
+
+    Raises:
+        DataError: a response that cleaning leaves empty (naming file and line).
+    """
+
+    def clean(text):
+        cleaned = cleaner.clean(text)
+        return "" if cleaned is None else cleaned
+
+    out = []
+    for conversation in conversations:
+        turns = []
+        for prompt, response in conversation.turns:
+            cleaned = clean(response)
+            if not cleaned.strip():
+                raise DataError(
+                    f"Expected a non-empty response on {conversation.source} after cleaning: an empty response "
+                    f"teaches nothing. Received: response={response[:80]!r}"
+                )
+            turns.append((clean(prompt), cleaned))
+        system = None if conversation.system is None else clean(conversation.system)
+        out.append(dataclasses.replace(conversation, turns=turns, system=system))
+    return out
+
+
 def read_conversations(path):
     """Reads an SFT data file into a list of `Conversation`s (see the module docstring).
 
@@ -198,55 +238,56 @@ def read_conversations(path):
     return conversations
 
 
+def _decode(raw, path, number):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"Invalid UTF-8 on {_where(path, number)}: {e}. Received: {raw[:60]!r}") from None
+
+
 def _read_jsonl(path):
     conversations = []
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"Invalid UTF-8 on {_where(path, number)}: {e}. Received: {raw[:60]!r}") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as e:
-                raise DataError(
-                    f"Malformed JSON on {_where(path, number)}: {e}. Received: {line.strip()[:80]!r}"
-                ) from None
-            conversations.append(conversation_from_record(record, path, number))
+    # Lines come from klm's one text reader: binary files refused, a leading byte-order mark dropped.
+    for raw, number in iter_raw_lines(path):
+        line = _decode(raw, path, number)
+        if not line.strip():
+            continue
+        record = load_json_line(line, path, number)
+        conversations.append(conversation_from_record(record, path, number))
     return conversations
 
 
 def _read_table(path, delimiter):
     conversations = []
+
+    def lines():
+        for raw, number in iter_raw_lines(path):
+            yield _decode(raw, path, number) + "\n"
+
+    reader = csv.DictReader(lines(), delimiter=delimiter)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter=delimiter)
-            columns = reader.fieldnames or []
-            if {"prompt", "response"} <= set(columns):
-                kind = "prompt_response"
-            elif {"instruction", "output"} <= set(columns):
-                kind = "alpaca"
-            else:
+        columns = reader.fieldnames or []
+        if {"prompt", "response"} <= set(columns):
+            kind = "prompt_response"
+        elif {"instruction", "output"} <= set(columns):
+            kind = "alpaca"
+        else:
+            raise DataError(
+                f"Expected a header line with prompt and response columns (or instruction, input, output) in "
+                f"{path}. Received: columns {columns}"
+            )
+        for row in reader:
+            number = reader.line_num
+            if None in row or any(value is None for value in row.values()):
                 raise DataError(
-                    f"Expected a header line with prompt and response columns (or instruction, input, output) in "
-                    f"{path}. Received: columns {columns}"
+                    f"Expected {len(columns)} columns on {_where(path, number)}. Received: {list(row.values())}"
                 )
-            for row in reader:
-                number = reader.line_num
-                if None in row or any(value is None for value in row.values()):
-                    raise DataError(
-                        f"Expected {len(columns)} columns on {_where(path, number)}. Received: {list(row.values())}"
-                    )
-                if not any((value or "").strip() for value in row.values()):
-                    continue
-                record = dict(row) if kind == "alpaca" else {"prompt": row["prompt"], "response": row["response"]}
-                if kind == "alpaca":
-                    record = {k: record[k] for k in ("instruction", "input", "output") if k in record}
-                conversations.append(conversation_from_record(record, path, number))
-    except UnicodeDecodeError as e:
-        raise DataError(f"Invalid UTF-8 in {path}: {e}") from None
+            if not any((value or "").strip() for value in row.values()):
+                continue
+            record = dict(row) if kind == "alpaca" else {"prompt": row["prompt"], "response": row["response"]}
+            if kind == "alpaca":
+                record = {k: record[k] for k in ("instruction", "input", "output") if k in record}
+            conversations.append(conversation_from_record(record, path, number))
     except csv.Error as e:
         raise DataError(f"Malformed {'TSV' if delimiter == chr(9) else 'CSV'} in {path}: {e}") from None
     return conversations

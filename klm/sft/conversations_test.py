@@ -105,3 +105,25 @@ def test_bad_files(tmp_path):
     (tmp_path / "b.jsonl").write_bytes(b'{"prompt": "\xff", "response": "y"}\n')
     with pytest.raises(DataError, match="Invalid UTF-8 on line 1"):
         read_conversations(tmp_path / "b.jsonl")
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("d.jsonl", '{"prompt": "reverse: a b", "response": "b a"}\n'),
+        ("d.csv", "prompt,response\nreverse: a b,b a\n"),
+        ("d.tsv", "prompt\tresponse\nreverse: a b\tb a\n"),
+    ],
+)
+def test_byte_order_mark_is_dropped(tmp_path, name, content):
+    # Issue 22, items 18-19: "Malformed JSON ... decode using utf-8-sig" and a missing 'prompt' column before.
+    path = tmp_path / name
+    path.write_text("\ufeff" + content, encoding="utf-8")
+    assert read_conversations(path)[0].turns == [("reverse: a b", "b a")]
+
+
+def test_deeply_nested_json_line_is_a_data_error(tmp_path):
+    # Issue 22, item 10: RecursionError before.
+    path = write(tmp_path / "d.jsonl", ['{"prompt": "a", "response": "b"}', "[" * 100_000])
+    with pytest.raises(DataError, match=r"Malformed JSON on line 2 of .*d\.jsonl \(.*nested too deeply"):
+        read_conversations(path)

@@ -9,12 +9,26 @@ unless `train_on_prompt`.
 """
 
 import dataclasses
+import re
 
 import numpy as np
 
 from klm.errors import DataError
 
 TRUNCATE = ("prompt", "refuse")
+
+# An example keeps at most `seq_len + 1` tokens, from its end, so only the end
+# of each piece (a prompt, a response) can ever be kept. A piece longer than
+# this many characters per kept token is cut to its end *before* it is
+# tokenized, so that memory stays bounded by `seq_len` however long an example
+# is (a 12 MB prompt took gigabytes to tokenize whole, only to be cut to
+# `seq_len` tokens). 64 characters per token is far above what tokenizers
+# average on text (about 6 for words, 4 for sentencepiece, 1 for bytes), so
+# the end that is kept still holds more than `seq_len + 1` tokens, and the
+# tokens of the example are those of the whole text: the first token of the
+# kept end, which a cut inside a word may change, is always truncated away.
+CHARACTERS_PER_TOKEN_BOUND = 64
+_WHITESPACE_AFTER_TEXT = re.compile(r"(?<=\S)\s")
 
 
 @dataclasses.dataclass
@@ -63,12 +77,45 @@ def conversation_pieces(template, conversations, next_prompts=None):
     return out
 
 
-def encode_pieces(pieces_list, tokenizer, end_token_id, start_token_id=None):
-    """`[(ids, response_mask)]` from the pieces of several conversations (one tokenizer call)."""
-    flat = [text for pieces in pieces_list for text, _ in pieces]
+def text_end(text, max_characters):
+    """`(end, cut)`: the last `max_characters` or so of `text`, and how many characters were cut off.
+
+    The cut moves forward to the next whitespace that follows a non-space
+    character, when there is one, so that the end starts with whole words
+    (and keeps the space that byte-level BPE tokenizers attach to a word).
+
+    Example:
+
+    >>> text_end("one two three four", 9)
+    (' four', 13)
+    """
+    if max_characters is None or len(text) <= max_characters:
+        return text, 0
+    start = len(text) - max_characters
+    match = _WHITESPACE_AFTER_TEXT.search(text, start)
+    if match is not None:
+        start = match.start()
+    return text[start:], start
+
+
+def encode_pieces(pieces_list, tokenizer, end_token_id, start_token_id=None, max_characters=None):
+    """`[(ids, response_mask)]` from the pieces of several conversations (one tokenizer call).
+
+    With `max_characters`, each piece longer than that is cut to its end
+    before tokenizing (see `text_end`); `encode_conversations` then gets
+    `[(ids, response_mask, cut)]`, `cut` a list of the characters cut off
+    each piece of the conversation.
+    """
+    flat, cuts = [], []
+    for pieces in pieces_list:
+        cuts.append([])
+        for text, _ in pieces:
+            text, cut = text_end(text, max_characters)
+            flat.append(text)
+            cuts[-1].append(cut)
     tokenized = iter(tokenize_texts(tokenizer, flat))
     encoded = []
-    for pieces in pieces_list:
+    for pieces, cut in zip(pieces_list, cuts):
         ids = [] if start_token_id is None else [int(start_token_id)]
         mask = [False] * len(ids)
         for _, is_response in pieces:
@@ -77,7 +124,8 @@ def encode_pieces(pieces_list, tokenizer, end_token_id, start_token_id=None):
                 piece = piece + [int(end_token_id)]
             ids += piece
             mask += [is_response] * len(piece)
-        encoded.append((np.asarray(ids, "int32"), np.asarray(mask, bool)))
+        arrays = (np.asarray(ids, "int32"), np.asarray(mask, bool))
+        encoded.append(arrays if max_characters is None else arrays + (cut,))
     return encoded
 
 
@@ -101,10 +149,17 @@ def encode_conversations(
         end_token_id: the end-of-text id (default: the tokenizer's).
         start_token_id: an id to put first, or `None`.
 
+    Memory stays bounded by `seq_len`: a piece longer than
+    `CHARACTERS_PER_TOKEN_BOUND * (seq_len + 1)` characters is cut to its
+    end before tokenizing (an example that long is truncated or refused in
+    any case; the tokens kept are the same).
+
     Returns:
         `(examples, report)`: a list of `EncodedExample` and a dict with
         `examples`, `tokens`, `response_tokens`, `truncated_examples`,
-        `truncated_tokens`, `longest` (tokens, before truncation).
+        `truncated_tokens`, `longest` (tokens, before truncation; both count
+        only the tokenized text) and `cut_characters` (characters cut off
+        before tokenizing).
 
     Raises:
         DataError: with `truncate="refuse"`, the examples that do not fit
@@ -118,8 +173,15 @@ def encode_conversations(
             "The tokenizer has no end-of-text token to end responses with. Received: a tokenizer "
             f"{type(tokenizer).__name__} without end_token_id"
         )
-    encoded = encode_pieces(conversation_pieces(template, conversations), tokenizer, end_token_id, start_token_id)
     capacity = seq_len + 1
+    pieces_list = conversation_pieces(template, conversations)
+    encoded = encode_pieces(
+        pieces_list,
+        tokenizer,
+        end_token_id,
+        start_token_id,
+        max_characters=CHARACTERS_PER_TOKEN_BOUND * capacity,
+    )
     keep_first = 0 if start_token_id is None else 1
     examples, too_long = [], []
     report = {
@@ -129,26 +191,30 @@ def encode_conversations(
         "truncated_examples": 0,
         "truncated_tokens": 0,
         "longest": 0,
+        "cut_characters": 0,
     }
-    for conversation, (ids, mask) in zip(conversations, encoded):
+    for conversation, pieces, (ids, mask, cut) in zip(conversations, pieces_list, encoded):
         report["longest"] = max(report["longest"], len(ids))
         removed = 0
-        if len(ids) > capacity:
+        if len(ids) > capacity or any(cut):
+            at_least = "at least " if any(cut) else ""
             if truncate == "refuse":
-                too_long.append((conversation.source, len(ids)))
+                too_long.append((conversation.source, f"{at_least}{len(ids)}"))
                 continue
-            removed = len(ids) - capacity
+            removed = max(0, len(ids) - capacity)
             last_response_start = _last_response_start(mask)
-            if last_response_start - removed <= keep_first:
+            last_response_cut = cut[max(i for i, (_, is_response) in enumerate(pieces) if is_response)]
+            if last_response_start - removed <= keep_first or last_response_cut:
                 raise DataError(
-                    f"The response on {conversation.source} is {len(ids) - last_response_start} tokens with its "
-                    f"end-of-text token, too long for --seq-len {seq_len} even without its prompt. Raise --seq-len "
-                    f"or shorten the response. Received: --seq-len={seq_len}"
+                    f"The response on {conversation.source} is {at_least}{len(ids) - last_response_start} tokens "
+                    f"with its end-of-text token, too long for --seq-len {seq_len} even without its prompt. Raise "
+                    f"--seq-len or shorten the response. Received: --seq-len={seq_len}"
                 )
             ids = np.concatenate([ids[:keep_first], ids[keep_first + removed :]])
             mask = np.concatenate([mask[:keep_first], mask[keep_first + removed :]])
             report["truncated_examples"] += 1
             report["truncated_tokens"] += removed
+            report["cut_characters"] += sum(cut)
         report["tokens"] += len(ids)
         report["response_tokens"] += int(mask.sum())
         examples.append(EncodedExample(ids, mask, conversation.source, removed))

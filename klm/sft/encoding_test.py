@@ -5,7 +5,7 @@ import pytest
 
 from klm.errors import DataError
 from klm.sft.conversations import Conversation, read_conversations
-from klm.sft.encoding import encode_conversations
+from klm.sft.encoding import CHARACTERS_PER_TOKEN_BOUND, conversation_pieces, encode_conversations, encode_pieces
 from klm.sft.prompt_template import PromptTemplate
 
 
@@ -47,6 +47,7 @@ def test_equivalent_formats_give_the_same_tokens_and_mask(tmp_path, tokenizer):
         "truncated_examples": 0,
         "truncated_tokens": 0,
         "longest": 10,
+        "cut_characters": 0,
     }
 
 
@@ -81,3 +82,40 @@ def test_start_token_comes_first_and_survives_truncation(tokenizer):
         [conversation], PromptTemplate(), tokenizer, seq_len=6, start_token_id=tokenizer.start_token_id
     )
     assert example.token_ids[0] == tokenizer.start_token_id and len(example.token_ids) == 7
+
+
+class SpyTokenizer:
+    """A tokenizer that records the longest text it was given."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.longest = 0
+
+    def tokenize(self, texts):
+        self.longest = max([self.longest] + [len(text) for text in texts])
+        return self.tokenizer.tokenize(texts)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_long_examples_are_cut_before_tokenizing_with_the_same_tokens(tokenizer):
+    # Issue 22, item 29: a 12 MB example was tokenized whole (gigabytes) before being cut to seq_len tokens.
+    words = np.random.default_rng(0).choice(list("abcdefgh"), 100_000)
+    prompt = " ".join(words)  # 200,000 characters
+    conversation = Conversation([(prompt, "h g")], system="sys", source="f.jsonl:3")
+    spy = SpyTokenizer(tokenizer)
+    (example,), report = encode_conversations([conversation], PromptTemplate(), spy, seq_len=8)
+    # The tokens are those of the whole text, truncated from the prompt's start.
+    pieces = conversation_pieces(PromptTemplate(), [conversation])
+    ((ids, mask),) = encode_pieces(pieces, tokenizer, tokenizer.end_token_id)
+    np.testing.assert_array_equal(example.token_ids, ids[-9:])
+    np.testing.assert_array_equal(example.response_mask, mask[-9:])
+    assert report["truncated_examples"] == 1 and report["cut_characters"] > 190_000
+    # A response too long to keep whole is refused, as before; so is any long example with --truncate refuse.
+    with pytest.raises(DataError, match="response on f.jsonl:4 is at least .* too long for --seq-len 8"):
+        encode_conversations([Conversation([("a", prompt)], source="f.jsonl:4")], PromptTemplate(), spy, seq_len=8)
+    with pytest.raises(DataError, match=r"1 example\(s\) do not fit --seq-len 8.*f.jsonl:3 \(at least"):
+        encode_conversations([conversation], PromptTemplate(), spy, seq_len=8, truncate="refuse")
+    # The tokenizer never saw more than a bounded slice of the text.
+    assert spy.longest <= CHARACTERS_PER_TOKEN_BOUND * 9

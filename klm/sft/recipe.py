@@ -34,10 +34,45 @@ IDENTITY_FIELDS = (
 )
 
 
-def _read(path):
-    from klm.sft.conversations import read_conversations
+def sft_cleaning(config):
+    """The `CleaningConfig` of `--lowercase` / `--strict` / `--scrub-privacy` for SFT data, or `None`: no cleaning.
 
-    return None if path is None else read_conversations(path)
+    The steps are pretraining's (`klm.data.text.cleaner.TextCleaner`), with
+    the default Unicode normalization and control-character removal, but
+    whitespace is kept: newlines in prompts and responses (code, lists, the
+    Alpaca `instruction + "\\n" + input`) are part of what the model learns.
+    No text is dropped (`min_length=0`): a conversation is kept or refused
+    whole. Without any of the flags the data is used as written (as before).
+    """
+    from klm.data.text.cleaning_config import CleaningConfig
+    from klm.train import cleaning_for
+
+    chosen = cleaning_for(config)
+    if not chosen:
+        return None
+    return CleaningConfig(collapse_whitespace=False, min_length=0, **chosen)
+
+
+def read_sft_data(config):
+    """`(train, valid, test, cleaning_report)`: the conversations of each file, cleaned as the flags ask.
+
+    `cleaning_report` is the `TextCleaner`'s counts (privacy replacements
+    per kind, ...), or `None` when no cleaning flag is set.
+    """
+    from klm.data.text.cleaner import TextCleaner
+    from klm.sft.conversations import clean_conversations, read_conversations
+
+    cleaning = sft_cleaning(config)
+    cleaner = None if cleaning is None else TextCleaner(cleaning)
+
+    def read(path):
+        if path is None:
+            return None
+        conversations = read_conversations(path)
+        return conversations if cleaner is None else clean_conversations(conversations, cleaner)
+
+    train, valid, test = read(config.train), read(config.valid), read(config.test)
+    return train, valid, test, None if cleaner is None else cleaner.report()
 
 
 def resolve_template(config, checkpoint=None):
@@ -133,7 +168,7 @@ def finetune_sft(config: SftConfig):
     ```
     """
     session = TrainingSession(config, task="causal_lm")
-    train, valid, test = _read(config.train), _read(config.valid), _read(config.test)
+    train, valid, test, cleaning_report = read_sft_data(config)
     from klm.sft import batching
     from klm.sft.encoding import encode_conversations
     from klm.train import build_optimizer_state, compile_causal_lm
@@ -192,6 +227,8 @@ def finetune_sft(config: SftConfig):
             )
 
         train_examples, report = encode(train)
+        if cleaning_report is not None:
+            report["cleaning"] = cleaning_report
         valid_examples = encode(valid)[0] if valid else None
         test_examples = encode(test)[0] if test else None
         if config.packing:

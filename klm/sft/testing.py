@@ -37,3 +37,31 @@ def write_jsonl(path, records):
         for record in records:
             f.write(json.dumps(record) + "\n")
     return str(path)
+
+
+# Personal data and secrets for the SFT privacy tests (issue 22, item 6: each reached the word vocabulary of
+# `klm finetune --task sft --scrub-privacy`), and distinctive fragments of them, lower-case.
+PII = {
+    "jane.doe@example.com": ("jane.doe", "example.com"),
+    "password=hunter2x": ("hunter2x",),
+    "AKIAIOSFODNN7EXAMPLE": ("akiaiosfodnn7example",),
+    "4111 1111 1111 1111": ("4111", "1111"),
+    "+44 20 7946 0958": ("7946", "0958"),
+}
+PII_FRAGMENTS = [fragment for fragments in PII.values() for fragment in fragments]
+
+
+def pii_records():
+    """Prompt/response, Alpaca and chat records (with a system message) that hold every item of `PII`."""
+    email, password, key, card, phone = PII
+    return [
+        {"prompt": f"my mail is {email}", "response": f"noted, {password} and key {key}"},
+        {"instruction": f"charge card {card}", "input": f"call {phone}", "output": "done"},
+        {
+            "messages": [
+                {"role": "system", "content": f"owner {email}"},
+                {"role": "user", "content": f"store {key}"},
+                {"role": "assistant", "content": f"stored, call {phone} or pay with {card}"},
+            ]
+        },
+    ]

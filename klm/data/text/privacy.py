@@ -55,7 +55,11 @@ _COMMON_TLDS = (
     "app|dev|ai|xyz|online|site|tech"
 )
 
-_SCHEME_URL = re.compile(r"(?<![\w.+-])(?:https?|ftps?|sftp|ssh|git|wss?|file)://" + _URL_TAIL, re.IGNORECASE)
+# Any `scheme://` (RFC 3986 scheme names), not only the web's: connection
+# strings such as `postgres://user:password@host:5432/db`, `mysql://`,
+# `mongodb+srv://`, `redis://` and `amqp://` carry credentials, and the whole
+# URL becomes `<url>` like `https://user:password@host/path` always did.
+_SCHEME_URL = re.compile(r"(?<![\w.+-])[A-Za-z][A-Za-z0-9+.-]{1,31}://" + _URL_TAIL, re.IGNORECASE)
 _EMAIL = re.compile(
     r"(?:(?<![\w.+-])mailto:)?(?<![\w.%+-])[\w.%+-]+@(?:" + _LABEL + r"\.)+[A-Za-z]{2,24}\b"
     r"(?:\?[^\s<>\"']*[^\s<>\"'.,;:!?)\]])?",
@@ -102,12 +106,19 @@ _SECRET_KEYS = (
     r"|client[_-]?secret|private[_-]?key|secret[_-]?key|signing[_-]?key|encryption[_-]?key|secret|token"
     r"|password|passwd|passphrase|pwd|pass|auth|credentials?|cookie"
 )
+# The value of a secret key is either quoted -- then it runs to the closing
+# quote, spaces included (`PASSWORD = "correct horse"`, `token: 'a b'`), on
+# one line and at most 256 characters -- or a run of characters without
+# spaces, quotes or separators (`pwd=abc`, `password = "unclosed`).
 _KEY_VALUE = re.compile(
     r"(?<![A-Za-z0-9])(?P<key>(?:[A-Za-z0-9]{1,24}[_-]){0,4}(?:" + _SECRET_KEYS + r"))"
-    r"(?P<sep>[\"']?\s*(?P<op>[:=]|=>)\s*[\"']?)"
-    r"(?P<value>[^\s\"'<>,;]+)",
+    r"(?P<sep>[\"']?\s*(?P<op>[:=]|=>)\s*)"
+    r"(?:(?P<quote>[\"'])(?P<quoted>(?:(?!(?P=quote))[^\n]){1,256})(?P=quote)"
+    r"|(?P<open>[\"']?)(?P<value>[^\s\"'<>,;]+))",
     re.IGNORECASE,
 )
+
+_NOT_SECRETS = ("none", "null", "true", "false", "required", "optional")
 
 _IPV4 = re.compile(r"(?<![\w.:])(?:\d{1,3}\.){3}\d{1,3}(?:/\d{1,2}|:\d{1,5})?(?![\w]|\.\d)")
 _IPV6 = re.compile(
@@ -231,14 +242,22 @@ def scrub(text, counts=None):
     text = _replace(_TOKEN_SHAPES, text, "secret", counts)
 
     def secret_value(match):
+        quote = match.group("quote")
+        if quote:
+            # A quoted value is a value, not prose: only empty-ish ones stay.
+            value = match.group("quoted").strip()
+            if not value or value.lower() in _NOT_SECRETS:
+                return match.group(0)
+            counts["secret"] += 1
+            return match.group("key") + match.group("sep") + quote + PLACEHOLDERS["secret"] + quote
         value = match.group("value")
         if match.group("op") != "=" and not re.search(r"[\d\W_]", value) and len(value) < 8:
             # `token: the`, `password: none` in prose; `pwd=abc` still counts.
             return match.group(0)
-        if len(value) < 3 or value.lower() in ("none", "null", "true", "false", "required", "optional"):
+        if len(value) < 3 or value.lower() in _NOT_SECRETS:
             return match.group(0)
         counts["secret"] += 1
-        return match.group("key") + match.group("sep") + PLACEHOLDERS["secret"]
+        return match.group("key") + match.group("sep") + match.group("open") + PLACEHOLDERS["secret"]
 
     text = _AUTH_SCHEME.sub(lambda m: _count_secret(m, counts), text)
     text = _KEY_VALUE.sub(secret_value, text)

@@ -28,6 +28,17 @@ POSITIVES = (
     ("Our app mysecretapp.io is live.", "url", ("mysecretapp",)),
     ("Use https://mallory:hunter22@db.hiddenhost.com/x to connect.", "url", ("mallory", "hunter22", "hiddenhost")),
     ("Docs live at docs.innerwiki.dev/page#section now.", "url", ("innerwiki",)),
+    # Credentials in URLs of any scheme: the whole URL goes, user and password included.
+    (
+        "The DSN postgres://admin:SuperSecret99@db.example.com:5432/prod is old.",
+        "url",
+        ("admin", "supersecret99", "db.example"),
+    ),
+    ("Use mysql://tester:pw77@dbhost for tests.", "url", ("tester", "pw77", "dbhost", "mysql")),
+    ("Open https://carol:tulip42@files.nookhost.com/share/x now.", "url", ("carol", "tulip42", "nookhost", "share")),
+    ("Cache redis://:s3cretpw@cache.lan:6379/0 warms.", "url", ("s3cretpw", "cache.lan")),
+    ("Mongo mongodb+srv://dbuser:Qw3rty@cluster0.mongodb.net/app runs.", "url", ("dbuser", "qw3rty", "cluster0")),
+    ("Driver jdbc:mysql://root:hunter3@10.0.0.1:3306/app loads.", "url", ("root:", "hunter3", "10.0.0.1")),
     ("Go to www.crumbleshop.co.uk today.", "url", ("crumbleshop",)),
     # IP addresses.
     ("The server 192.168.0.12 is down.", "ip", ("192.168.0.12", "168")),
@@ -69,6 +80,12 @@ POSITIVES = (
     ("Set api_key=abc123def456 in the file.", "secret", ("abc123def456",)),
     ("The token: qrs789xyz was leaked.", "secret", ("qrs789xyz",)),
     ('Use password = "hunter2!" there.', "secret", ("hunter2",)),
+    # Quoted secrets are scrubbed whole, spaces included.
+    ('Set PASSWORD = "correct horse" in prod.', "secret", ("correct", "horse")),
+    ("Set password = 'staple battery mule' there.", "secret", ("staple", "battery", "mule")),
+    ('Config token: "plum rabbit 42" loaded.', "secret", ("plum", "rabbit")),
+    ('Payload {"api_key": "live key 77"} sent.', "secret", ("live key",)),
+    ("YAML secret: 'two words' here.", "secret", ("two words",)),
     ("Key sk-proj-abcdefghijklmnop1234 leaked.", "secret", ("abcdefghijklmnop1234",)),
     (
         "Token ghp_abcdefghijklmnopqrstuvwxyz0123456789 leaked.",
@@ -155,4 +172,7 @@ NEGATIVES = (
     "Ports 80 and 443 are open.",
     "1 cup of sugar and 2.5 cups of flour.",
     "From 9am to 5pm.",
+    'He said "open sesame" twice.',
+    'Fill the "password" field, then the "token" one.',
+    'The password: "" is empty.',
 )

@@ -47,6 +47,17 @@ def test_issue_examples():
     assert scrub("api_key: abc123def and ghp_0123456789abcdefghijABCDEFGHIJ")[0] == "api_key: <secret> and <secret>"
 
 
+def test_quoted_secrets_and_url_credentials_are_scrubbed_whole():
+    # Issue 22, item 7: "<secret> horse" and "postgres://admin:<email>:5432/prod" before.
+    assert scrub('PASSWORD = "correct horse"')[0] == 'PASSWORD = "<secret>"'
+    assert scrub("password='correct horse'")[0] == "password='<secret>'"
+    assert scrub('{"token": "a b c", "user": "bob"}')[0] == '{"token": "<secret>", "user": "bob"}'
+    assert scrub("postgres://admin:SuperSecret99@db.example.com:5432/prod")[0] == "<url>"
+    assert scrub("mysql://user:pw@host and https://user:pw@host/path")[0] == "<url> and <url>"
+    # An unclosed quote still scrubs the value up to the first space, as before.
+    assert scrub('password = "hunter2 and more')[0] == 'password = "<secret> and more'
+
+
 def test_cards_need_the_luhn_check():
     assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
     assert scrub("ref 4111 1111 1111 1112 ok")[0] == "ref 4111 1111 1111 1112 ok"

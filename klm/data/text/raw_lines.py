@@ -6,8 +6,14 @@ has refused a file that looks binary (`binary_reason`). Lines are split on
 `b"\\n"` only (a trailing `b"\\r"` is dropped), so that a stray carriage
 return or Unicode line separator never splits a document, and decoding is
 left to the caller (see `TextCleaner.decode`).
+
+A UTF-8 byte-order mark at the start of a file (Excel and Notepad write one)
+is dropped here, for every reader of text input at once (`utf-8-sig`
+semantics), so that it never becomes part of a first CSV column name, a first
+label or a first JSON line. A BOM anywhere else is text, left to the cleaner.
 """
 
+import codecs
 import gzip
 import zlib
 
@@ -18,6 +24,31 @@ def _open_binary(path):
     if str(path).lower().endswith(".gz"):
         return gzip.open(path, "rb")
     return open(path, "rb")
+
+
+def drop_byte_order_mark(data):
+    """`data` (bytes or str, the start of a file) without a leading UTF-8 byte-order mark."""
+    if isinstance(data, str):
+        return data[1:] if data.startswith("\ufeff") else data
+    return data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data
+
+
+def read_text_file(path):
+    """The whole text of a small UTF-8 file (a template, a config), without a leading byte-order mark.
+
+    Raises:
+        DataError: when the file cannot be read or is not UTF-8, naming it.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        return drop_byte_order_mark(data).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"Expected a UTF-8 text file; invalid byte at offset {e.start}. Received: path={str(path)!r}"
+        ) from None
+    except OSError as e:
+        raise DataError(f"Cannot read the file: {e}. Received: path={str(path)!r}") from e
 
 
 # Binary detection looks at the first block of a file (after gzip
@@ -80,7 +111,8 @@ def iter_raw_lines(path):
     """Yields `(line_bytes, line_number)` for each line of a (gzip) file.
 
     Lines are split on `b"\\n"` only; the newline and a trailing `b"\\r"` are
-    removed. Line numbers start at 1. Binary files are refused first (see
+    removed, and so is a byte-order mark at the start of line 1. Line
+    numbers start at 1. Binary files are refused first (see
     `check_text_file`).
 
     Raises:
@@ -91,6 +123,8 @@ def iter_raw_lines(path):
     try:
         with _open_binary(path) as f:
             for number, line in enumerate(f, start=1):
+                if number == 1:
+                    line = drop_byte_order_mark(line)
                 if line.endswith(b"\n"):
                     line = line[:-1]
                 if line.endswith(b"\r"):
@@ -107,8 +141,9 @@ def iter_line_blocks(path, block_bytes=1 << 20, check_binary=True):
     included (a longer line makes a longer block); `block_lines(block)` splits
     it into the lines `iter_raw_lines` yields, and `first_line_number` is the
     1-based number of its first line. Binary files are refused first (see
-    `check_text_file`) unless `check_binary=False`. For handing large files to
-    worker processes block by block, without a Python loop over the lines.
+    `check_text_file`) unless `check_binary=False`. A byte-order mark at the
+    start of the file is dropped. For handing large files to worker
+    processes block by block, without a Python loop over the lines.
 
     Raises:
         DataError: as `iter_raw_lines`.
@@ -119,8 +154,12 @@ def iter_line_blocks(path, block_bytes=1 << 20, check_binary=True):
     try:
         with _open_binary(path) as f:
             pending = []
+            first = True
             while True:
                 data = f.read(block_bytes)
+                if first:
+                    data = drop_byte_order_mark(data)
+                    first = False
                 if not data:
                     break
                 cut = data.rfind(b"\n") + 1

@@ -19,3 +19,21 @@ def test_raw_lines_split_on_newline_only(tmp_path):
     with gzip.open(path, "wb") as f:
         f.write("one\r\ntwo\u2028still two\n\nlast".encode())
     assert list(iter_raw_lines(path)) == [(b"one", 1), ("two\u2028still two".encode(), 2), (b"", 3), (b"last", 4)]
+
+
+def test_a_leading_byte_order_mark_is_dropped(tmp_path):
+    # Issue 22, items 18, 19, 22: Excel and Notepad start UTF-8 files with a BOM.
+    from klm.data.text.raw_lines import block_lines, iter_line_blocks, read_text_file
+
+    text = "\ufefffirst\nsecond \ufeff kept\n"
+    plain = tmp_path / "a.txt"
+    plain.write_text(text, encoding="utf-8")
+    packed = tmp_path / "a.txt.gz"
+    with gzip.open(packed, "wb") as f:
+        f.write(text.encode())
+    for path in (plain, packed):
+        expected = [(b"first", 1), ("second \ufeff kept".encode(), 2)]  # only the file's first BOM goes
+        assert list(iter_raw_lines(path)) == expected
+        blocks = list(iter_line_blocks(path, block_bytes=4))
+        assert [line for _, block in blocks for line in block_lines(block)] == [line for line, _ in expected]
+    assert read_text_file(plain) == text[1:]

@@ -355,6 +355,29 @@ def _iter_jsonl(path, field, decode):
         yield value, number
 
 
+def load_json_line(line, path, number):
+    """Decodes one JSONL line, for every JSONL reader (text, classification and SFT data).
+
+    Returns:
+        The decoded JSON value.
+
+    Raises:
+        DataError: naming the file and line, for malformed JSON, and for
+            nesting too deep for the parser (`[[[[...` 100,000 deep raises
+            `RecursionError` inside `json`, which is bad input, not a crash).
+    """
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        reason = e.msg
+    except RecursionError:
+        reason = "arrays or objects nested too deeply to parse"
+    raise DataError(
+        f"Malformed JSON on line {number} of {path} ({reason}); expected one JSON object per line. "
+        f"Received: {line.strip()[:80]!r}"
+    )
+
+
 def parse_json_line(line, path, number, fields):
     """Parses one JSONL line and checks that it holds `fields`.
 
@@ -365,12 +388,7 @@ def parse_json_line(line, path, number, fields):
         DataError: naming the file and line, for malformed JSON, a value that
             is not an object, or a missing field.
     """
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise DataError(
-            f"Expected one JSON object per line in {path}, line {number} ({e.msg}). Received: {line[:80]!r}"
-        ) from None
+    record = load_json_line(line, path, number)
     if not isinstance(record, dict):
         raise DataError(
             f"Expected a JSON object on line {number} of {path}. Received: {type(record).__name__} {line[:80]!r}"

@@ -161,3 +161,33 @@ def test_binary_files_are_refused_naming_the_file(tmp_path):
         (tmp_path / name).write_bytes(path.read_bytes())
         with pytest.raises(DataError, match=name.replace(".", r"\.")):
             documents(tmp_path / name)
+
+
+def test_byte_order_mark_in_every_format(tmp_path):
+    # Issue 22, items 18-19: "decode using utf-8-sig" (JSONL), column '\ufefftext' not found (CSV).
+    bom = "\ufeff"
+    files = {
+        "a.txt": "hello world\n",
+        "a.jsonl": '{"text": "hello world"}\n',
+        "a.csv": "text,label\nhello world,1\n",
+        "a.tsv": "text\tlabel\nhello world\t1\n",
+        "a.html": "<p>hello world</p>\n",
+    }
+    for name, content in files.items():
+        path = tmp_path / name
+        path.write_text(bom + content, encoding="utf-8")
+        documents = [text for text, _ in iter_documents(str(path)) if text.strip()]
+        assert documents == ["hello world"], name
+    wikitext = tmp_path / "wikitext"
+    wikitext.mkdir()
+    for split in ("train", "valid"):
+        (wikitext / f"wiki.{split}.tokens").write_text(bom + " = Title = \n", encoding="utf-8")
+    assert [text for text, _ in iter_documents(str(wikitext / "wiki.train.tokens"))] == [" = Title = "]
+
+
+def test_deeply_nested_json_line_is_a_data_error(tmp_path):
+    # Issue 22, item 10: RecursionError (a traceback, exit 1) before.
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"text": "fine"}\n' + "[" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"Malformed JSON on line 2 of .*deep\.jsonl \(.*nested too deeply"):
+        list(iter_documents(str(path)))
