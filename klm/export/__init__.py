@@ -68,6 +68,13 @@ Modules (one concern each):
 - `core_ops`: tracing without XLA-only ops (the one private-Keras workaround).
 - `reference`: the Keras model's outputs the check compares with.
 - `verify`: the check's calls and comparison.
+
+The other formats (`klm export --format hf|onnx|litert|gguf`) go through
+`formats.export_to`, the dispatch by format: `onnx_format`,
+`litert_format`, `gguf_format` (+ `gguf_tensors`), and
+`klm.pretrained.hf_export`; `publish` (temporary folder -> OUT, optional
+runtimes, the isolated check), `tokenizer_files` and the standalone check
+script `runtime_check.py` are theirs.
 """
 
 from klm.export.archive import build_export_archive, tokenizer_resources

@@ -1,0 +1,121 @@
+"""`export_to(format, SOURCE, OUT)`: one entry point for every `klm export --format`, a dispatch by format.
+
+| format     | module                         | what OUT holds                                 | checked in|
+|---|---|---|---|
+| savedmodel | `klm.export.pipeline`          | `OUT/<version>/saved_model.pb` (TF Serving)    | TensorFlow only|
+| hf         | `klm.pretrained.hf_export`     | `config.json`, `model.safetensors`, tokenizer  | transformers + torch|
+| onnx       | `klm.export.onnx_format`       | `model.onnx`, `tokenizer.json`                 | ONNX Runtime only|
+| litert     | `klm.export.litert_format`     | `model.tflite`, `tokenizer.json`               | ai-edge-litert only|
+| gguf       | `klm.export.gguf_format`       | `model.gguf` (tokenizer and template inside)   | llama-cpp-python only|
+
+`savedmodel` takes klm run folders; the others take any checkpoint name
+(`klm.pretrained.load_checkpoint`: a klm run, a keras-hub preset,
+`hf://ORG/NAME`, a local Transformers or keras-hub folder). OUT is refused
+when it exists (a file, or a folder with anything in it) before anything is
+loaded, and so is a missing optional package (`pip install klm[onnx]`,
+`klm[litert]`, `klm[gguf]`).
+"""
+
+from klm.errors import ConfigError
+
+FORMATS = ("savedmodel", "hf", "onnx", "litert", "gguf")
+
+
+def export_to(
+    export_format,
+    source,
+    out_dir,
+    checkpoint="best",
+    verify=True,
+    version=None,
+    portable=False,
+    max_new_tokens=8,
+    gguf_type=None,
+    sequence_length=None,
+    backend=None,
+):
+    """Exports `source` to `out_dir` in `export_format`; returns the format's result dict (with `format`).
+
+    Args:
+        export_format: one of `FORMATS`.
+        source: a klm run folder (every format) or, except for
+            `savedmodel`, any checkpoint name `load_checkpoint` takes.
+        out_dir: the output folder (`savedmodel`: the model base path that
+            gets a new version; others: a new folder).
+        checkpoint: `"best"` or `"last"` (klm runs).
+        verify: check the export in its own runtime before publishing it.
+        version, portable: `savedmodel` only.
+        max_new_tokens: greedy tokens compared by the `savedmodel` and
+            `gguf` checks.
+        gguf_type: `gguf` only: `"f32"`, `"f16"`, `"q8_0"` or `None`.
+        sequence_length: `litert` only: the fixed sequence length.
+        backend: the Keras backend (recorded).
+
+    Example:
+
+    ```python
+    export_to("onnx", "runs/lm", "out/lm-onnx")
+    export_to("gguf", "hf://HuggingFaceTB/SmolLM2-135M", "out/smollm", gguf_type="q8_0")
+    ```
+    """
+    if export_format not in FORMATS:
+        raise ConfigError(f"Expected --format in {', '.join(FORMATS)}. Received: --format={export_format!r}")
+    if export_format != "savedmodel" and (version is not None or portable):
+        raise ConfigError(
+            f"--version and --portable apply to --format savedmodel only. Received: --format={export_format}"
+        )
+    if gguf_type is not None and export_format != "gguf":
+        raise ConfigError(f"--gguf-type applies to --format gguf only. Received: --format={export_format}")
+    if sequence_length is not None and export_format != "litert":
+        raise ConfigError(
+            f"--litert-sequence-length applies to --format litert only. Received: --format={export_format}"
+        )
+    if export_format == "savedmodel":
+        from klm.export.config import ExportConfig
+        from klm.export.pipeline import export_run
+
+        config = ExportConfig(
+            run_dir=source,
+            out_dir=out_dir,
+            version=version,
+            portable=portable,
+            checkpoint=checkpoint,
+            verify=verify,
+            verify_max_new_tokens=max_new_tokens,
+            backend=backend,
+        )
+        return dict(export_run(config), format="savedmodel")
+    if export_format == "hf":
+        from klm.pretrained.hf_export import export_checkpoint_hf
+
+        return export_checkpoint_hf(source, out_dir, verify=verify, which=checkpoint)
+
+    from klm.export.publish import check_new_output, require_runtime
+
+    check_new_output(out_dir)
+    if export_format == "onnx":
+        require_runtime("onnx", "onnx", "Exporting to ONNX")
+        require_runtime("onnxruntime", "onnx", "Checking the ONNX export")
+    elif export_format == "litert":
+        require_runtime("ai_edge_litert", "litert", "Checking the LiteRT export")
+    else:
+        require_runtime("gguf", "gguf", "Writing GGUF")
+        if verify:
+            require_runtime("llama_cpp", "gguf", "Checking the GGUF export (llama-cpp-python)")
+    from klm.pretrained.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(source, which=checkpoint)
+    if export_format == "onnx":
+        from klm.export.onnx_format import export_onnx
+
+        result = export_onnx(loaded, out_dir, verify=verify)
+    elif export_format == "litert":
+        from klm.export.litert_format import export_litert
+
+        result = export_litert(loaded, out_dir, verify=verify, sequence_length=sequence_length)
+    else:
+        from klm.export.gguf_format import export_gguf
+
+        result = export_gguf(loaded, out_dir, gguf_type=gguf_type, verify=verify, max_new_tokens=max_new_tokens)
+    result["source"] = loaded.source
+    return result
