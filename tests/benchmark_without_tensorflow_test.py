@@ -61,11 +61,21 @@ def test_gpu_check_runs_its_rows_without_tensorflow(no_tensorflow_env, tmp_path)
     out = tmp_path / "gpu.json"
     plan = f"seed:pytorch,base:{BACKEND},base-attn:{BACKEND}"
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "gpu_check.py"), "--tiny", "--plan", plan, "--out", str(out)],
+        [
+            sys.executable,
+            str(BENCHMARKS / "gpu_check.py"),
+            "--tiny",
+            "--plan",
+            plan,
+            "--out",
+            str(out),
+            "--row-timeout",
+            "500",
+        ],
         env=no_tensorflow_env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1500,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = {(r["config"], r["kind"]): r for r in json.loads(out.read_text())["rows"]}

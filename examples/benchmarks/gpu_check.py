@@ -24,8 +24,8 @@ Rows (`--plan CONFIG:KIND,...`; KIND = pytorch, pytorch-compiled, jax, torch):
 Both sides of a row use the same dropout rates. Per row it reports tokens/s, the ratio to eager PyTorch of the same
 config, first-step (compile) seconds, achieved TFLOP/s and MFU (`reference_torch.flops_per_token` x tokens/s over
 `--peak-tflops`, default 790, the dense bf16 figure the issue used for an H200; also over the bf16 matmul peak this
-run measures), peak device memory, and the attention path klm took. `--budget` (default 450 s) skips the rows
-left when time runs out; each row has `--row-timeout` (default 150 s).
+run measures), peak device memory, and the attention path klm took. `--budget` (default 360 s) skips the rows
+left when time runs out; each row has `--row-timeout` (default 120 s), so the whole run stays under 8 minutes.
 
 On a bare CUDA machine with torch and jax (CUDA builds) but no keras: on a machine with internet, download the
 wheels (python 3.12, manylinux x86_64) `pip download --no-deps -d wheels keras==3.15.1 keras-hub==0.32.0 namex
@@ -225,6 +225,7 @@ def torch_worker(cfg, compiled):
         "final_loss": loss,
         "device": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu",
         "peak_device_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if dev == "cuda" else None,
+        "peak_host_rss_mb": round(ref.peak_rss_mb(), 1),
         "tensorflow_imported": "tensorflow" in sys.modules,
     }
     if dev == "cuda" and not compiled:  # the bf16 matmul peak of this GPU, for a measured MFU
@@ -294,14 +295,16 @@ def print_table(rows, out=print):
         f"{'1st step s':>10}  attention")  # fmt: skip
     for row in rows:
         eager = next((r for r in rows if r["config"] == row["config"] and r["kind"] == "pytorch"), {})
-        ratio = row.get("tokens_per_s") and eager.get("tokens_per_s") and row["tokens_per_s"] / eager["tokens_per_s"]
+        ratio = "-"
+        if row.get("tokens_per_s") and eager.get("tokens_per_s"):
+            ratio = f"{row['tokens_per_s'] / eager['tokens_per_s']:.2f}"
         mfu = f"{100 * row['mfu']:5.1f}%" if row.get("mfu") else "-"
         memory = row.get("peak_device_memory_mb") or row.get("peak_host_rss_mb")
         if "error" in row:
             out(f"{row['config']:10} {row['kind']:17} ERROR {row['error'][:120]}")
             continue
         out(
-            f"{row['config']:10} {row['kind']:17} {row['tokens_per_s']:10,.0f} {ratio or 0:8.2f} {row['tflops']:8.2f} "
+            f"{row['config']:10} {row['kind']:17} {row['tokens_per_s']:10,.0f} {ratio:>8} {row['tflops']:8.2f} "
             f"{mfu:>6} {memory or 0:9,.0f} {row['first_step_s']:10.1f}  {row.get('attention_path', 'sdpa (PyTorch)')}"
         )
 
@@ -311,8 +314,13 @@ def main(argv=None):
     p.add_argument("--out", default="gpu_check.json", help="JSON file for every figure (rewritten after each row)")
     p.add_argument("--plan", default=None, help="comma-separated CONFIG:KIND rows (default: the whole comparison)")
     p.add_argument("--tiny", action="store_true", help="tiny shapes and few steps: a CPU smoke test of the script")
-    p.add_argument("--budget", type=float, default=450.0, help="seconds; rows that would start later are skipped")
-    p.add_argument("--row-timeout", type=int, default=150, help="seconds one row may take")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=360.0,
+        help="seconds; rows that would start later are skipped (+ --row-timeout: under 8 min)",
+    )
+    p.add_argument("--row-timeout", type=int, default=120, help="seconds one row may take")
     p.add_argument("--peak-tflops", type=float, default=NOMINAL_PEAK_TFLOPS, help="nominal dense bf16 peak for MFU")
     p.add_argument("--worker", nargs=2, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
