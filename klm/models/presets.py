@@ -24,10 +24,12 @@ under JAX on a GPU); with it JAX and TensorFlow must materialise the
 `(batch, heads, seq, seq)` probabilities in float32 for every layer (805 MB a
 layer at `base`'s 16 x 1024, kept for the backward pass), and only PyTorch
 keeps a fused kernel. nanoGPT pretrains GPT-2 with dropout 0 and today's
-decoder-only models use no attention dropout; measured on a 2-core CPU
-(`small` at 4 x 512, examples/benchmarks/README.md) attention dropout cost
-each backend a large share of its step. `seed` keeps the reference's
-dropout 0.2 on the attention probabilities too (`nn.MultiheadAttention`).
+decoder-only models use no attention dropout. On a CPU, PyTorch's SDPA
+itself leaves its flash kernel for its math kernel when `dropout_p > 0`
+(profiled: 0.51 s -> 1.02 s for a forward + backward at 4 x 6 heads x 512);
+the GPU cost is measured by examples/benchmarks/gpu_check.py (`base` vs
+`base-attn` rows). `seed` keeps the reference's dropout 0.2 on the
+attention probabilities too (`nn.MultiheadAttention`).
 """
 
 PRESETS = {
