@@ -75,7 +75,7 @@ def test_gpu_check_runs_its_rows_without_tensorflow(no_tensorflow_env, tmp_path)
         env=no_tensorflow_env,
         capture_output=True,
         text=True,
-        timeout=1500,
+        timeout=3000,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = {(r["config"], r["kind"]): r for r in json.loads(out.read_text())["rows"]}
