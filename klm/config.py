@@ -272,6 +272,17 @@ class TrainingOptions:
         "Layers that get adapters: attention (q, k, v, output), qv, or all (+ feed-forward).",
         choices=LORA_TARGETS,
     )
+    attention_dropout: float | None = option(
+        None,
+        "Dropout on the attention probabilities, apart from --dropout (residual and feed-forward).",
+        check="[0, 1)",
+        default_help="the preset's",
+    )
+    remat: bool = option(
+        False,
+        "Recompute each decoder block's activations in the backward pass (Keras RematScope; torch backend): "
+        "less memory, more compute.",
+    )
 
     def __post_init__(self):
         check_fields(self)  # every field, the data and command fields of the subclasses too

@@ -17,6 +17,7 @@ from klm.config import FinetuneConfig
 from klm.errors import ConfigError, RunDirError
 from klm.train import (
     IDENTITY_FIELDS,
+    backbone_overrides,
     build_optimizer,
     build_optimizer_state,
     cleaning_for,
@@ -71,7 +72,7 @@ def finetune(config: FinetuneConfig):
     """
     session = TrainingSession(config, task="classifier")
     from klm import data as data_lib
-    from klm.models import KlmBackbone, KlmClassifier, preset_config
+    from klm.models import KlmBackbone, KlmClassifier
 
     native = _native_run(config.from_run)
     pretrained = _pretrained_source(config, session.resolved) if native else None
@@ -174,7 +175,7 @@ def finetune(config: FinetuneConfig):
                 backbone.set_weights(lm.backbone.get_weights())
                 del lm
             else:
-                backbone = KlmBackbone(**preset_config(config.preset, vocabulary_size, dropout=config.dropout))
+                backbone = KlmBackbone(**backbone_overrides(config, vocabulary_size))
             backbone.trainable = not config.freeze_backbone
             model = KlmClassifier(
                 backbone,

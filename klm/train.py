@@ -178,16 +178,57 @@ def compile_causal_lm(model, config, steps_per_epoch, total_steps, loss=None):
 
 def build_causal_lm(config, vocabulary_size, steps_per_epoch, total_steps):
     """A compiled, built `KlmCausalLM` for `config` (call inside the distribution scope)."""
-    from klm.models import KlmBackbone, KlmCausalLM, preset_config
+    from klm.models import KlmBackbone, KlmCausalLM
 
     if getattr(config, "precision_reason", None):  # --precision auto: say what was chosen and why
         log(f"[klm] {config.precision_reason}")
-    backbone = KlmBackbone(**preset_config(config.preset, vocabulary_size, dropout=config.dropout))
+    arguments = backbone_overrides(config, vocabulary_size)
+    with remat_scope(config, arguments["num_layers"]):
+        backbone = KlmBackbone(**arguments)
     model = KlmCausalLM(backbone)
     compile_causal_lm(model, config, steps_per_epoch, total_steps)
     model.build({"token_ids": (None, None), "padding_mask": (None, None)})
     build_optimizer_state(model)
     return model
+
+
+def backbone_overrides(config, vocabulary_size):
+    """The `KlmBackbone` arguments of `config.preset` with the run's `--dropout` and `--attention-dropout`."""
+    from klm.models import preset_config
+
+    return preset_config(
+        config.preset, vocabulary_size, dropout=config.dropout, attention_dropout=config.attention_dropout
+    )
+
+
+def remat_scope(config, num_layers):
+    """With `--remat`, a `keras.RematScope` over the backbone's decoder blocks; else a null context.
+
+    Each decoder block created inside it (`transformer_layer_{i}`) keeps only
+    its input for the backward pass and recomputes the rest
+    (`jax.checkpoint`, `torch.utils.checkpoint`, `tf.recompute_grad`), the
+    usual per-block checkpointing: activation memory drops to the blocks'
+    inputs plus one block's activations, for about one more forward pass of
+    the blocks per step. Keras's `mode="full"` would wrap every nested layer
+    too, recomputing the innermost ones once per enclosing level. PyTorch
+    only: `torch.utils.checkpoint` restores the generator state before
+    recomputing, so the dropout masks (and the weights after a step) are the
+    same as without it.
+    """
+    import contextlib
+
+    if not config.remat:
+        return contextlib.nullcontext()
+    import keras
+
+    if keras.backend.backend() != "torch":
+        # Measured: JAX's checkpoint leaks the dropout layers' seed state out of the recomputed function
+        # (UnexpectedTracerError), and TensorFlow's recompute_grad takes no keyword arguments in a graph.
+        raise ConfigError(
+            "Expected --remat with --backend torch (Keras's rematerialization of a decoder block fails on "
+            f"JAX and TensorFlow). Received: --remat with --backend={keras.backend.backend()}"
+        )
+    return keras.RematScope(mode="list_of_layers", layer_names=[f"transformer_layer_{i}" for i in range(num_layers)])
 
 
 def build_optimizer_state(model):

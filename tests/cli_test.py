@@ -459,7 +459,20 @@ def test_resolved_configs_of_the_commands_are_unchanged(tmp_path, monkeypatch):
         assert result.exit_code == 0, (case["args"], result.output)
         config = dict(resolved[0])
         assert config.pop("backend") == BACKEND
+        # Fields added since the snapshot was taken must keep their defaults on these command lines.
+        for name in set(config) - set(case["config"]):
+            assert config.pop(name) == _field_default(config["class"], name), (case["args"], name)
         assert config == case["config"], case["args"]
+
+
+def _field_default(class_name, name):
+    import dataclasses
+
+    from klm import config as klm_config
+    from klm.sft.config import SftConfig
+
+    cls = {"SftConfig": SftConfig}.get(class_name) or getattr(klm_config, class_name)
+    return {f.name: f.default for f in dataclasses.fields(cls)}[name]
 
 
 @pytest.mark.smoke

@@ -458,14 +458,14 @@ GPT_PRESETS = {
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, hidden_dim: int, num_heads: int, dropout: float):
+    def __init__(self, hidden_dim: int, num_heads: int, dropout: float, attention_dropout: float | None = None):
         super().__init__()
         assert hidden_dim % num_heads == 0
         self.c_attn = nn.Linear(hidden_dim, 3 * hidden_dim)
         self.c_proj = nn.Linear(hidden_dim, hidden_dim)
         self.resid_dropout = nn.Dropout(dropout)
         self.num_heads = num_heads
-        self.dropout = dropout
+        self.dropout = dropout if attention_dropout is None else attention_dropout
 
     def forward(self, x):
         B, T, C = x.shape
@@ -479,10 +479,10 @@ class CausalSelfAttention(nn.Module):
 
 
 class GPTBlock(nn.Module):
-    def __init__(self, hidden_dim, num_heads, intermediate_dim, dropout):
+    def __init__(self, hidden_dim, num_heads, intermediate_dim, dropout, attention_dropout=None):
         super().__init__()
         self.ln_1 = nn.LayerNorm(hidden_dim)
-        self.attn = CausalSelfAttention(hidden_dim, num_heads, dropout)
+        self.attn = CausalSelfAttention(hidden_dim, num_heads, dropout, attention_dropout)
         self.ln_2 = nn.LayerNorm(hidden_dim)
         self.mlp = nn.Sequential(
             nn.Linear(hidden_dim, intermediate_dim),
@@ -512,6 +512,7 @@ class GPTReference(nn.Module):
         intermediate_dim: int,
         max_sequence_length: int,
         dropout: float = 0.0,
+        attention_dropout: float | None = None,  # SDPA's dropout_p; None: `dropout`, as nanoGPT
     ):
         super().__init__()
         self.max_sequence_length = max_sequence_length
@@ -519,7 +520,7 @@ class GPTReference(nn.Module):
         self.wpe = nn.Embedding(max_sequence_length, hidden_dim)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            GPTBlock(hidden_dim, num_heads, intermediate_dim, dropout) for _ in range(num_layers)
+            GPTBlock(hidden_dim, num_heads, intermediate_dim, dropout, attention_dropout) for _ in range(num_layers)
         )
         self.ln_f = nn.LayerNorm(hidden_dim)
         self.lm_head = nn.Linear(hidden_dim, vocab_size, bias=False)

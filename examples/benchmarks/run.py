@@ -71,8 +71,23 @@ def _median(values):
     return statistics.median(values) if values else float("nan")
 
 
+def tensorflow_available():
+    """Whether TensorFlow can be imported here (a GPU machine may have only PyTorch and JAX)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class KlmTrainWorker:
-    """The real klm training step: `model.fit` on a `lm_dataset` pipeline."""
+    """The real klm training step: `model.fit` on a `lm_dataset` pipeline, or on numpy arrays.
+
+    `spec["feed"]`: `"tf.data"` (klm's own pipeline, as `klm pretrain` feeds it) or `"numpy"` (token arrays
+    through `keras.Model.fit`'s own array adapter; no TensorFlow needed); by default tf.data where TensorFlow
+    is installed, numpy otherwise.
+    """
 
     def __init__(self, spec):
         from klm import backend as backend_lib
@@ -85,10 +100,10 @@ class KlmTrainWorker:
 
         self.rss_after_import_mb = _peak_rss_mb()
         from klm.config import PretrainConfig
-        from klm.data import lm_dataset
-        from klm.train import build_causal_lm, lm_model_inputs
+        from klm.train import build_causal_lm
 
         self.keras, self.spec = keras, spec
+        self.feed = spec.get("feed") or ("tf.data" if tensorflow_available() else "numpy")
         backend_lib.set_seed(spec.get("seed", 0))
         keras.config.set_dtype_policy(spec["precision"])
         batch, seq = spec["batch_size"], spec["seq_len"]
@@ -105,6 +120,8 @@ class KlmTrainWorker:
             jit=spec.get("jit", "auto"),
             steps_per_execution=spec.get("steps_per_execution", 1),
             dropout=spec.get("dropout"),
+            # Only when set: the worker may run an older klm (`klm_root`) whose config has no such fields.
+            **{k: spec[k] for k in ("attention_dropout", "remat") if spec.get(k) is not None},
         )
         self.spe = config.steps_per_execution
         # Exactly the model and compile() of `klm pretrain`.
@@ -122,9 +139,17 @@ class KlmTrainWorker:
                 sampler="greedy",
             )
         rng = np.random.default_rng(spec.get("seed", 0))
-        tokens = rng.integers(0, spec["vocab_size"], size=batch * (seq * 200 + 1), dtype=np.int32)
-        ds = lm_dataset(tokens, seq, batch, mode="contiguous", drop_remainder=True)  # one static shape to time
-        self.dataset = lm_model_inputs(ds).repeat()
+        if self.feed == "numpy":
+            # Rows of seq + 1 tokens: inputs and next-token targets, fed as `klm pretrain`'s batches are.
+            self.rows = rng.integers(0, spec["vocab_size"], size=(batch * 64, seq + 1), dtype=np.int32)
+            self.next_row = 0
+        else:
+            from klm.data import lm_dataset
+            from klm.data.lm.model_inputs import lm_model_inputs
+
+            tokens = rng.integers(0, spec["vocab_size"], size=batch * (seq * 200 + 1), dtype=np.int32)
+            ds = lm_dataset(tokens, seq, batch, mode="contiguous", drop_remainder=True)  # one static shape to time
+            self.dataset = lm_model_inputs(ds).repeat()
         self.tokens_per_step = batch * seq
         self._fit(spec.get("warmup", 3))
         self.info = {
@@ -136,7 +161,14 @@ class KlmTrainWorker:
             "rss_after_import_mb": self.rss_after_import_mb,
             "dtype_policy": self.model.dtype_policy.name,
             "loss": type(loss).__name__,
+            "feed": self.feed,
+            "attention_dropout": self.model.backbone.attention_dropout,
+            "remat": getattr(config, "remat", False),
         }
+        if hasattr(backend_lib, "attention_path"):
+            self.info["attention_path"] = backend_lib.attention_path(
+                self.model.backbone.attention_dropout, True, masked=False
+            )
 
     def _fit(self, steps):
         keras = self.keras
@@ -154,7 +186,21 @@ class KlmTrainWorker:
                 cpu.append(time.process_time())
 
         steps = max(self.spe, steps - steps % self.spe)
-        self.model.fit(self.dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[Timer()], shuffle=False)
+        if self.feed == "numpy":
+            batch = self.spec["batch_size"]
+            need = steps * batch
+            if self.next_row + need > len(self.rows):
+                self.next_row = 0
+            rows = self.rows[self.next_row : self.next_row + need]
+            self.next_row += need
+            inputs = {"token_ids": rows[:, :-1], "padding_mask": (rows[:, :-1] >= 0).astype("int32")}
+            # keras.Model.fit: keras-hub's Task.fit would wrap arrays in tf.data (or grain).
+            keras.Model.fit(
+                self.model, inputs, rows[:, 1:], batch_size=batch, epochs=1, steps_per_epoch=steps, verbose=0,
+                callbacks=[Timer()], shuffle=False,
+            )  # fmt: skip
+        else:
+            self.model.fit(self.dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[Timer()], shuffle=False)
         diffs = [(b - a) / self.spe for a, b in zip(stamps, stamps[1:])]
         cpu_diffs = [(b - a) / self.spe for a, b in zip(cpu, cpu[1:])]
         return diffs, losses, cpu_diffs
@@ -165,7 +211,11 @@ class KlmTrainWorker:
         return {"times": diffs[1:], "cpu_times": cpu[1:], "losses": losses}
 
     def finish(self):
-        return {"peak_rss_mb": _peak_rss_mb(), "device_peak_mb": _device_peak_mb(self.backend)}
+        from klm import backend as backend_lib
+
+        if not hasattr(backend_lib, "peak_memory"):  # an older klm (`klm_root`)
+            return {"peak_rss_mb": _peak_rss_mb(), "device_peak_mb": _device_peak_mb(self.backend)}
+        return {"peak_rss_mb": _peak_rss_mb(), "device_peak_mb": backend_lib.peak_memory()["peak_device_memory_mb"]}
 
 
 def _device_peak_mb(backend):
@@ -240,6 +290,7 @@ class RefTrainWorker:
                 return x.to(self.device), y.to(self.device)
         else:
             cfg = dict(spec["gpt"], vocab_size=V, dropout=spec["dropout"], max_sequence_length=seq)
+            cfg["attention_dropout"] = spec.get("attention_dropout")
             self.model = ref.GPTReference(**cfg).to(self.device)
             self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=spec["lr"], weight_decay=0.01)
 
@@ -409,6 +460,8 @@ WORKERS = {"klm_train": KlmTrainWorker, "ref_train": RefTrainWorker, "data": Dat
 
 def worker_main(spec_json):
     spec = json.loads(spec_json)
+    if spec.get("klm_root"):  # another checkout of klm (e.g. a "before" build in the same interleaved rounds)
+        sys.path.insert(0, spec["klm_root"])
     out = sys.stdout
     sys.stdout = sys.stderr  # library chatter must not reach the protocol stream
 
@@ -614,13 +667,32 @@ TRAIN_SHAPES = {
     # preset -> optimizer settings shared by klm and the reference.
     "seed": dict(optimizer="sgd", lr=5.0, clipnorm=0.5, schedule="step", seq_len=35),
     "small": dict(optimizer="adamw", lr=3e-4, clipnorm=1.0, schedule="constant", seq_len=256),
+    "base": dict(optimizer="adamw", lr=3e-4, clipnorm=1.0, schedule="constant", seq_len=1024),
 }
 
 
-def train_group(preset, precision, batch_size, backends, rounds, steps, warmup, device, variants=None, log=print):
-    """klm on each backend (and variants) vs the PyTorch reference at one shape."""
-    shape = TRAIN_SHAPES[preset]
+def train_group(
+    preset,
+    precision,
+    batch_size,
+    backends,
+    rounds,
+    steps,
+    warmup,
+    device,
+    variants=None,
+    log=print,
+    seq_len=None,
+    attention_dropout=None,
+):
+    """klm on each backend (and variants) vs the PyTorch reference at one shape.
+
+    `seq_len` overrides the preset's benchmark sequence length; `attention_dropout` the preset's attention
+    dropout, on both sides (the reference's SDPA `dropout_p`)."""
+    shape = dict(TRAIN_SHAPES[preset], **({"seq_len": seq_len} if seq_len else {}))
     dims = _preset_dims(preset)
+    if attention_dropout is None:
+        attention_dropout = dims.get("attention_dropout", dims["dropout"])
     common = dict(
         vocab_size=VOCAB,
         batch_size=batch_size,
@@ -629,6 +701,7 @@ def train_group(preset, precision, batch_size, backends, rounds, steps, warmup, 
         clipnorm=shape["clipnorm"],
         warmup=warmup,
         dropout=dims["dropout"],
+        attention_dropout=attention_dropout,
     )
     ref_spec = dict(
         common,
@@ -1139,13 +1212,21 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a few minutes on a small CPU: fewer rounds and steps")
     p.add_argument("--json", default=None, help="write every figure (and raw timings) here")
-    p.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated Keras backends")
+    p.add_argument(
+        "--backends",
+        default=None,
+        help="comma-separated Keras backends (default: jax,tensorflow,torch; jax,torch where TensorFlow is missing)",
+    )
     p.add_argument(
         "--sections",
         default="train,generate,data",
         help="comma-separated: train, generate, data, prepare, scale (prepare and scale are not run by default)",
     )
-    p.add_argument("--presets", default="seed,small")
+    p.add_argument("--presets", default="seed,small", help="comma-separated: seed, small, base")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="sequence length of every training row (default: seed 35, small 256, base 1024)")  # fmt: skip
+    p.add_argument("--attention-dropout", type=float, default=None,
+                   help="attention dropout of both sides (default: the preset's)")  # fmt: skip
     p.add_argument(
         "--precisions",
         default=None,
@@ -1188,7 +1269,8 @@ def main(argv=None):
     wall0 = time.perf_counter()
     device, device_name = detect_device()
     gpu = device == "cuda"
-    backends = [b for b in args.backends.split(",") if b]
+    has_tf = tensorflow_available()
+    backends = [b for b in (args.backends or ",".join(BACKENDS if has_tf else ("jax", "torch"))).split(",") if b]
     sections = set(args.sections.split(","))
     presets = args.presets.split(",")
     sys.path.insert(0, str(REPO))
@@ -1243,6 +1325,8 @@ def main(argv=None):
                     continue
                 if preset == "seed":
                     batch, steps = 20, args.steps or (3 if args.quick else 5)
+                elif preset == "base":
+                    batch, steps = 16 if gpu else 1, args.steps or (2 if args.quick else 4)
                 else:
                     batch = args.small_batch or (32 if gpu else 2)
                     steps = args.steps or (2 if args.quick else 4)
@@ -1261,13 +1345,17 @@ def main(argv=None):
                     warmup=2 if slow else 3,
                     device=device,
                     variants=variants,
+                    seq_len=args.seq_len,
+                    attention_dropout=args.attention_dropout,
                 )
     if "generate" in sections:
         for preset in ["seed"] if args.quick and not gpu else presets:
             report["generate"] += generate_group(
                 preset, backends, 2 if args.quick else 5, prompt_len=16, new_tokens=128
             )
-    if "data" in sections and report["train"]:
+    if "data" in sections and report["train"] and not has_tf:
+        print("\n== skipping the data section: klm's tf.data pipeline needs TensorFlow, which is not installed")
+    elif "data" in sections and report["train"]:
         report["data"] = data_rows(report["train"], 3 if args.quick else 5)
     if "prepare" in sections or "scale" in sections:
         workdir = args.workdir or tempfile.mkdtemp(prefix="klm-bench-scale-")

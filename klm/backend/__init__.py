@@ -14,9 +14,9 @@ call the helpers of this package, which is the only place in klm that
 branches on the backend:
 
     selection.py     which backend (above); `BackendError`
-    runtime.py       framework log noise, global RNG state and seeding, jit support
+    runtime.py       framework log noise, global RNG state and seeding, jit support, peak memory
     distribution.py  devices, processes, meshes and distribution scopes
-    kernels.py       dense, fused sparse cross-entropy, fused global-norm clipping
+    kernels.py       dense, fused sparse cross-entropy, fused global-norm clipping, the attention path
     decoding.py      the per-backend half of KV-cache decoding (`klm.decoding`)
     precision.py     the device description and `--precision auto`
 
@@ -43,7 +43,11 @@ from klm.backend.distribution import (
     process_index,
 )
 from klm.backend.kernels import (
+    ATTENTION_PATHS,
+    attention_path,
+    choose_attention_path,
     dense,
+    dropout_attention,
     fuse_global_clipnorm,
     scaled_gather,
     sparse_softmax_cross_entropy,
@@ -58,6 +62,7 @@ from klm.backend.runtime import (
     check_steps_per_execution,
     filter_gpu_probe_noise,
     global_rng_state,
+    peak_memory,
     reuse_freed_memory,
     set_global_rng_state,
     set_seed,
@@ -100,6 +105,11 @@ __all__ = [
     "sparse_softmax_cross_entropy",
     "fuse_global_clipnorm",
     "scaled_gather",
+    "ATTENTION_PATHS",
+    "choose_attention_path",
+    "attention_path",
+    "dropout_attention",
+    "peak_memory",
     "decoding_scope",
     "cache_index",
     "cached_attention",

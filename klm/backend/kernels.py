@@ -143,3 +143,90 @@ def fuse_global_clipnorm(optimizer):
 
     optimizer._clip_gradients = types.MethodType(clip_gradients, optimizer)
     return optimizer
+
+
+# The attention paths of `CausalSelfAttention` (training and plain inference;
+# the KV-cache decoding step is `klm.backend.cached_attention`).
+ATTENTION_PATHS = {
+    "fused-causal": "keras.ops.dot_product_attention(is_causal=True): the backend's fused kernel "
+    "(PyTorch SDPA; cuDNN flash attention under JAX on a GPU in bf16/fp16; XLA's softmax attention elsewhere)",
+    "fused-masked": "keras.ops.dot_product_attention(mask=...): the backend's kernel with an explicit mask "
+    "(packed sequences)",
+    "sdpa-dropout-causal": "torch SDPA with dropout_p and is_causal=True (flash attention with dropout on CUDA; on a "
+    "CPU SDPA runs its math kernel then, as the plain PyTorch loop does)",
+    "sdpa-dropout-masked": "torch SDPA with dropout_p and a boolean attn_mask (packed sequences)",
+    "explicit-dropout": "explicit softmax attention with a Keras Dropout layer on the probabilities",
+    "cache-sdpa": "KV-cache decoding: torch SDPA over the filled part of the cache",
+    "cache-fused": "KV-cache decoding: keras.ops.dot_product_attention over the cache with a position mask",
+}
+
+
+def choose_attention_path(backend, dropout, training, masked, cached=False):
+    """The attention path (a key of `ATTENTION_PATHS`) a configuration takes; a pure function.
+
+    With dropout off (`dropout == 0` or not training) every backend takes
+    `keras.ops.dot_product_attention`, its fused kernel. With attention
+    dropout in training, PyTorch keeps its fused kernel: SDPA takes
+    `dropout_p` (flash attention with dropout on CUDA), with the same
+    distribution as a `Dropout` layer on the probabilities (zero with
+    probability `dropout`, the rest scaled by `1 / (1 - dropout)`), drawn from
+    torch's global generator, which klm's backups save and restore at every
+    segment start (`global_rng_state`), so a resumed run draws the same
+    masks. JAX and TensorFlow have no fused attention with dropout that
+    klm can seed from the run's random state: `jax.nn.dot_product_attention`
+    has no dropout, and jax's cuDNN attention (the private
+    `jax._src.cudnn.fused_attention_stablehlo.dot_product_attention`, GPU
+    only) takes its dropout seed as a compile-time constant of the custom
+    call rather than from klm's `SeedGenerator` state, so its masks would not
+    follow the run's seed and a resumed run could not redraw them; TensorFlow
+    has no fused attention op at all. They compute softmax attention
+    explicitly, which is why the modern presets train with
+    `attention_dropout=0` (see `klm.models.presets`).
+
+    Args:
+        backend: `"tensorflow"`, `"jax"` or `"torch"`.
+        dropout: float. The attention-probability dropout rate.
+        training: bool or `None`.
+        masked: bool. An explicit `(batch, seq, seq)` mask (packed sequences).
+        cached: bool. The KV-cache decoding step.
+    """
+    if cached:
+        return "cache-sdpa" if backend == "torch" else "cache-fused"
+    if not (training and dropout > 0):
+        return "fused-masked" if masked else "fused-causal"
+    if backend == "torch":
+        return "sdpa-dropout-masked" if masked else "sdpa-dropout-causal"
+    return "explicit-dropout"
+
+
+def attention_path(dropout, training, masked, cached=False):
+    """`choose_attention_path` on the running Keras backend."""
+    import keras
+
+    return choose_attention_path(keras.backend.backend(), dropout, training, masked, cached)
+
+
+def dropout_attention(query, key, value, dropout, attention_mask=None):
+    """Causal attention with dropout on the probabilities, in PyTorch's fused SDPA kernel.
+
+    Only for the `sdpa-dropout-*` paths of `choose_attention_path` (the torch
+    backend, training).
+
+    Args:
+        query, key, value: `(batch, seq, heads, head_dim)`.
+        dropout: float in (0, 1).
+        attention_mask: optional bool `(batch, seq, seq)`, `True` where query
+            `i` may attend to key `j`; `None`: plain causal attention.
+
+    Returns:
+        `(batch, seq, heads, head_dim)`.
+    """
+    import torch
+    from keras import ops
+
+    query, key, value = (ops.convert_to_tensor(t).transpose(1, 2) for t in (query, key, value))
+    mask = None if attention_mask is None else ops.convert_to_tensor(attention_mask).to(torch.bool)[:, None]
+    outputs = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, dropout_p=float(dropout), is_causal=mask is None
+    )
+    return outputs.transpose(1, 2)

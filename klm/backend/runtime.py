@@ -186,3 +186,47 @@ def reuse_freed_memory():
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     # mallopt returns 1 on success.
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def peak_memory():
+    """This process's peak memory so far, in MiB: `{"peak_device_memory_mb", "peak_host_rss_mb"}`.
+
+    Device memory is the accelerator's own count of the most it held at once
+    (PyTorch `torch.cuda.max_memory_allocated`, JAX `memory_stats()
+    ["peak_bytes_in_use"]`, TensorFlow `get_memory_info("GPU:0")["peak"]`) on
+    the first local accelerator, `None` on a CPU, where the host figure is the
+    one that counts: the peak resident set size (`getrusage`), which holds
+    the model, the optimizer and the activations there. Returns `None` for a
+    figure the backend cannot give.
+    """
+    import resource
+
+    import keras
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    host = rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+    device = None
+    backend = keras.backend.backend()
+    try:
+        if backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                device = torch.cuda.max_memory_allocated() / 2**20
+        elif backend == "jax":
+            import jax
+
+            accelerator = jax.local_devices()[0]
+            if accelerator.platform != "cpu":
+                device = (accelerator.memory_stats() or {}).get("peak_bytes_in_use", 0) / 2**20 or None
+        elif backend == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_logical_devices("GPU"):
+                device = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    except (RuntimeError, ValueError, KeyError, AttributeError):  # a device without memory statistics
+        device = None
+    return {
+        "peak_device_memory_mb": None if device is None else round(device, 1),
+        "peak_host_rss_mb": round(host, 1),
+    }

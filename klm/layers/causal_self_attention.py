@@ -53,8 +53,11 @@ class CausalSelfAttention(keras.layers.Layer):
         num_heads: int. Number of attention heads; must divide the hidden size.
         dropout: float. Dropout on the attention probabilities (the seed's
             `nn.MultiheadAttention(dropout=...)`). When it is non-zero and the
-            layer is training, attention is computed with explicit softmax so
-            the probabilities can be dropped; otherwise the fused op is used.
+            layer is training, PyTorch runs its fused SDPA kernel with
+            `dropout_p`, and JAX and TensorFlow compute softmax attention
+            explicitly so that the probabilities can be dropped; otherwise
+            every backend takes the fused op (`klm.backend.choose_attention_path`
+            says which path each configuration takes).
         use_rotary: bool. Apply rotary position embeddings to q and k.
         rotary_max_wavelength: int. Rotary base wavelength.
         kernel_initializer: initializer for the projection kernels.
@@ -160,8 +163,11 @@ class CausalSelfAttention(keras.layers.Layer):
             query = self.rotary_embedding(query, start_index=start_index)
             key = self.rotary_embedding(key, start_index=start_index)
 
-        if training and self.dropout > 0:
+        path = backend.attention_path(self.dropout, training, masked=attention_mask is not None)
+        if path == "explicit-dropout":
             outputs = self._attention_with_dropout(query, key, value, training, attention_mask)
+        elif path.startswith("sdpa-dropout"):  # the backend's fused kernel draws the dropout mask itself
+            outputs = backend.dropout_attention(query, key, value, self.dropout, attention_mask)
         elif attention_mask is not None:
             mask = ops.expand_dims(ops.cast(attention_mask, "bool"), axis=1)  # (batch, 1, seq, seq)
             outputs = ops.dot_product_attention(query, key, value, mask=mask)

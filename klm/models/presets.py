@@ -14,6 +14,22 @@ bias), so its parameter count equals the PyTorch model's for the same
 vocabulary, and its initialisation is the reference's (`initialization="pytorch"`).
 `small` has about 10-20M parameters for vocabularies of 8k-30k;
 `base` is GPT-2 small's shape (124M with GPT-2's 50,257-token vocabulary).
+
+`small` and `base` drop nothing inside attention (`attention_dropout=0.0`;
+residual and feed-forward dropout stay 0.1; `--attention-dropout` sets it).
+Attention dropout is the one dropout that decides the attention kernel
+(`klm.backend.choose_attention_path`): without it every backend trains with
+its fused kernel (PyTorch SDPA / flash attention, cuDNN flash attention
+under JAX on a GPU); with it JAX and TensorFlow must materialise the
+`(batch, heads, seq, seq)` probabilities in float32 for every layer (805 MB a
+layer at `base`'s 16 x 1024, kept for the backward pass), and only PyTorch
+keeps a fused kernel. nanoGPT pretrains GPT-2 with dropout 0 and today's
+decoder-only models use no attention dropout. On a CPU, PyTorch's SDPA
+itself leaves its flash kernel for its math kernel when `dropout_p > 0`
+(profiled: 0.51 s -> 1.02 s for a forward + backward at 4 x 6 heads x 512);
+the GPU cost is measured by examples/benchmarks/gpu_check.py (`base` vs
+`base-attn` rows). `seed` keeps the reference's dropout 0.2 on the
+attention probabilities too (`nn.MultiheadAttention`).
 """
 
 PRESETS = {
@@ -50,6 +66,7 @@ PRESETS = {
         hidden_dim=384,
         intermediate_dim=1536,
         dropout=0.1,
+        attention_dropout=0.0,
         max_sequence_length=1024,
         position_encoding="rotary",
         normalize_first=True,
@@ -62,6 +79,7 @@ PRESETS = {
         hidden_dim=768,
         intermediate_dim=3072,
         dropout=0.1,
+        attention_dropout=0.0,
         max_sequence_length=1024,
         position_encoding="learned",
         normalize_first=True,

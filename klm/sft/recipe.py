@@ -15,7 +15,7 @@ import math
 from klm import runs
 from klm.errors import ConfigError
 from klm.sft.config import SftConfig
-from klm.train import log
+from klm.train import backbone_overrides, log
 from klm.training.session import LoopPlan, TrainingSession
 
 # Fields that must match when an existing run folder is resumed.
@@ -426,10 +426,10 @@ def _write_run_files(session, tokenizer, kind):
 
 
 def _build_model(config, kind, checkpoint, vocabulary_size):
-    from klm.models import KlmBackbone, KlmCausalLM, preset_config
+    from klm.models import KlmBackbone, KlmCausalLM
 
     if kind == "none":
-        backbone = KlmBackbone(**preset_config(config.preset, vocabulary_size, dropout=config.dropout))
+        backbone = KlmBackbone(**backbone_overrides(config, vocabulary_size))
         model = KlmCausalLM(backbone)
         model.build({"token_ids": (None, None), "padding_mask": (None, None)})
         return model

@@ -422,6 +422,7 @@ class TrainingSession:
             "final_train_loss": logger.last_loss,
             "device": backend_lib.accelerator_name(),
             "parameters": int(model.count_params()),
+            **backend_lib.peak_memory(),  # peak_device_memory_mb (None on a CPU), peak_host_rss_mb
         }
         summary.update(self.summary_extra)
         summary.update(extra)
