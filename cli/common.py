@@ -31,7 +31,7 @@ backend_option = click.option(
 def load_config_file(path):
     """Reads a JSON or YAML config file (for `--config`) into a dict."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8-sig") as f:  # a BOM (Windows editors) is not part of the text
             text = f.read()
     except OSError as e:
         raise click.BadParameter(f"Cannot read config file: {e}. Received: --config={path!r}") from None
