@@ -194,7 +194,8 @@ class KlmLM(TemplateLM):
         progress = _progress(len(requests), "loglikelihood requests", disable_tqdm)
         for start in range(0, len(order), batch):
             chunk = [requests[i] for i in order[start : start + batch]]
-            for index, result in zip(order[start : start + batch], score_batch(self.model, chunk, self.max_length)):
+            scores = score_batch(self.model, chunk, self.max_length, rows=batch)
+            for index, result in zip(order[start : start + batch], scores):
                 results[index] = result
                 if self.cache_hook is not None and requests[index][0] is not None:
                     self.cache_hook.add_partial("loglikelihood", requests[index][0], result)
@@ -256,9 +257,8 @@ class KlmLM(TemplateLM):
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 prompts = [encoded[i][-max_context:] or [self.prefix_token_id] for i in chunk]
-                outputs = generate_batch(
-                    self.model, prompts, max_gen_toks, sampler, self.eot_token_id, until, self.tok_decode
-                )
+                stops = (self.eot_token_id, until, self.tok_decode)
+                outputs = generate_batch(self.model, prompts, max_gen_toks, sampler, *stops, rows=self.batch_size)
                 for index, text in zip(chunk, outputs):
                     results[index] = text
                     if self.cache_hook is not None:

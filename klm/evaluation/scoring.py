@@ -13,21 +13,38 @@ position a row whose prompt is longer is fed its own next prompt token,
 the others the token just chosen. Every row thus sees exactly its own
 prompt at positions `0 .. n - 1` (no padding inside the sequence), which is
 what Transformers' left-padded `generate` computes too.
+
+Shapes are bucketed (lengths rounded up to a multiple of `BUCKET`, batches
+filled with empty rows to the batch size) so that JAX and TensorFlow, which
+compile per input shape, compile a handful of shapes instead of one per batch.
+Right padding and empty rows change nothing for the real positions (causal
+attention, rows independent).
 """
 
 import numpy as np
 
+BUCKET = 16
 
-def score_batch(model, requests, max_length):
-    """`[(log-probability of the continuation, is_greedy)]` for `[(key, context_ids, continuation_ids)]`."""
+
+def _round_up(value, multiple, limit=None):
+    rounded = -(-value // multiple) * multiple
+    return max(value, min(rounded, limit)) if limit else rounded
+
+
+def score_batch(model, requests, max_length, rows=None):
+    """`[(log-probability of the continuation, is_greedy)]` for `[(key, context_ids, continuation_ids)]`.
+
+    `rows`: the batch size to pad to (default: the number of requests).
+    """
     from keras import ops
 
     sequences = [(list(context) + list(continuation))[-(max_length + 1) :] for _, context, continuation in requests]
     lengths = [len(seq) - 1 for seq in sequences]
-    width = max(lengths)
-    token_ids = np.zeros((len(requests), width), "int32")
-    targets = np.zeros((len(requests), width), "int32")
-    mask = np.zeros((len(requests), width), "int32")
+    width = _round_up(max(lengths), BUCKET, max_length)
+    rows = max(rows or 0, len(requests))
+    token_ids = np.zeros((rows, width), "int32")
+    targets = np.zeros((rows, width), "int32")
+    mask = np.zeros((rows, width), "int32")
     for row, seq in enumerate(sequences):
         token_ids[row, : lengths[row]] = seq[:-1]
         targets[row, : lengths[row]] = seq[1:]
@@ -49,7 +66,7 @@ def score_batch(model, requests, max_length):
     return results
 
 
-def generate_batch(model, prompts, max_new_tokens, sampler, end_token_id, stop, decode):
+def generate_batch(model, prompts, max_new_tokens, sampler, end_token_id, stop, decode, rows=None):
     """Continuations of `prompts` (lists of ids), each cut at its first stop string.
 
     Args:
@@ -60,6 +77,7 @@ def generate_batch(model, prompts, max_new_tokens, sampler, end_token_id, stop, 
         end_token_id: a row stops before this id (`None`: never).
         stop: strings; a row stops once its text holds one, and is cut there.
         decode: `ids -> text` (special tokens dropped).
+        rows: the batch size to pad to with empty rows (default: `len(prompts)`).
 
     Returns:
         A list of strings, one per prompt.
@@ -67,18 +85,24 @@ def generate_batch(model, prompts, max_new_tokens, sampler, end_token_id, stop, 
     from keras import ops
 
     from klm import backend, decoding
+    from klm.generate import position_limit
 
+    count = len(prompts)
+    shortest = min(len(p) for p in prompts)
+    prompts = list(prompts) + [prompts[0][:shortest]] * (max(rows or 0, count) - count)  # empty rows
     lengths = [len(p) for p in prompts]
-    shortest, total = min(lengths), max(lengths) + max_new_tokens
+    total = _round_up(max(lengths) + max_new_tokens, BUCKET, position_limit(model))
     ids = np.zeros((len(prompts), total), "int32")
     for row, prompt in enumerate(prompts):
         ids[row, : len(prompt)] = prompt
     generated = [[] for _ in prompts]
-    done = [False] * len(prompts)
+    done = [row >= count for row in range(len(prompts))]
     stop = [s for s in stop or () if s]
+    # The cache is built from a bucketed prefix; the prompts' next tokens are decoded one by one.
+    prefix = shortest // BUCKET * BUCKET or 1
     with backend.decoding_scope():
-        cache = decoding.build_cache(model, ops.convert_to_tensor(ids[:, :shortest]), total)
-        index = shortest - 1
+        cache = decoding.build_cache(model, ops.convert_to_tensor(ids[:, :prefix]), total)
+        index = prefix - 1
         logits, cache = decoding.decode_step(model, ops.convert_to_tensor(ids[:, index : index + 1]), cache, index)
         while True:
             chosen = np.asarray(ops.convert_to_numpy(sampler.get_next_token(sampler.compute_probabilities(logits))))
@@ -97,11 +121,11 @@ def generate_batch(model, prompts, max_new_tokens, sampler, end_token_id, stop, 
                 generated[row].append(token)
                 if len(generated[row]) >= max_new_tokens or (stop and _has_stop(decode(generated[row]), stop)):
                     done[row] = True
-            if all(done) or position + 1 >= total:
+            if all(done[:count]) or position + 1 >= total:
                 break
             index = position
             logits, cache = decoding.decode_step(model, ops.convert_to_tensor(ids[:, index : index + 1]), cache, index)
-    return [_cut(decode(tokens), stop) for tokens in generated]
+    return [_cut(decode(tokens), stop) for tokens in generated[:count]]
 
 
 def _has_stop(text, stop):

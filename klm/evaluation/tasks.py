@@ -7,7 +7,6 @@ once a task is asked for.
 """
 
 import dataclasses
-import importlib.util
 import json
 
 from klm.errors import ConfigError
@@ -81,8 +80,10 @@ class HarnessConfig:
 
 def require_lm_eval():
     """Raises `ConfigError` naming the `eval` extra when lm-eval is not installed."""
-    if importlib.util.find_spec("lm_eval") is None:
-        raise ConfigError(EXTRA_MESSAGE)
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise ConfigError(EXTRA_MESSAGE) from None
 
 
 def task_manager(include_path=None):
