@@ -3,8 +3,8 @@
 An `lm_eval.api.model.TemplateLM` over anything `klm evaluate` loads (klm
 language-model and SFT runs, LoRA runs, keras-hub presets, `hf://ORG/NAME`,
 local Transformers or keras-hub folders), on the TensorFlow, JAX and PyTorch
-backends. It is registered with lm-eval as `klm`, so `lm_eval --model klm
---model_args pretrained=RUN` works too.
+backends. Importing this module registers it in lm-eval's model registry as
+`klm` (`lm_eval.simple_evaluate(model="klm", model_args="pretrained=RUN")`).
 
 Its numbers equal lm-eval's own `hf` model's on the same Transformers
 checkpoint because it follows `lm_eval.models.huggingface.HFLM` step by step:
@@ -61,6 +61,7 @@ class KlmLM(TemplateLM):
         dtype: pretrained checkpoints: load the weights in this dtype
             (`klm.pretrained.load_checkpoint`).
         seed: seed of the sampler when a task samples.
+        device: ignored (lm-eval's registry passes one; the backend places the model).
 
     Raises:
         ConfigError: the checkpoint is a classifier (no language-model
@@ -86,8 +87,12 @@ class KlmLM(TemplateLM):
         max_gen_toks=DEFAULT_MAX_GEN_TOKS,
         dtype=None,
         seed=0,
+        device=None,
     ):
         super().__init__()
+        del device  # lm-eval's registry passes one; Keras places the model on its backend's device
+        if batch_size in (None, "auto"):
+            batch_size = 8
         from klm.evaluation import conventions
         from klm.pretrained import load_checkpoint
 
@@ -112,7 +117,7 @@ class KlmLM(TemplateLM):
         self.start_token_id = getattr(self.klm_tokenizer, "start_token_id", None)
         if self.start_token_id is None:
             self.start_token_id = checkpoint.start_token_id
-        self.seed = seed
+        self.seed = int(seed)
         self._prefix_text = None
         self._template = None
 
