@@ -27,10 +27,29 @@ precision_option = click.option(
     help="Perplexity (language model) or accuracy, macro-F1 and confusion matrix (classifier) of a run "
     "or pretrained checkpoint on a data file. For pretrained checkpoints perplexity follows Transformers' "
     "causal-LM loss: mean next-token NLL over windows of --seq-len tokens, no loss on each window's "
-    "first token. " + CHECKPOINT_HELP
+    "first token. With --tasks instead of --data: lm-evaluation-harness tasks (HellaSwag, ARC, LAMBADA, "
+    "your own YAML tasks with --include-path), scored as lm-eval's own hf model scores them (needs the "
+    "eval extra: pip install klm[eval]). " + CHECKPOINT_HELP
 )
 @click.argument("run_dir", metavar="RUN", type=click.Path())
-@click.option("--data", required=True, help="Text file (language model) or labelled file (classifier).")
+@click.option("--data", default=None, help="Text file (language model) or labelled file (classifier).")
+@click.option(
+    "--tasks",
+    default=None,
+    help="lm-eval tasks, comma-separated (hellaswag,arc_easy,lambada_openai, or tasks of --include-path), "
+    "instead of --data.",
+)
+@click.option("--include-path", default=None, help="--tasks: a folder of your own lm-eval task YAML files.")
+@click.option("--num-fewshot", type=int, default=None, help="--tasks: few-shot examples (default: each task's).")
+@click.option("--limit", type=float, default=None, help="--tasks: documents per task (N), or a fraction of them (0.1).")
+@click.option(
+    "--apply-chat-template",
+    is_flag=True,
+    help="--tasks: render prompts with the run's chat template (SFT runs, checkpoints that ship one).",
+)
+@click.option(
+    "--output", default=None, type=click.Path(), help="--tasks: also write lm-eval's results dict (JSON) here."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--batch-size", type=int, default=None, help="Evaluation batch size.")
 @click.option("--text-field", default="text", show_default=True, help="Text field (JSONL) or column (CSV/TSV).")
@@ -60,6 +79,12 @@ precision_option = click.option(
 def evaluate(
     run_dir,
     data,
+    tasks,
+    include_path,
+    num_fewshot,
+    limit,
+    apply_chat_template,
+    output,
     as_json,
     batch_size,
     text_field,
@@ -78,6 +103,21 @@ def evaluate(
         raise click.BadParameter(f"Expected a positive number. Received: --max-new-tokens={max_new_tokens}")
     if seq_len is not None and seq_len < 2:
         raise click.BadParameter(f"Expected --seq-len >= 2. Received: --seq-len={seq_len}")
+    if (data is None) == (tasks is None):
+        raise click.UsageError(
+            "Expected --data FILE (perplexity, accuracy) or --tasks NAMES (lm-eval), one of them. Received: "
+            + ("neither" if data is None else "both")
+        )
+    if tasks is not None:
+        task_options = dict(include_path=include_path, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size)
+        _evaluate_tasks(run_dir, tasks, apply_chat_template, precision, as_json, output, **task_options)
+        return
+    task_flags = {"--include-path": include_path, "--num-fewshot": num_fewshot, "--limit": limit, "--output": output}
+    given = [flag for flag, value in task_flags.items() if value is not None] + (
+        ["--apply-chat-template"] if apply_chat_template else []
+    )
+    if given:
+        raise click.UsageError(f"{', '.join(given)} go with --tasks. Received: --data with {', '.join(given)}")
     result = evaluate_run(
         run_dir,
         data,
@@ -91,6 +131,33 @@ def evaluate(
         max_new_tokens=max_new_tokens,
     )
     click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
+
+
+def _evaluate_tasks(run_dir, tasks, chat, precision, as_json, output, include_path, num_fewshot, limit, batch_size):
+    from klm.evaluation.tasks import (
+        HarnessConfig,
+        format_tables,
+        require_lm_eval,
+        results_json,
+        run_tasks,
+        write_output,
+    )
+
+    config = HarnessConfig(
+        run_dir=run_dir,
+        tasks=tasks,
+        include_path=include_path,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        batch_size=batch_size,
+        apply_chat_template=chat,
+        dtype=precision,
+    )
+    require_lm_eval()
+    results = run_tasks(config)
+    if output is not None:
+        write_output(results, output)
+    click.echo(results_json(results) if as_json else format_tables(results))
 
 
 @click.command(
