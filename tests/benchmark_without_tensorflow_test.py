@@ -56,6 +56,7 @@ def test_the_blocker_blocks(no_tensorflow_env):
     assert result.returncode != 0 and "No module named 'tensorflow'" in result.stderr
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_its_rows_without_tensorflow(no_tensorflow_env, tmp_path):
     pytest.importorskip("torch")  # the plain PyTorch rows
     out = tmp_path / "gpu.json"

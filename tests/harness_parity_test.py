@@ -72,6 +72,7 @@ def klm_model(kind):
     return _MODELS[kind]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_tasks_equal_lm_eval_hf_model(kind):
     import keras
