@@ -102,12 +102,9 @@ def server(run):
 
 
 def chat(client, prompt=PROMPT, **kwargs):
+    kwargs.setdefault("max_tokens", MAX_TOKENS)
     return client.chat.completions.create(
-        model="sft",
-        messages=[{"role": "user", "content": prompt}],
-        temperature=0,
-        max_tokens=MAX_TOKENS,
-        **kwargs,
+        model="sft", messages=[{"role": "user", "content": prompt}], temperature=0, **kwargs
     )
 
 
@@ -155,7 +152,7 @@ def test_bad_requests_are_4xx_and_the_server_keeps_answering(server):
         (openai.BadRequestError, dict(messages=[{"role": "user", "content": "the cat " * 60}])),
     ]
     for error, override in cases:
-        arguments = dict(model="sft", messages=[{"role": "user", "content": PROMPT}], max_tokens=4, **override)
+        arguments = {"model": "sft", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4, **override}
         with pytest.raises(error) as raised:
             client.chat.completions.create(**arguments)
         body = raised.value.body
@@ -163,7 +160,11 @@ def test_bad_requests_are_4xx_and_the_server_keeps_answering(server):
         assert set(body) == {"message", "type", "param", "code"} and "Received" in body["message"]
     with pytest.raises(openai.AuthenticationError):
         chat(server.client(key="wrong"))
-    raw = httpx.post(server.url + "/v1/chat/completions", content=b"{oops", headers={"Authorization": f"Bearer {KEY}"})
+    raw = httpx.post(
+        server.url + "/v1/chat/completions",
+        content=b"{oops",
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
     print(raw.status_code, raw.text)
     assert raw.status_code == 400 and raw.json()["error"]["code"] == "invalid_json"
     assert chat(client).choices[0].message.content is not None
@@ -228,25 +229,39 @@ def test_the_chat_page_streams_the_greedy_answer_in_a_browser(server, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_answers_the_request_in_flight_then_exits_0(run):
-    live = LiveServer(run, "--max-batch-size", "4")
-    client = live.client()
-    expected = chat(client, max_tokens=30).choices[0].message.content
-    pieces = []
+def test_sigterm_answers_the_requests_in_flight_then_exits_0(server, run):
+    """Runs last: stops the module's server with SIGTERM while a long stream and 8 other choices are decoding."""
+    from klm.generate import generate_reply
+    from klm.pretrained import load_checkpoint
+
+    checkpoint = load_checkpoint(run)
+    candidates = ["the cat sat", "a dog", "hello world", "big red fox", "then a", "small blue log", "ran under"]
+    answers = {p: generate_reply(checkpoint, p, max_new_tokens=36, sampler="greedy") for p in candidates}
+    prompt = max(candidates, key=lambda p: len(answers[p]))  # the longest greedy answer: still decoding at SIGTERM
+    client = server.client()
+    pieces, others = [], []
     first = threading.Event()
 
-    def consume():
-        for chunk in chat(client, stream=True, max_tokens=30):
+    def stream():
+        for chunk in chat(client, prompt, stream=True, max_tokens=36):
             if chunk.choices and chunk.choices[0].delta.content:
                 pieces.append(chunk.choices[0].delta.content)
                 first.set()
         first.set()
 
-    reader = threading.Thread(target=consume)
-    reader.start()
+    def batch():
+        others.extend(c.message.content for c in chat(client, prompt, n=8, max_tokens=36).choices)
+
+    threads = [threading.Thread(target=stream), threading.Thread(target=batch)]
+    for thread in threads:
+        thread.start()
     assert first.wait(60)
-    live.process.send_signal(signal.SIGTERM)
-    reader.join(60)
-    assert live.process.wait(60) == 0, "".join(live.lines)
-    assert "".join(pieces) == expected
-    assert "stopped" in live.lines[-1]
+    server.process.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(60)
+    assert server.process.wait(60) == 0, "".join(server.lines)
+    print(f"[{BACKEND}] after SIGTERM: stream {''.join(pieces)!r}, {len(others)} batched answers, exit 0")
+    assert "".join(pieces) == answers[prompt] and others == [answers[prompt]] * 8
+    assert "stopped" in server.lines[-1]
+    with pytest.raises(openai.APIConnectionError):
+        chat(client)

@@ -117,6 +117,13 @@ def validation_error(errors):
         return ApiError(400, f"Expected a JSON body. Received: malformed JSON ({detail})", code="invalid_json")
     param = ".".join(location) or None
     received = first.get("input")
+    if param is None:  # the body as a whole: empty, not JSON (no JSON Content-Type), or not an object
+        what = "an empty body" if kind == "missing" else f"{_short(received)}"
+        return ApiError(
+            400,
+            f"Expected a JSON object body (Content-Type: application/json). Received: {what}",
+            code="invalid_json",
+        )
     if kind == "missing":
         message = f"Expected the field {param!r}. Received: no {param!r}"
     else:
