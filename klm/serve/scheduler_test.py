@@ -82,7 +82,7 @@ def test_the_scheduler_thread_batches_what_waits_and_drains_on_stop(served):
     ]
     scheduler.submit(sequences)  # queued before the thread starts: batches of 3, then 1
     scheduler.start()
-    scheduler.stop(timeout=120)
+    scheduler.stop()  # waits for every submitted sequence
     assert all(any(e["type"] == "finish" for e in done[i]) for i in range(len(PROMPTS)))
     assert scheduler.stats["batches"] == 2 and scheduler.stats["sequences"] == 4
     with pytest.raises(RuntimeError, match="shutting down"):
