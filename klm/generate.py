@@ -160,6 +160,18 @@ def detokenize(tokenizer, ids):
     return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
 
 
+def detokenize_many(tokenizer, id_lists):
+    """`[detokenize(tokenizer, ids) for ids in id_lists]` in one tokenizer call (one per decoding step of a batch)."""
+    texts = [""] * len(id_lists)
+    rows = [row for row, ids in enumerate(id_lists) if ids]
+    if not rows:
+        return texts
+    decoded = np.asarray(tokenizer.detokenize([list(id_lists[row]) for row in rows])).reshape(-1)
+    for row, text in zip(rows, decoded):
+        texts[row] = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+    return texts
+
+
 # === Fine-tuned (SFT) runs: the run's prompt template ===
 
 

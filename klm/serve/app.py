@@ -152,6 +152,7 @@ def create_app(served, scheduler, api_key=None):
                 stop=body.stop_strings,
                 index=index,
                 cancelled=channel.cancelled,
+                streams=body.stream,
             )
             for index, (ids, budget) in enumerate(pair for pair in prompts for _ in range(body.n))
         ]

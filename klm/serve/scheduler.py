@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from klm.generate import detokenize_many
 from klm.serve.sampling import sample_token
 
 
@@ -40,7 +41,7 @@ class Sequence:
         max_tokens: response tokens at most.
         emit: callable `(event)` the scheduler thread calls with dicts
             `{"type": "text", "index", "text"}` (new response text, held back
-            while it could still become a stop string), then
+            while it could still become a stop string; with `streams`), then
             `{"type": "finish", "index", "finish_reason", "text",
             "completion_tokens"}` or `{"type": "error", "index", "message"}`.
         temperature, top_p: sampling (temperature 0: greedy).
@@ -48,6 +49,8 @@ class Sequence:
         stop: strings that end the response (cut off).
         index: the choice's index in its request.
         cancelled: a `threading.Event` set when the client went away.
+        streams: emit text as it comes; `False` (a non-streaming request
+            without stop strings) detokenizes only once, when it finishes.
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class Sequence:
         stop=(),
         index=0,
         cancelled=None,
+        streams=True,
     ):
         self.prompt_ids = [int(i) for i in prompt_ids]
         self.max_tokens = int(max_tokens)
@@ -74,25 +78,34 @@ class Sequence:
         self.text = ""
         self.shown = 0
         self.finish_reason = None
+        self.ended = False  # end-of-text was sampled
+        self.streams = streams
         self._holdback = max((len(s) for s in self.stop), default=1) - 1
 
     def choose(self, logits):
         return sample_token(logits, self.temperature, self.top_p, self.rng)
 
-    def advance(self, token_id, served):
-        """Takes the sampled `token_id`; streams new text. Returns whether the response is finished."""
+    def take(self, token_id, end_id):
+        """Records the sampled `token_id` (end-of-text ends the response, and is not part of it)."""
+        if end_id is not None and token_id == end_id:
+            self.ended = True
+        else:
+            self.generated.append(int(token_id))
+
+    @property
+    def needs_text(self):
+        """Whether this step needs the response's text: to stream it, find stop strings, or finish."""
+        return self.streams or bool(self.stop) or self.ended or len(self.generated) >= self.max_tokens
+
+    def update(self, text):
+        """Takes the text of the tokens so far; streams what is new. Returns whether the response is finished."""
         from klm.generate import cut_at_stop
 
-        if served.end_id is not None and token_id == served.end_id:
-            return self._finish("stop")
-        self.generated.append(int(token_id))
-        text = served.text(self.generated)
         cut, found = cut_at_stop(text, self.stop)
         self.text = cut
-        visible = cut if found else text[: max(len(text) - self._holdback, self.shown)]
-        self._show(visible)
-        if found:
+        if self.ended or found:
             return self._finish("stop")
+        self._show(text[: max(len(text) - self._holdback, self.shown)])
         if len(self.generated) >= self.max_tokens:
             return self._finish("length")
         return False
@@ -224,7 +237,7 @@ class BatchScheduler:
                 logits = ops.convert_to_numpy(logits)
                 self.stats["steps"] += 1
                 self.stats["row_steps"] += len(rows)
-                keep, next_tokens = [], []
+                keep, next_tokens, chosen = [], [], []
                 for row, sequence in enumerate(rows):
                     position = index + 1
                     if sequence.cancelled.is_set():
@@ -234,10 +247,16 @@ class BatchScheduler:
                         token = sequence.prompt_ids[position]  # still reading its own (longer) prompt
                     else:
                         token = sequence.choose(logits[row])
-                        if sequence.advance(token, served):
-                            continue
+                        sequence.take(token, served.end_id)
+                        chosen.append(sequence)
                     keep.append(row)
                     next_tokens.append(token)
+                # One tokenizer call for every row whose text this step needs (streams, stop strings, ends).
+                texting = [sequence for sequence in chosen if sequence.needs_text]
+                texts = detokenize_many(served.tokenizer, [sequence.generated for sequence in texting])
+                finished = {id(sequence) for sequence, text in zip(texting, texts) if sequence.update(text)}
+                next_tokens = [token for row, token in zip(keep, next_tokens) if id(rows[row]) not in finished]
+                keep = [row for row in keep if id(rows[row]) not in finished]
                 index += 1
                 if len(keep) < len(rows) and keep:
                     cache = decoding.select_rows(cache, keep)
