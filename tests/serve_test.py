@@ -76,7 +76,7 @@ class LiveServer:
         self.ready.set()
 
     def client(self, key=KEY):
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=120)
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=900)  # hang guard
 
     def stop(self):
         if self.process.poll() is None:
@@ -216,7 +216,7 @@ def test_the_chat_page_streams_the_greedy_answer_in_a_browser(server, tmp_path):
         page.wait_for_function("document.getElementById('model').textContent === 'sft'")
         page.fill("#prompt", PROMPT)
         page.press("#prompt", "Enter")
-        page.wait_for_selector(".msg.assistant[data-done='true'], .msg.error[data-done='true']", timeout=60000)
+        page.wait_for_selector(".msg.assistant[data-done='true'], .msg.error[data-done='true']", timeout=600_000)
         shown = page.inner_text(".msg.assistant")
         page.click("#curl")
         curl = page.input_value("#curl-out")
