@@ -16,6 +16,7 @@ COMMANDS = {
     "evaluate": ("klm.cli.eval_cmd", "evaluate", "Perplexity or accuracy of a run on a data file."),
     "generate": ("klm.cli.eval_cmd", "generate", "Generate text from a language-model run."),
     "export": ("klm.cli.export_cmd", "export", "Export a run as a TF SavedModel for serving."),
+    "serve": ("klm.cli.serve_cmd", "serve", "Serve a language model behind the OpenAI-compatible API."),
     "estimate": (
         "klm.cli.estimate_cmd",
         "estimate",

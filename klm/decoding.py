@@ -147,3 +147,19 @@ def _pad_axis(x, axis, amount):
     shape = list(ops.shape(x))
     shape[axis] = amount
     return ops.concatenate([x, ops.zeros(shape, dtype=x.dtype)], axis=axis)
+
+
+def select_rows(cache, rows):
+    """The cache of the batch rows `rows` only (a batched decode dropping its finished rows).
+
+    Args:
+        cache: a cache from `build_cache`, `prefill` or `decode_step` (any
+            structure of tensors with the batch first, as every keras-hub
+            and klm cache has).
+        rows: list of row indices to keep, in their new order.
+
+    Returns:
+        A new cache (a copy: the one given may be updated in place later).
+    """
+    rows = ops.convert_to_tensor(list(rows), dtype="int32")
+    return keras.tree.map_structure(lambda tensor: ops.take(tensor, rows, axis=0), cache)

@@ -166,3 +166,39 @@ def test_symbolic_in_tf_function_with_dynamic_lengths():
     from klm.generate import generate_ids, make_sampler
 
     assert list(out[0, len(PROMPT) :]) == generate_ids(lm, PROMPT, TOTAL - len(PROMPT), make_sampler("greedy"))
+
+
+@pytest.mark.parametrize("make", [_klm, _gpt2], ids=["klm", "gpt2"])
+def test_a_right_padded_batch_with_rows_dropped_decodes_each_row_as_alone(make):
+    """What `klm serve` batches: prompts of different lengths, one shared position, finished rows dropped."""
+    from klm.generate import generate_ids, make_sampler
+
+    lm = make()
+    prompts, new_tokens = [PROMPT[:2], PROMPT, [7, 1, 30]], [3, 6, 5]
+    alone = [generate_ids(lm, p, n, make_sampler("greedy")) for p, n in zip(prompts, new_tokens)]
+    padded = np.zeros((3, 4), "int32")
+    for row, prompt in enumerate(prompts):
+        padded[row, : len(prompt)] = prompt
+    cache = decoding.build_cache(
+        lm, ops.convert_to_tensor(padded), max(len(p) + n for p, n in zip(prompts, new_tokens))
+    )
+    rows, outputs, index = [0, 1, 2], [[], [], []], 1
+    tokens = padded[:, index]
+    while rows:
+        logits, cache = decoding.decode_step(lm, ops.convert_to_tensor(tokens[:, None]), cache, index)
+        chosen = np.argmax(ops.convert_to_numpy(logits), axis=-1)
+        keep, next_tokens = [], []
+        for position, row in enumerate(rows):
+            if index + 1 < len(prompts[row]):
+                token = prompts[row][index + 1]
+            else:
+                token = int(chosen[position])
+                outputs[row].append(token)
+                if len(outputs[row]) == new_tokens[row]:
+                    continue
+            keep.append(position)
+            next_tokens.append(token)
+        if keep and len(keep) < len(rows):
+            cache = decoding.select_rows(cache, keep)
+        rows, tokens, index = [rows[p] for p in keep], np.asarray(next_tokens, "int32"), index + 1
+    assert outputs == alone

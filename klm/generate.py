@@ -205,6 +205,18 @@ def detokenize(tokenizer, ids):
     return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
 
 
+def detokenize_many(tokenizer, id_lists):
+    """`[detokenize(tokenizer, ids) for ids in id_lists]` in one tokenizer call (one per decoding step of a batch)."""
+    texts = [""] * len(id_lists)
+    rows = [row for row, ids in enumerate(id_lists) if ids]
+    if not rows:
+        return texts
+    decoded = np.asarray(tokenizer.detokenize([list(id_lists[row]) for row in rows])).reshape(-1)
+    for row, text in zip(rows, decoded):
+        texts[row] = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+    return texts
+
+
 # === Fine-tuned (SFT) runs: the run's prompt template ===
 
 
@@ -269,26 +281,10 @@ def generate_reply(
     Returns:
         The response text.
     """
-    from klm.sft.conversations import Conversation
-    from klm.sft.encoding import conversation_pieces, encode_pieces
-
-    check_utf8_text(prompt, "the prompt")
-    if system is not None:
-        check_utf8_text(system, "the system message")
-    template = None if raw else run_template(run)
     model, tokenizer = run.model, run.tokenizer
-    settings = sft_settings(run) or {}
-    end_id = settings.get("end_token_id", getattr(tokenizer, "end_token_id", None))
-    start_id = settings.get("start_token_id", getattr(run, "start_token_id", None))
+    ids = reply_prompt_ids(run, prompt, history=history, system=system, raw=raw)
+    start_id, end_id = reply_special_ids(run)
     pad_id = getattr(tokenizer, "pad_token_id", 0) or 0
-    if template is None:
-        ids = ([start_id] if start_id is not None else []) + tokens_to_list(tokenizer.tokenize([prompt]))[0]
-        if not ids:
-            ids = [end_id if end_id is not None else pad_id]
-    else:
-        conversation = Conversation(list(history), system=system)
-        pieces = conversation_pieces(template, [conversation], next_prompts=[prompt])
-        ids = [int(i) for i in encode_pieces(pieces, tokenizer, end_id, start_id)[0][0]]
     limit = position_limit(model)
     if limit is not None and len(ids) + max_new_tokens > limit:
         from klm.sft.evaluation import fit_prompt
@@ -318,3 +314,45 @@ def generate_reply(
     if on_text is not None and len(text) > shown[0]:
         on_text(text[shown[0] :])
     return text
+
+
+def reply_special_ids(run):
+    """`(start id or None, end-of-text id or None)` of `generate_reply`: an SFT run's own, else the tokenizer's."""
+    settings = sft_settings(run) or {}
+    end_id = settings.get("end_token_id", getattr(run.tokenizer, "end_token_id", None))
+    start_id = settings.get("start_token_id", getattr(run, "start_token_id", None))
+    return start_id, end_id
+
+
+def reply_prompt_ids(run, prompt, history=(), system=None, raw=False):
+    """The token ids `generate_reply` decodes from: the run's template applied, or the raw prompt.
+
+    Args:
+        run: see `generate_reply`.
+        prompt: the user's new prompt.
+        history: earlier `(prompt, response)` turns.
+        system: a system message, or `None`.
+        raw: no template (also for runs that have none): the start token, if
+            any, then the prompt's tokens (the end-of-text id for an empty one).
+
+    Returns:
+        A list of ints (not cut to the model's context).
+    """
+    from klm.sft.conversations import Conversation
+    from klm.sft.encoding import conversation_pieces, encode_pieces
+
+    check_utf8_text(prompt, "the prompt")
+    if system is not None:
+        check_utf8_text(system, "the system message")
+    template = None if raw else run_template(run)
+    tokenizer = run.tokenizer
+    start_id, end_id = reply_special_ids(run)
+    if template is None:
+        ids = ([start_id] if start_id is not None else []) + tokens_to_list(tokenizer.tokenize([prompt]))[0]
+        if not ids:
+            pad_id = getattr(tokenizer, "pad_token_id", 0) or 0
+            ids = [end_id if end_id is not None else pad_id]
+        return [int(i) for i in ids]
+    conversation = Conversation(list(history), system=system)
+    pieces = conversation_pieces(template, [conversation], next_prompts=[prompt])
+    return [int(i) for i in encode_pieces(pieces, tokenizer, end_id, start_id)[0][0]]
