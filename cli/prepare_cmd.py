@@ -190,11 +190,11 @@ def _build_config(ctx, values):
     is_flag=True,
     default=False,
     help="Replace e-mails, URLs, IPs, phone and card numbers, API keys/tokens/passwords with "
-    "<email> <url> <ip> <phone> <card> <secret> (counted per kind; heuristics, see klm.data.privacy).",
+    "<email> <url> <ip> <phone> <card> <secret> (counted per kind; heuristics, see klm.data.text.privacy).",
 )
 @click.option("--lowercase", is_flag=True, default=False, help="Lower-case all text.")
 @click.option(
-    "--remove-stop-words", is_flag=True, default=False, help="Remove English stop words (klm.data.stop_words)."
+    "--remove-stop-words", is_flag=True, default=False, help="Remove English stop words (klm.data.text.stop_words)."
 )
 @click.option("--keep-whitespace", is_flag=True, default=False, help="Do not collapse whitespace runs into one space.")
 @click.option(

@@ -32,10 +32,6 @@ The modules, grouped by the path each serves:
     tokenizers/      the tokenizer layers, `training`, `tokenizer_io`
     downloads.py     named datasets, downloaded once and cached
 
-The module paths from before this grouping (`klm.data.datasets`,
-`klm.data.prepare`, ...) still import, with a `DeprecationWarning`, for one
-release: see `klm.data.old_paths`.
-
 The data code runs on TensorFlow (`tf.data`, `tf.strings`, tf-text) and
 Python whatever the Keras backend; it never calls backend ops.
 """
@@ -49,7 +45,6 @@ from klm.data.downloads import get_dataset
 from klm.data.lm.batches import lm_dataset, lm_steps_per_epoch, lm_tokens_per_epoch
 from klm.data.lm.corpus import Corpus, load_corpus
 from klm.data.lm.model_inputs import lm_model_inputs, num_tokens
-from klm.data.old_paths import install as _install_old_paths
 from klm.data.prepared.config import PrepareConfig
 from klm.data.prepared.reader import PreparedData, load_prepared
 from klm.data.prepared.shards import PreparedSplit
@@ -69,8 +64,6 @@ from klm.data.tokenizers import (
     save_tokenizer,
     train_tokenizer,
 )
-
-_install_old_paths()
 
 __all__ = [
     "basic_english_python",
