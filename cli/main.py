@@ -16,6 +16,11 @@ COMMANDS = {
     "evaluate": ("klm.cli.eval_cmd", "evaluate", "Perplexity or accuracy of a run on a data file."),
     "generate": ("klm.cli.eval_cmd", "generate", "Generate text from a language-model run."),
     "export": ("klm.cli.export_cmd", "export", "Export a run as a TF SavedModel for serving."),
+    "quantize": (
+        "klm.cli.quantize_cmd",
+        "quantize",
+        "Quantize a language model (int8, int4, float8, GPTQ, AWQ); sizes, perplexity, speed before/after.",
+    ),
     "estimate": (
         "klm.cli.estimate_cmd",
         "estimate",
