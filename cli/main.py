@@ -17,6 +17,11 @@ COMMANDS = {
     "generate": ("klm.cli.eval_cmd", "generate", "Generate text from a language-model run."),
     "export": ("klm.cli.export_cmd", "export", "Export a run as a TF SavedModel for serving."),
     "serve": ("klm.cli.serve_cmd", "serve", "Serve a language model behind the OpenAI-compatible API."),
+    "quantize": (
+        "klm.cli.quantize_cmd",
+        "quantize",
+        "Quantize a language model (int8, int4, float8, GPTQ, AWQ); sizes, perplexity, speed before/after.",
+    ),
     "estimate": (
         "klm.cli.estimate_cmd",
         "estimate",

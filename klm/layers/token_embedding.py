@@ -49,7 +49,8 @@ class TokenEmbedding(ReversibleEmbedding):
         **kwargs,
     ):
         super().__init__(input_dim, output_dim, tie_weights=tie_weights, **kwargs)
-        self.embeddings_scale = float(embeddings_scale)
+        # Not `self.embeddings_scale`: Keras names its quantization scale variable so.
+        self.embedding_multiplier = float(embeddings_scale)
         self.use_output_bias = bool(use_output_bias)
 
     def build(self, inputs_shape=None):
@@ -57,7 +58,7 @@ class TokenEmbedding(ReversibleEmbedding):
         # own initializer instance, i.e. from the same seed: give it a copy.
         embeddings_initializer = self.embeddings_initializer
         super().build(inputs_shape)
-        if not self.tie_weights:
+        if not self.tie_weights and self.quantization_mode is None:  # quantized: loaded, not drawn
             self.reverse_embeddings.assign(
                 fresh_initializer(embeddings_initializer)(self.reverse_embeddings.shape, self.reverse_embeddings.dtype)
             )
@@ -80,7 +81,7 @@ class TokenEmbedding(ReversibleEmbedding):
 
     def call(self, inputs, reverse=False, training=None):
         if reverse:
-            if self.quantization_mode is not None or self.logit_soft_cap is not None or self.reverse_dtype is not None:
+            if self.logit_soft_cap is not None or self.reverse_dtype is not None:
                 outputs = super().call(inputs, reverse=True)
                 if self.use_output_bias:
                     outputs = ops.add(outputs, ops.cast(self.output_bias, outputs.dtype))
@@ -94,29 +95,41 @@ class TokenEmbedding(ReversibleEmbedding):
             kernel = ops.transpose(self.embeddings) if self.tie_weights else self.reverse_embeddings
             bias = self.output_bias if self.use_output_bias else None
             return backend.dense(ops.cast(inputs, self.compute_dtype), kernel, bias)
-        if self.quantization_mode is not None:
-            outputs = super().call(inputs)
-            return ops.multiply(outputs, ops.cast(self.embeddings_scale, outputs.dtype))
         if inputs.dtype not in ("int32", "int64"):
             inputs = ops.cast(inputs, "int32")
         if training:
             # A gather whose table gradient is dense on every backend (global-
             # norm clipping must see the summed rows, as the reference's
             # `clip_grad_norm_` does); see `klm.backend.scaled_gather`.
-            outputs = backend.scaled_gather(self.embeddings, inputs, self.embeddings_scale)
+            outputs = backend.scaled_gather(self.embeddings, inputs, self.embedding_multiplier)
             return ops.cast(outputs, self.compute_dtype)
         # Without gradients, gather first: a decoding step then touches one
         # row per token instead of the whole (vocabulary, hidden) table.
         outputs = ops.take(self.embeddings, inputs, axis=0)
-        if self.embeddings_scale != 1.0:
-            outputs = ops.multiply(outputs, ops.cast(self.embeddings_scale, outputs.dtype))
+        if self.embedding_multiplier != 1.0:
+            outputs = ops.multiply(outputs, ops.cast(self.embedding_multiplier, outputs.dtype))
         return ops.cast(outputs, self.compute_dtype)
+
+    def quantized_call(self, inputs, reverse=False, training=None):
+        # A quantized layer's `__call__` runs `quantized_call` (Keras's int8/int4/... kernels) instead of
+        # `call`: klm's embedding scale and output bias are applied around it here.
+        if reverse:
+            outputs = super().quantized_call(inputs, reverse=True)
+            if self.use_output_bias:
+                outputs = ops.add(outputs, ops.cast(self.output_bias, outputs.dtype))
+            return outputs
+        if inputs.dtype not in ("int32", "int64"):
+            inputs = ops.cast(inputs, "int32")
+        outputs = super().quantized_call(inputs)
+        if self.embedding_multiplier != 1.0:
+            outputs = ops.multiply(outputs, ops.cast(self.embedding_multiplier, outputs.dtype))
+        return outputs
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "embeddings_scale": self.embeddings_scale,
+                "embeddings_scale": self.embedding_multiplier,
                 "use_output_bias": self.use_output_bias,
             }
         )
