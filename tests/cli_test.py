@@ -69,6 +69,23 @@ def test_help_lists_commands_without_importing_keras():
 
 
 @pytest.mark.smoke
+def test_no_command_module_imports_a_framework_before_backend_is_applied():
+    # click imports a command's module before it parses the command's flags: were Keras imported then,
+    # `--backend` could no longer choose the backend (and TensorFlow's GPU-probe lines would escape the filter).
+    from klm.cli.main import COMMANDS
+
+    modules = sorted({module for module, _, _ in COMMANDS.values()})
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print('IMPORTED', sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "IMPORTED []" in proc.stdout, (proc.stdout, proc.stderr[-2000:])
+
+
+@pytest.mark.smoke
 def test_pretrain_evaluate_generate_finetune_evaluate(tmp_path):
     train = make_corpus(tmp_path / "train.txt")
     valid = make_corpus(tmp_path / "valid.txt", lines=60, seed=1)
