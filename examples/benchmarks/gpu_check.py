@@ -283,7 +283,8 @@ def add_figures(row, cfg, peak_tflops, matmul_peak_tflops):
     d = cfg["dims"]
     fpt = flops_per_token(cfg["vocab"], d["hidden_dim"], d["num_layers"], d["intermediate_dim"], cfg["seq"])
     tflops = fpt * tokens / 1e12
-    row.update(tokens_per_s=round(tokens, 1), tflops=round(tflops, 3))
+    # Four significant digits, not decimals: a --tiny CPU row does well under 0.001 TFLOP/s.
+    row.update(tokens_per_s=round(tokens, 1), tflops=float(f"{tflops:.4g}"))
     bf16 = cfg["precision"] != "float32"
     row["mfu"] = round(tflops / peak_tflops, 4) if bf16 else None
     row["mfu_vs_measured_matmul"] = round(tflops / matmul_peak_tflops, 4) if bf16 and matmul_peak_tflops else None
