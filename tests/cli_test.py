@@ -331,6 +331,8 @@ def test_kill_and_resume(tmp_path):
     assert steps == list(range(5, 151, 5)), steps
     summary = json.load(open(run / "summary.json"))
     assert summary["steps"] == 150
+    import klm.models  # noqa: F401 - registers klm's classes with Keras
+
     model = keras.saving.load_model(str(run / "last.keras"), safe_mode=True)
     assert model.count_params() > 0
 

@@ -107,10 +107,10 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("first", ["keras", "keras_hub", "klm.data"])
-def test_import_klm_is_enough_to_load_a_keras_file(tiny_run, first):
+def test_import_klm_models_is_enough_to_load_a_keras_file(tiny_run, first):
     run = tiny_run[0]
     code = (
-        f"import klm\nimport {first}\nimport keras\n"
+        f"import {first}\nimport klm.models\nimport keras\n"
         f"m = keras.saving.load_model({str(run / 'last.keras')!r})\nprint(type(m).__name__)"
     )
     done = subprocess.run(
