@@ -33,6 +33,13 @@ CHECK_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime
 GGUF_TYPES = ("f32", "f16", "q8_0")
 # Largest accepted |llama.cpp - klm| logit difference: absolute for f32, relative to max |logit| otherwise.
 TOLERANCES = {"f32": 1e-3, "f16": 2e-2, "q8_0": 1e-1}
+# llama.cpp's CPU backend evaluates GELU through a float16 lookup table (GGML_GELU_FP16 in
+# ggml-cpu/vec.h: input and output rounded to float16, ~5e-4 relative), so a float32 file of a GELU
+# architecture cannot match to 1e-3 however exact its weights are: measured 1.7e-3 on the tiny GPT-2
+# test checkpoint, where the SiLU Llama one matches to 3e-6. GELU architectures get this float32
+# tolerance instead (greedy text must still be equal).
+GELU_TABLE_F32_TOLERANCE = 5e-3
+GELU_TABLE_ARCHITECTURES = ("gpt2",)
 VERIFY_PROMPTS = ("The history of", "Perplexity is")
 SAMPLE_TEXTS = ("The history of language models, in 3 short sentences.", "hello world 2024")
 
@@ -245,6 +252,8 @@ def verify_gguf(checkpoint, path, gguf_type, max_new_tokens):
     ours = keras.ops.convert_to_numpy(keras.ops.cast(ours, "float32"))[0]
     diff = float(np.abs(ours - theirs).max())
     tolerance = TOLERANCES[gguf_type] * (1.0 if gguf_type == "f32" else max(1.0, float(np.abs(ours).max())))
+    if gguf_type == "f32" and gguf_architecture(checkpoint)[0] in GELU_TABLE_ARCHITECTURES:
+        tolerance = GELU_TABLE_F32_TOLERANCE
     problems = []
     if not diff <= tolerance:
         problems.append(f"logits differ from klm's by {diff:.3g} > {tolerance:.3g}")

@@ -18,7 +18,8 @@ def test_gguf_matches_klm(kind, gguf_type, tmp_path):
     assert result["verified"] and result["tokenizer_ids_match"]
     assert result["max_abs_diff"] <= result["tolerance"]
     if gguf_type == "f32":
-        assert result["max_abs_diff"] <= 1e-3 and result["greedy_match"]
+        # GPT-2's GELU goes through llama.cpp's float16 table (see GELU_TABLE_F32_TOLERANCE); Llama's SiLU does not.
+        assert result["max_abs_diff"] <= (1e-3 if kind == "llama" else 5e-3) and result["greedy_match"]
     assert list(result["files"]) == ["model.gguf"]
     print(
         f"{kind} {gguf_type}: max abs diff {result['max_abs_diff']:.2e}, greedy {result['greedy_match']}, "

@@ -104,8 +104,19 @@ def check_gguf(request, result):
 
     probe = list(request["probe"])
     context = max(len(probe), max(len(p) for p in request["prompts"]) + request["max_new_tokens"]) + 8
+    # llama.cpp keeps its KV cache in float16 by default (and its flash-attention path rounds Q to
+    # float16): that alone moves a float32 model's logits by ~4e-3, so the check runs with a float32
+    # cache and the plain attention path, comparing the weights in the file and nothing else.
     llm = llama_cpp.Llama(
-        model_path=request["model"], n_ctx=context, logits_all=True, verbose=False, n_threads=2, seed=0
+        model_path=request["model"],
+        n_ctx=context,
+        logits_all=True,
+        verbose=False,
+        n_threads=2,
+        seed=0,
+        type_k=llama_cpp.GGML_TYPE_F32,
+        type_v=llama_cpp.GGML_TYPE_F32,
+        flash_attn=False,
     )
     result["metadata"] = {k: v for k, v in llm.metadata.items() if not k.startswith("tokenizer.ggml.merges")}
     llm.reset()
