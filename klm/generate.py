@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from klm.errors import ConfigError, RunDirError
+from klm.errors import ConfigError, KlmError, RunDirError
+from klm.tasks import get_task, task_for_config
 
 
 def check_utf8_text(text, name):
@@ -96,7 +97,7 @@ def generate_text(
     Returns:
         List of generated continuations (without the prompt).
     """
-    if run.task != "causal_lm":
+    if not get_task(run.task).generates:
         raise RunDirError(f"Expected a language-model run for generation. Received: task={run.task!r}")
     for index, prompt in enumerate(prompts):
         check_utf8_text(prompt, "the prompt" if len(prompts) == 1 else f"prompt {index + 1}")
@@ -223,7 +224,11 @@ def detokenize_many(tokenizer, id_lists):
 def sft_settings(run):
     """The `sft` section of an SFT run's `config.json`, or `None` for other runs."""
     config = getattr(run, "config", None) or {}
-    return config.get("sft") if config.get("finetune_task") == "sft" else None
+    try:  # pretrained checkpoints and other non-run models record no task
+        task = task_for_config(config)
+    except KlmError:
+        return None
+    return task.prompt_settings(config)
 
 
 def run_template(run):

@@ -24,7 +24,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from klm.errors import RunDirError
+from klm.errors import KlmError, RunDirError
+from klm.tasks import task_for_config
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
@@ -170,7 +171,20 @@ def read_run_config(run_dir):
     config = read_json(config_path)
     if config.get("task") not in TASKS:
         raise RunDirError(f"{config_path}: expected task in {TASKS}. Received: task={config.get('task')!r}")
+    run_task(config, config_path)  # a run of a known model family with an unknown finetune_task fails here
     return config
+
+
+def run_task(config, source=CONFIG_FILE):
+    """The registered `klm.tasks.Task` that wrote a run folder's `config` (its `config.json`).
+
+    Raises:
+        RunDirError: no registered task matches the config's `task`/`finetune_task`.
+    """
+    try:
+        return task_for_config(config, source=str(source))
+    except KlmError as error:
+        raise RunDirError(str(error)) from None
 
 
 def checkpoint_path(run_dir, which="best"):
@@ -210,7 +224,7 @@ def load_run(run_dir, which="best", require_finished=True):
     model = load_model(checkpoint_path(run_dir, which))
     tokenizer = load_tokenizer(str(run_dir / TOKENIZER_DIR))
     labels, multi_label = None, False
-    if config["task"] == "classifier":
+    if run_task(config).has_labels:
         label_info = read_json(run_dir / LABELS_FILE)
         labels, multi_label = label_info["labels"], bool(label_info.get("multi_label", False))
     summary = read_json(summary_path) if summary_path.exists() else None

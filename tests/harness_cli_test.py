@@ -41,11 +41,18 @@ def test_lm_eval_is_imported_only_for_tasks():
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def test_missing_lm_eval_names_the_extra(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "lm_eval", None)  # `import lm_eval` raises ImportError, as when not installed
-    result = invoke(["evaluate", str(tmp_path), "--tasks", "hellaswag"])
-    assert result.exit_code == 2, result.output
-    assert "klm[eval]" in result.output
+def test_missing_lm_eval_names_the_extra(tmp_path):
+    # A fresh interpreter in which `import lm_eval` fails as when the package is not installed
+    # (`sys.modules[name] = None` makes the import system raise ImportError); klm's code runs unchanged.
+    code = (
+        "import sys; sys.modules['lm_eval'] = None; "
+        "from click.testing import CliRunner; from klm.cli.main import main; "
+        f"r = CliRunner().invoke(main, ['evaluate', {str(tmp_path)!r}, '--tasks', 'hellaswag']); "
+        "print(r.output); sys.exit(r.exit_code)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert 'pip install "klm[eval]"' in proc.stdout, proc.stdout[-2000:]
 
 
 def test_task_flags_need_tasks(tmp_path):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from klm import runs
 from klm.errors import ConfigError, KlmError, RunDirError
+from klm.tasks.causal_lm_task import LM_SIGNATURES  # noqa: F401 (re-exported)
+from klm.tasks.classifier_task import CLASSIFIER_SIGNATURES  # noqa: F401 (re-exported)
 
 CHECKPOINTS = ("best", "last")
 # Tokenizers whose graph is made of core TensorFlow ops only.
@@ -28,8 +30,6 @@ DEFAULT_VERIFY_TEXTS = (
     "a",
 )
 DEFAULT_VERIFY_PROMPTS = ("the", "hello world", "")
-CLASSIFIER_SIGNATURES = ("serving_default",)
-LM_SIGNATURES = ("serving_default", "score", "generate", "generate_top_k")
 TEMP_PREFIX = ".klm-export-"
 
 

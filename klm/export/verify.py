@@ -9,7 +9,8 @@ the tolerance, the same token counts, identical greedy text, top-k with
 signature present and no blocked module imported. Imports no Keras.
 """
 
-from klm.export.config import CLASSIFIER_SIGNATURES, LM_SIGNATURES, ExportError
+from klm.export.config import ExportError
+from klm.tasks import get_task
 
 
 def verification_calls(task, texts, prompts, max_new_tokens):
@@ -40,7 +41,7 @@ def compare_with_reference(task, check, reference, labels, tolerance):
 
     outputs = check["outputs"]
     problems = []
-    expected = CLASSIFIER_SIGNATURES if task == "classifier" else LM_SIGNATURES
+    expected = get_task(task).export_signatures
     missing = sorted(set(expected) - set(check.get("loaded_signatures", [])))
     if missing:
         problems.append(f"signatures missing from the SavedModel: {missing}")
