@@ -73,6 +73,7 @@ def finetune(config: FinetuneConfig):
     session = TrainingSession(config, task="classifier")
     from klm import data as data_lib
     from klm.models import KlmBackbone, KlmClassifier
+    from klm.quantize import inherited_quantization
 
     native = _native_run(config.from_run)
     pretrained = _pretrained_source(config, session.resolved) if native else None
@@ -99,6 +100,7 @@ def finetune(config: FinetuneConfig):
                 pretrained=checkpoint.source,
                 tokenizer=checkpoint.source.get("tokenizer"),
                 preset=checkpoint.source.get("architecture"),
+                **inherited_quantization(config.from_run, checkpoint.model),
             )
         else:
             tokenizer = session.load_tokenizer()

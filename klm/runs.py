@@ -109,7 +109,7 @@ def load_model(path):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         try:
-            return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+            return own_quantization_policies(keras.saving.load_model(str(path), safe_mode=True, compile=False))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             if not Path(path).exists():
                 raise RunDirError(f"Checkpoint not found. Received: path={str(path)!r}") from e
@@ -124,6 +124,28 @@ def load_model(path):
                 f"{str(e).splitlines()[0] if str(e) else 'no detail'}). If the run folder has a resume backup, re-run "
                 "the training command to rebuild it; or delete the file (best.keras falls back to last.keras)."
             ) from e
+
+
+def own_quantization_policies(model):
+    """Gives each quantized layer of a loaded `model` its own dtype policy; returns `model`.
+
+    A quantized backbone reloads with a `DTypePolicyMap` (`{layer path:
+    policy}`) as its `dtype`, and every sublayer holds that map. Keras 3.15.1
+    resolves the map in `Layer.quantization_mode`, but `Dense`, `EinsumDense`
+    and `Embedding` read `self.dtype_policy.quantization_mode` (the map's:
+    None) when they save, so a reloaded int8/int4 model (QLoRA included)
+    saved its scales as `None` ("Invalid dtype: object"). With the layer's
+    own policy both agree, as they do right after `model.quantize()`. The
+    backbone keeps the map: its config is what reloads the file.
+    """
+    from keras.dtype_policies import DTypePolicyMap
+
+    for layer in model._flatten_layers(include_self=False):
+        policy = getattr(layer, "_dtype_policy", None)
+        if isinstance(policy, DTypePolicyMap) and layer.path and layer.quantization_mode is not None:
+            # Not the `dtype_policy` setter: with a map it writes into the map instead.
+            layer._dtype_policy = policy[layer.path]
+    return model
 
 
 @dataclasses.dataclass

@@ -267,6 +267,8 @@ def pretrain(config: PretrainConfig):
     if not config.init_from:  # before anything is written (a checkpoint's positions: once it is loaded)
         check_preset_seq_len(config.preset, config.seq_len)
 
+    from klm.quantize import inherited_quantization
+
     with session:
         session.open(IDENTITY_FIELDS)
         log(
@@ -279,7 +281,9 @@ def pretrain(config: PretrainConfig):
             with scope:
                 checkpoint = load_checkpoint_for(config.init_from, config)
             corpus = checkpoint_corpus(config, checkpoint)
-            session.resolved.update(pretrained=checkpoint.source)
+            session.resolved.update(
+                pretrained=checkpoint.source, **inherited_quantization(config.init_from, checkpoint.model)
+            )
         else:
             corpus = load_pretrain_corpus(config, session.load_tokenizer())
         tokenizer = corpus.tokenizer

@@ -14,7 +14,16 @@
 when it exists (a file, or a folder with anything in it) before anything is
 loaded, and so is a missing optional package (`pip install klm[onnx]`,
 `klm[litert]`, `klm[gguf]`).
+
+Quantized runs (`klm quantize`, and LoRA runs trained on top of one) are
+refused for every format, before anything is loaded: each exporter writes
+the float weights it reads from the model, so the file would be a float
+model (an f32 export of a quantized run) - neither the model that was
+quantized and measured nor a smaller one (`refuse_quantized`).
 """
+
+import json
+import os
 
 from klm.errors import ConfigError
 
@@ -70,6 +79,7 @@ def export_to(
         raise ConfigError(
             f"--litert-sequence-length applies to --format litert only. Received: --format={export_format}"
         )
+    refuse_quantized(source, export_format)
     if export_format == "savedmodel":
         from klm.export.config import ExportConfig
         from klm.export.pipeline import export_run
@@ -119,3 +129,34 @@ def export_to(
         result = export_gguf(loaded, out_dir, gguf_type=gguf_type, verify=verify, max_new_tokens=max_new_tokens)
     result["source"] = loaded.source
     return result
+
+
+def refuse_quantized(source, export_format):
+    """Raises `ConfigError` when `source` is a quantized klm run (its `config.json` has a `quantization` entry).
+
+    klm's exporters (ONNX, LiteRT, GGUF, SavedModel, Transformers) write the
+    float weights they read from the model; none writes Keras's int8/int4
+    kernels with their scales (ONNX int8 and GGUF q8_0 hold different
+    layouts: a re-quantization, not the measured model). So a quantized run
+    is refused by name, with what to do instead.
+    """
+    config_path = os.path.join(str(source), "config.json")
+    if not os.path.isfile(config_path):
+        return  # checkpoints (presets, hf://, Transformers folders) are never quantized by klm
+    with open(config_path) as f:
+        quantization = json.load(f).get("quantization")
+    if not quantization:
+        return
+    mode = quantization.get("mode")
+    origin = quantization.get("source")
+    advice = (
+        f"export the float run it was quantized from ({origin})"
+        if origin and not quantization.get("from_quantized_run")
+        else "export the float model it came from"
+    )
+    gguf_hint = " (for a smaller GGUF, export that with --gguf-type q8_0)" if export_format == "gguf" else ""
+    raise ConfigError(
+        f"{source} is a quantized run ({mode}); klm export writes float weights only, so --format {export_format} "
+        f"would be an f32 export of a quantized run: neither the quantized model nor a smaller one. Instead, "
+        f"{advice}{gguf_hint}. Received: RUN={str(source)!r} --format={export_format} quantization={mode}"
+    )

@@ -4,12 +4,13 @@ Importing this package imports no Keras.
 """
 
 from klm.quantize.config import CALIBRATED_MODES, MODES, QuantizeConfig
-from klm.quantize.quantize import quantization_of, quantize_model, quantize_run, weight_bytes
+from klm.quantize.quantize import inherited_quantization, quantization_of, quantize_model, quantize_run, weight_bytes
 
 __all__ = [
     "CALIBRATED_MODES",
     "MODES",
     "QuantizeConfig",
+    "inherited_quantization",
     "quantization_of",
     "quantize_model",
     "quantize_run",

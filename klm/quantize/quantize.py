@@ -52,6 +52,33 @@ def quantization_of(model):
     }
 
 
+def inherited_quantization(source, model):
+    """`{"quantization": ...}` for the config of a run trained from `model` (loaded from `source`), else `{}`.
+
+    A run fine-tuned with LoRA from a quantized run (QLoRA) keeps the frozen
+    quantized weights: its `config.json` says so, so that `klm export` and
+    `klm quantize` treat it as the quantized model it is.
+    """
+    layers = quantization_of(model)
+    if not layers:
+        return {}
+    counts = {}
+    for mode in layers.values():
+        counts[mode] = counts.get(mode, 0) + 1
+    recorded = {}
+    config_path = Path(source) / runs.CONFIG_FILE
+    if config_path.is_file():
+        recorded = runs.read_json(config_path).get("quantization") or {}
+    return {
+        "quantization": {
+            "mode": recorded.get("mode") or max(counts, key=counts.get),
+            "layer_modes": counts,
+            "source": os.path.abspath(source) if os.path.exists(source) else source,
+            "from_quantized_run": bool(recorded),
+        }
+    }
+
+
 def weight_bytes(model):
     """Bytes of `model`'s variables as stored (each variable once; int4 is packed two per byte)."""
     import keras
@@ -143,8 +170,33 @@ def _quantize_calibrated(model, mode, block, calibration_tokens, tokenizer, conf
         if mode == "gptq"
         else keras.quantizers.AWQConfig(dataset, tokenizer, **common)
     )
-    # Only the blocks' projections: the embedding is int8 already and the task head has none.
-    model.quantize(config=quantizer_config, filters=lambda layer: layer.path != embedding_path, type_check=False)
+    # Only the projections (Dense/EinsumDense; klm's FusedDense is a Dense): the embedding is int8 already, and
+    # with type_check=False Keras would otherwise try every layer, a keras-hub tokenizer layer included.
+    projections = (keras.layers.Dense, keras.layers.EinsumDense)
+    model.quantize(
+        config=quantizer_config,
+        filters=lambda layer: isinstance(layer, projections) and layer.path != embedding_path,
+        type_check=False,
+    )
+    _save_zero_points(model)
+
+
+def _save_zero_points(model):
+    """Makes keras-hub's GPTQ/AWQ `Dense`/`EinsumDense` layers save their zero points.
+
+    Keras 3.15.1 leaves `kernel_zero` out of a GPTQ/AWQ layer's saved variables,
+    so the `.keras` file does not reload. klm's `FusedDense` saves it itself;
+    keras-hub's layers are Keras's own classes, so each quantized instance gets
+    the same saving function (`klm.layers.fused_dense.save_calibrated_variables`).
+    """
+    import functools
+
+    from klm.layers.fused_dense import CALIBRATED_MODES, FusedDense, save_calibrated_variables
+
+    for layer in model._flatten_layers(include_self=False):
+        if getattr(layer, "quantization_mode", None) in CALIBRATED_MODES and not isinstance(layer, FusedDense):
+            # object.__setattr__: an instance attribute, not tracked by Keras (it is no layer state).
+            object.__setattr__(layer, "save_own_variables", functools.partial(save_calibrated_variables, layer))
 
 
 def generation_speed(checkpoint, new_tokens, prompt="The history of"):

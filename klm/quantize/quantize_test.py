@@ -62,3 +62,31 @@ def test_config_refuses_bad_input(tmp_path):
     with pytest.raises(RunDirError, match="OUT already exists"):
         QuantizeConfig(source="runs/x", out_dir=out)
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_lora_on_a_reloaded_quantized_model_saves_and_reloads(tmp_path, mode):
+    # QLoRA: adapters on the frozen quantized kernels of a *reloaded* model. Keras's Dense/Embedding read their
+    # mode from `dtype_policy` when saving; a reloaded backbone gives each layer the DTypePolicyMap, whose mode is
+    # None, so the scales were saved as None ("Invalid dtype: object"). `runs.load_model` resolves them.
+    from klm.pretrained import apply_lora
+
+    model = _seed_lm()
+    batch = token_batch(2, 8)
+    layers = quantize_model(model, mode)
+    model.save(str(tmp_path / "quantized.keras"))
+    model = runs.load_model(str(tmp_path / "quantized.keras"))
+    apply_lora(model, 2)
+    rng = np.random.default_rng(0)
+    adapted = [layer for layer in model._flatten_layers() if getattr(layer, "lora_enabled", False)]
+    assert adapted
+    for layer in adapted:  # as if trained: the updates change the outputs
+        layer.lora_kernel_b.assign(rng.normal(0, 0.05, layer.lora_kernel_b.shape).astype("float32"))
+    outputs = keras.ops.convert_to_numpy(model(batch))
+    runs.save_model(model, tmp_path / "qlora.keras")
+    reloaded = runs.load_model(tmp_path / "qlora.keras")
+    assert quantization_of(reloaded) == layers  # the adapters were merged into the quantized kernels
+    # Merging re-quantizes each adapted kernel (a new scale per channel): int8/int4 rounding, no more.
+    tolerance = 0.05 if mode == "int8" else 0.3
+    difference = np.abs(keras.ops.convert_to_numpy(reloaded(batch)) - outputs).max()
+    assert difference < tolerance * np.abs(outputs).max()
