@@ -8,6 +8,8 @@ from klm.metrics import (
     perplexity,
     unknown_token_report,
 )
+from klm.pretrained.checkpoint import load_run
+from klm.tasks import get_task
 
 
 def evaluate_run(
@@ -57,7 +59,7 @@ def evaluate_run(
     from klm import data as data_lib
     from klm.pretrained.checkpoint import classify
 
-    if classify(run_dir) == "klm_run" and runs.read_run_config(run_dir).get("finetune_task") == "sft":
+    if classify(run_dir) == "klm_run" and _templated(runs.read_run_config(run_dir)):
         return evaluate_sft(
             run_dir,
             data,
@@ -71,13 +73,13 @@ def evaluate_run(
         return _evaluate_pretrained(
             run_dir, data, backend, batch_size, text_field, label_field, seq_len, dtype, add_start_token
         )
-    run = runs.load_run(run_dir)
+    run = load_run(run_dir)
     result = {"run_dir": str(run.path), "data": str(data), "task": run.task, "backend": backend}
-    if run.task == "causal_lm" and not _is_klm_causal_lm(run.model):
+    if run.mode.generates and not _is_klm_causal_lm(run.model):
         return _evaluate_pretrained(
             run_dir, data, backend, batch_size, text_field, label_field, seq_len, dtype, add_start_token
         )
-    if run.task == "causal_lm":
+    if run.mode.generates:
         seq_len = run.seq_len
         batch = batch_size or int(run.config.get("eval_batch_size", 10))
         from klm.data.lm.model_inputs import lm_model_inputs
@@ -202,7 +204,7 @@ def _evaluate_pretrained(spec, data, backend, batch_size, text_field, label_fiel
         "backend": backend,
         "checkpoint": checkpoint.source,
     }
-    if checkpoint.task != "causal_lm":  # a classifier run on a pretrained backbone
+    if not checkpoint.mode.generates:  # a classifier run on a pretrained backbone
         result.update(_classifier_metrics(checkpoint.run, data, batch_size, text_field, label_field))
         return result
     if seq_len is None and checkpoint.run is not None:
@@ -220,6 +222,11 @@ def _evaluate_pretrained(spec, data, backend, batch_size, text_field, label_fiel
     return _warn(result)
 
 
+def _templated(config):
+    """Whether a run trains on templated prompts (SFT): it is scored on its responses, by `evaluate_sft`."""
+    return runs.run_task(config).prompt_settings(config) is not None
+
+
 def _warn(result):
     """Prints the result's `warnings` on stderr (they stay in the `--json` output too)."""
     for warning in result.get("warnings", ()):
@@ -233,7 +240,7 @@ def format_result(result):
     if "checkpoint" in result:
         source = result["checkpoint"]
         lines.append(f"model: {source.get('architecture')} ({source.get('kind')}, {source.get('dtype')})")
-    if result.get("finetune_task") == "sft":
+    if "response_loss" in result:  # an SFT run's report (evaluate_sft)
         lines += [
             f"template:            {result['template']}",
             f"examples:            {result['examples']:,} ({result['response_tokens']:,} response tokens, "
@@ -250,7 +257,7 @@ def format_result(result):
                 f"    generated: {sample['generated']!r}",
             ]
         return "\n".join(lines)
-    if result["task"] == "causal_lm":
+    if get_task(result["task"]).generates:
         if "convention" in result:
             lines.append(f"window: {result['seq_len']} tokens, {result['convention']}")
         lines += [

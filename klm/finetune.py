@@ -15,7 +15,7 @@ from pathlib import Path
 from klm import runs
 from klm.config import FinetuneConfig
 from klm.errors import ConfigError, RunDirError
-from klm.train import (
+from klm.training.builders import (
     IDENTITY_FIELDS,
     backbone_overrides,
     build_optimizer,
@@ -239,7 +239,7 @@ def _pretrained_source(config, resolved):
     if config.from_run == "none":
         return None
     source_config = runs.read_run_config(config.from_run)
-    if source_config["task"] != "causal_lm":
+    if not runs.run_task(source_config).generates:
         raise RunDirError(
             f"Expected --from to be a pretraining run (task causal_lm). "
             f"Received: --from={config.from_run!r} (task {source_config['task']})"

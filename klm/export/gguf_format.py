@@ -54,7 +54,7 @@ def gguf_architecture(checkpoint):
     from klm.models import KlmCausalLM
 
     model = checkpoint.model
-    if checkpoint.task != "causal_lm":
+    if not checkpoint.mode.generates:
         raise ConfigError(
             f"Cannot export to GGUF: {checkpoint.source.get('name')} is a {checkpoint.task}; llama.cpp runs causal "
             f"language models. Received: --format=gguf"

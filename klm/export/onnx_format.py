@@ -64,7 +64,7 @@ def inference_model(checkpoint):
             "Export a float32 run, or load a pretrained checkpoint without --precision. Received: "
             f"dtype={model.dtype_policy.name!r}"
         )
-    if checkpoint.task != "classifier":
+    if not checkpoint.mode.has_labels:
         return model
     activation = "sigmoid" if getattr(checkpoint.run, "multi_label", False) else "softmax"
     inputs = {
@@ -196,7 +196,7 @@ def export_onnx(checkpoint, out_dir, verify=True, tolerance=TOLERANCE, opset=Non
     with staged_output(out_dir) as temp:
         path = os.path.join(temp, "model.onnx")
         # PyTorch's exporter traces one shape; the dynamic axes come from the signature's `None`s.
-        output_name = "probabilities" if checkpoint.task == "classifier" else "logits"
+        output_name = "probabilities" if checkpoint.mode.has_labels else "logits"
         if backend == "torch":
             with export_scope(model):
                 export_onnx_torch(model, path, output_name, opset)

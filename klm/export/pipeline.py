@@ -67,7 +67,7 @@ def _check_run(config):
     checkpoint = runs.checkpoint_path(run_dir, config.checkpoint)
     metadata = tokenizer_metadata(run_dir)
     labels = None
-    if run_config["task"] == "classifier":
+    if runs.run_task(run_config).has_labels:
         try:
             labels = runs.read_json(run_dir / runs.LABELS_FILE)["labels"]
         except (OSError, ValueError, KeyError, TypeError) as e:

@@ -39,7 +39,7 @@ def keras_reference(run, texts, prompts, max_new_tokens):
         return [int(i) for i in row]
 
     pad_id = pad_token_id(run.tokenizer)
-    if run.task == "classifier":
+    if run.mode.has_labels:
         rows = []
         for text in texts:
             ids = ids_of(text)[: run.seq_len]

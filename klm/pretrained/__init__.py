@@ -21,7 +21,7 @@
 Importing this package imports no Keras; the functions import it lazily.
 """
 
-from klm.pretrained.checkpoint import Checkpoint, load_checkpoint
+from klm.pretrained.checkpoint import Checkpoint, load_checkpoint, load_run
 from klm.pretrained.lora import apply_lora, build_classifier, lora_target_layers, merge_lora, parameter_counts
 from klm.pretrained.perplexity import evaluate_checkpoint, hf_convention_loss, lm_batches, token_stream
 from klm.pretrained.resolve import CheckpointError, classify, is_checkpoint_spec
@@ -33,6 +33,7 @@ __all__ = [
     "classify",
     "is_checkpoint_spec",
     "load_checkpoint",
+    "load_run",
     "load_tokenizer",
     "save_tokenizer",
     "apply_lora",

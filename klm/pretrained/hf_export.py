@@ -257,7 +257,7 @@ def export_checkpoint_hf(spec, out_dir, verify=True, which="best"):
     from klm.pretrained.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(spec, which=which)
-    if checkpoint.task != "causal_lm":
+    if not checkpoint.mode.generates:
         raise ConfigError(
             f"Cannot export to Hugging Face format: {spec} is a {checkpoint.task} run; --format hf exports causal "
             f"language models. Received: RUN={os.fspath(spec)!r}"
@@ -279,9 +279,10 @@ def _chat_template_of(checkpoint, spec):
     from klm.sft.prompt_template import template_from_dict
 
     config = checkpoint.config
-    if config.get("finetune_task") == "sft":
-        template = template_from_dict(config["sft"]["template"])
-        end_id = config["sft"].get("end_token_id")
+    prompt_settings = checkpoint.mode.prompt_settings(config)
+    if prompt_settings is not None:  # an SFT run: the template it was trained with
+        template = template_from_dict(prompt_settings["template"])
+        end_id = prompt_settings.get("end_token_id")
         end_text = "" if end_id is None else str(checkpoint.tokenizer.id_to_token(int(end_id)))
     else:
         name = (config.get("pretrained") or {}).get("name") if checkpoint.run is not None else spec

@@ -35,7 +35,7 @@ class ServedModel:
     def __init__(self, checkpoint, name, context_length=None, default_max_tokens=256):
         from klm.generate import position_limit, reply_special_ids, run_template
 
-        if checkpoint.task != "causal_lm":
+        if not checkpoint.mode.generates:
             raise ConfigError(
                 f"Expected a language model to serve; {checkpoint.path} is a {checkpoint.task} run. "
                 f"Received: RUN={checkpoint.path!r}"

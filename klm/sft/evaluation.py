@@ -6,7 +6,7 @@ import numpy as np
 
 from klm.metrics import perplexity as clamped_perplexity
 from klm.sft.conversations import Conversation
-from klm.sft.encoding import conversation_pieces, encode_pieces, tokenize_texts
+from klm.sft.encoding import conversation_pieces, encode_pieces, fit_prompt, tokenize_texts
 
 
 def response_loss(model, batches):
@@ -70,14 +70,6 @@ def prompt_ids(template, tokenizer, conversations, end_token_id, start_token_id=
     history = [Conversation(c.turns[:-1], c.system, c.source, c.format) for c in conversations]
     pieces = conversation_pieces(template, history, next_prompts=[c.turns[-1][0] for c in conversations])
     return [ids for ids, _ in encode_pieces(pieces, tokenizer, end_token_id, start_token_id)]
-
-
-def fit_prompt(ids, limit, max_new_tokens, keep_first=0):
-    """Cuts a prompt's oldest tokens so that prompt + `max_new_tokens` fit `limit` positions (`None`: as is)."""
-    if limit is None or len(ids) + max_new_tokens <= limit:
-        return list(ids)
-    room = max(limit - max_new_tokens, keep_first + 1)
-    return list(ids[:keep_first]) + list(ids[len(ids) - (room - keep_first) :])
 
 
 def generation_metrics(

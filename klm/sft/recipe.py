@@ -15,7 +15,8 @@ import math
 from klm import runs
 from klm.errors import ConfigError
 from klm.sft.config import SftConfig
-from klm.train import backbone_overrides, log
+from klm.tasks import get_task
+from klm.training.builders import backbone_overrides, log
 from klm.training.session import LoopPlan, TrainingSession
 
 # Fields that must match when an existing run folder is resumed.
@@ -45,7 +46,7 @@ def sft_cleaning(config):
     whole. Without any of the flags the data is used as written (as before).
     """
     from klm.data.text.cleaning_config import CleaningConfig
-    from klm.train import cleaning_for
+    from klm.training.builders import cleaning_for
 
     chosen = cleaning_for(config)
     if not chosen:
@@ -83,10 +84,11 @@ def resolve_template(config, checkpoint=None):
         return PromptTemplate.from_file(config.template)
     if checkpoint is not None:
         source_config = checkpoint.config
-        if source_config.get("finetune_task") == "sft":  # continuing an SFT run: its template
+        prompt_settings = checkpoint.mode.prompt_settings(source_config)
+        if prompt_settings is not None:  # continuing an SFT run: its template
             from klm.sft.prompt_template import template_from_dict
 
-            return template_from_dict(source_config["sft"]["template"])
+            return template_from_dict(prompt_settings["template"])
         spec = config.from_run if checkpoint.run is None else (source_config.get("pretrained") or {}).get("name")
         if spec:
             from klm.sft.chat_template import checkpoint_chat_template
@@ -106,7 +108,7 @@ def _source_kind(config):
     if classify(config.from_run) != "klm_run":
         return "pretrained", None
     source_config = runs.read_run_config(config.from_run)
-    if source_config.get("task") != "causal_lm":
+    if not runs.run_task(source_config).generates:
         raise ConfigError(
             f"Expected --from to be a language model (a pretraining or SFT run, or a pretrained checkpoint). "
             f"Received: --from={config.from_run!r} (task {source_config.get('task')})"
@@ -116,7 +118,7 @@ def _source_kind(config):
 
 def _identity(config, kind, source_config, resolved):
     """Sets the run's identity fields (compared when a run folder is resumed) before the folder is opened."""
-    resolved["finetune_task"] = "sft"
+    resolved.update(get_task("sft").run_config_fields())
     if kind == "none":
         resolved["tokenizer"] = config.tokenizer or "word"
     elif kind == "klm_run":
@@ -171,7 +173,7 @@ def finetune_sft(config: SftConfig):
     train, valid, test, cleaning_report = read_sft_data(config)
     from klm.sft import batching
     from klm.sft.encoding import encode_conversations
-    from klm.train import build_optimizer_state, compile_causal_lm
+    from klm.training.builders import build_optimizer_state, compile_causal_lm
     from klm.training.session import optimizer_steps
 
     kind, source_config = _source_kind(config)
@@ -334,8 +336,7 @@ def finetune_sft(config: SftConfig):
 
         best = runs.load_model(runs.checkpoint_path(session.run_dir, "best"))
         extra = {
-            "task": "causal_lm",
-            "finetune_task": "sft",
+            **get_task("sft").run_config_fields(),
             "template": template.source,
             "data": report,
             "train_tokens": state.batches_done * logger.tokens_per_step,
