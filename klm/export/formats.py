@@ -3,7 +3,7 @@
 | format     | module                         | what OUT holds                                 | checked in|
 |---|---|---|---|
 | savedmodel | `klm.export.pipeline`          | `OUT/<version>/saved_model.pb` (TF Serving)    | TensorFlow only|
-| hf         | `klm.pretrained.hf_export`     | `config.json`, `model.safetensors`, tokenizer  | transformers + torch|
+| hf         | `klm.export.hf_format`         | `config.json`, `model.safetensors`, tokenizer  | transformers + torch|
 | onnx       | `klm.export.onnx_format`       | `model.onnx`, `tokenizer.json`                 | ONNX Runtime only|
 | litert     | `klm.export.litert_format`     | `model.tflite`, `tokenizer.json`               | ai-edge-litert only|
 | gguf       | `klm.export.gguf_format`       | `model.gguf` (tokenizer and template inside)   | llama-cpp-python only|
@@ -86,7 +86,7 @@ def export_to(
         )
         return dict(export_run(config), format="savedmodel")
     if export_format == "hf":
-        from klm.pretrained.hf_export import export_checkpoint_hf
+        from klm.export.hf_format import export_checkpoint_hf
 
         return export_checkpoint_hf(source, out_dir, verify=verify, which=checkpoint)
 

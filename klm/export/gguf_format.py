@@ -82,8 +82,8 @@ def write_gguf(checkpoint, path, gguf_type, scratch):
     """Writes `path`; returns what it wrote (arch, tensors by type, chat template or `None`)."""
     import gguf
 
+    from klm.export.hf_format import _write as write_hf_folder
     from klm.export.tokenizer_files import hf_tokenizer_json
-    from klm.pretrained.hf_export import _write as write_hf_folder
 
     arch, pre = gguf_architecture(checkpoint)
     model, tokenizer = checkpoint.model, checkpoint.tokenizer

@@ -13,7 +13,7 @@
 - `apply_lora`, `merge_lora`, `parameter_counts`, `build_classifier`
   (`klm.pretrained.lora`).
 - `export_hf(model, tokenizer, out_dir)`: a Transformers folder, verified
-  by Transformers itself (`klm.pretrained.hf_export`).
+  by Transformers itself (`klm.export.hf_format`).
 - `estimate_checkpoint`, `format_checkpoint_report`: parameters, memory and
   step time of fine-tuning a checkpoint, `klm estimate --from`
   (`klm.pretrained.estimate`; not imported here).
