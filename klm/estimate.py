@@ -44,6 +44,8 @@ from klm import runs
 from klm.config import PretrainConfig
 from klm.errors import ConfigError
 from klm.tasks import get_task
+from klm.training.builders import build_causal_lm, load_pretrain_corpus
+from klm.training.session import distribution, setup
 
 MIB = 2**20
 
@@ -217,8 +219,6 @@ def estimate(config: PretrainConfig, measure_steps=5, warmup_steps=2, log=log_to
         )
     from klm.data.lm.model_inputs import lm_model_inputs, num_tokens
     from klm.models.presets import check_preset_seq_len
-    from klm.training.builders import build_causal_lm, load_pretrain_corpus
-    from klm.training.session import distribution, setup
 
     check_preset_seq_len(config.preset, config.seq_len)
 

@@ -2,13 +2,21 @@
 
 import sys
 
+from klm import backend as backend_lib
 from klm import runs
+from klm.generate import position_limit, run_template, sft_settings
 from klm.metrics import (
     classification_metrics,  # noqa: F401 - its old import path
     perplexity,
     unknown_token_report,
 )
-from klm.pretrained.checkpoint import load_run
+from klm.pretrained import evaluate_checkpoint, load_checkpoint
+from klm.pretrained.checkpoint import classify, load_run
+from klm.sft import batching
+from klm.sft.conversations import read_conversations
+from klm.sft.encoding import encode_conversations
+from klm.sft.evaluation import generation_metrics, response_loss
+from klm.sft.evaluation import perplexity as response_perplexity  # NaN for an empty response set
 from klm.tasks import get_task
 
 
@@ -53,11 +61,9 @@ def evaluate_run(
     Returns:
         A dict of results (the `--json` output of `klm evaluate`).
     """
-    from klm import backend as backend_lib
 
     backend = backend_lib.use_backend(backend)
     from klm import data as data_lib
-    from klm.pretrained.checkpoint import classify
 
     if classify(run_dir) == "klm_run" and _templated(runs.read_run_config(run_dir)):
         return evaluate_sft(
@@ -124,12 +130,6 @@ def evaluate_sft(run_dir, data, backend=None, batch_size=None, max_new_tokens=No
         `samples` (a few prompts, references and generations), `template`
         and the data report (`truncated_examples`, ...).
     """
-    from klm.generate import position_limit, run_template, sft_settings
-    from klm.pretrained import load_checkpoint
-    from klm.sft import batching
-    from klm.sft.conversations import read_conversations
-    from klm.sft.encoding import encode_conversations
-    from klm.sft.evaluation import generation_metrics, perplexity, response_loss
 
     conversations = read_conversations(data)
     run = load_checkpoint(run_dir, dtype=dtype)
@@ -166,7 +166,7 @@ def evaluate_sft(run_dir, data, backend=None, batch_size=None, max_new_tokens=No
         "examples": len(conversations),
         "response_tokens": tokens,
         "response_loss": loss,
-        "response_perplexity": perplexity(loss),
+        "response_perplexity": response_perplexity(loss),
         "exact_match": metrics["exact_match"],
         "token_f1": metrics["token_f1"],
         "max_new_tokens": budget,
@@ -194,7 +194,6 @@ def _is_klm_causal_lm(model):
 
 
 def _evaluate_pretrained(spec, data, backend, batch_size, text_field, label_field, seq_len, dtype, add_start_token):
-    from klm.pretrained import evaluate_checkpoint, load_checkpoint
 
     checkpoint = load_checkpoint(spec, dtype=dtype)
     result = {

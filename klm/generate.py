@@ -3,7 +3,9 @@
 import numpy as np
 
 from klm.errors import ConfigError, KlmError, RunDirError
+from klm.sft.conversations import Conversation
 from klm.sft.encoding import conversation_pieces, encode_pieces, fit_prompt, tokens_to_list
+from klm.sft.prompt_template import template_from_dict
 from klm.tasks import get_task, task_for_config
 
 
@@ -228,7 +230,6 @@ def run_template(run):
     settings = sft_settings(run)
     if settings is None:
         return None
-    from klm.sft.prompt_template import template_from_dict
 
     return template_from_dict(settings["template"])
 
@@ -333,7 +334,6 @@ def reply_prompt_ids(run, prompt, history=(), system=None, raw=False):
     Returns:
         A list of ints (not cut to the model's context).
     """
-    from klm.sft.conversations import Conversation
 
     check_utf8_text(prompt, "the prompt")
     if system is not None:

@@ -17,6 +17,13 @@ loaded, and so is a missing optional package (`pip install klm[onnx]`,
 """
 
 from klm.errors import ConfigError
+from klm.export.config import ExportConfig
+from klm.export.gguf_format import export_gguf
+from klm.export.litert_format import export_litert
+from klm.export.onnx_format import export_onnx
+from klm.export.pipeline import export_run
+from klm.export.publish import check_new_output, require_runtime
+from klm.pretrained.checkpoint import load_checkpoint
 
 FORMATS = ("savedmodel", "hf", "onnx", "litert", "gguf")
 
@@ -71,9 +78,6 @@ def export_to(
             f"--litert-sequence-length applies to --format litert only. Received: --format={export_format}"
         )
     if export_format == "savedmodel":
-        from klm.export.config import ExportConfig
-        from klm.export.pipeline import export_run
-
         config = ExportConfig(
             run_dir=source,
             out_dir=out_dir,
@@ -90,8 +94,6 @@ def export_to(
 
         return export_checkpoint_hf(source, out_dir, verify=verify, which=checkpoint)
 
-    from klm.export.publish import check_new_output, require_runtime
-
     check_new_output(out_dir)
     if export_format == "onnx":
         require_runtime("onnx", "onnx", "Exporting to ONNX")
@@ -102,20 +104,13 @@ def export_to(
         require_runtime("gguf", "gguf", "Writing GGUF")
         if verify:
             require_runtime("llama_cpp", "gguf", "Checking the GGUF export (llama-cpp-python)")
-    from klm.pretrained.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(source, which=checkpoint)
     if export_format == "onnx":
-        from klm.export.onnx_format import export_onnx
-
         result = export_onnx(loaded, out_dir, verify=verify)
     elif export_format == "litert":
-        from klm.export.litert_format import export_litert
-
         result = export_litert(loaded, out_dir, verify=verify, sequence_length=sequence_length)
     else:
-        from klm.export.gguf_format import export_gguf
-
         result = export_gguf(loaded, out_dir, gguf_type=gguf_type, verify=verify, max_new_tokens=max_new_tokens)
     result["source"] = loaded.source
     return result

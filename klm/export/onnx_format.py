@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from klm.backend.export import export_onnx_torch, export_scope
+from klm.backend.export import export_onnx_torch, export_scope, onnx_exporter_package
 from klm.errors import ConfigError
 from klm.export.publish import file_sizes, require_runtime, run_isolated_check, staged_output
 from klm.export.tokenizer_files import write_tokenizer
@@ -32,7 +32,6 @@ SAMPLE_TEXTS = ("The history of language models, in 3 short sentences.", "hello 
 
 def check_onnx_runtimes():
     """Raises `ConfigError` (naming `pip install klm[onnx]`) when a package of the export or its check is missing."""
-    from klm.backend.export import onnx_exporter_package
 
     require_runtime("onnx", "onnx", "Exporting to ONNX")
     require_runtime("onnxruntime", "onnx", "Checking the ONNX export")

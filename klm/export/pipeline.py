@@ -27,6 +27,7 @@ from klm.export.config import (
 )
 from klm.export.verify import compare_with_reference, verification_calls
 from klm.export.worker import TF_ONLY_PREFIX, call_in_tensorflow_only_process, run_build_worker
+from klm.pretrained.resolve import CheckpointError, classify
 
 # The build worker's scratch folder in $TMPDIR (named with the export's pid: see klm.export.cleanup).
 SCRATCH_PREFIX = "klm-export-"
@@ -34,7 +35,6 @@ SCRATCH_PREFIX = "klm-export-"
 
 def _pretrained_spec(run_dir):
     """The checkpoint name when RUN is a pretrained checkpoint (not a klm run folder), else `None`."""
-    from klm.pretrained.resolve import CheckpointError, classify
 
     try:
         kind = classify(run_dir)

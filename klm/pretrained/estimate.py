@@ -23,6 +23,7 @@ formatting) are in `klm.estimate`.
 import time
 
 from klm import backend as backend_lib
+from klm.config import FinetuneConfig
 from klm.errors import ConfigError
 from klm.estimate import (
     MIB,
@@ -33,7 +34,12 @@ from klm.estimate import (
     peak_rss_mib,
     time_fit,
 )
+from klm.pretrained import apply_lora
+from klm.pretrained.checkpoint import causal_lm_class, check_backbone_seq_len, load_backbone
+from klm.pretrained.lora import parameter_counts
 from klm.tasks import get_task
+from klm.training.builders import build_optimizer, build_optimizer_state
+from klm.training.session import distribution, jit_compile, setup
 
 
 class _shapes_only:
@@ -171,8 +177,6 @@ def _build_checkpoint_model(config, spec, task, num_classes, dtype, shapes_only)
     Returns `(model, source, lora_info)`; `shapes_only` builds it inside
     `_shapes_only` (no weight memory; not trainable).
     """
-    from klm.pretrained import apply_lora
-    from klm.pretrained.checkpoint import causal_lm_class, load_backbone
 
     scope = _shapes_only() if shapes_only else _nothing()
     with scope:
@@ -241,9 +245,6 @@ def estimate_checkpoint(config, num_classes=2, measure_steps=0, warmup_steps=2, 
     print(format_checkpoint_report(estimate_checkpoint(config)))
     ```
     """
-    from klm.config import FinetuneConfig
-    from klm.pretrained.lora import parameter_counts
-    from klm.training.session import distribution, setup
 
     if measure_steps < 0 or warmup_steps < 1:
         raise ConfigError(
@@ -267,7 +268,6 @@ def estimate_checkpoint(config, num_classes=2, measure_steps=0, warmup_steps=2, 
     dtype = "bfloat16" if config.precision == "bfloat16" else None  # as klm.train._load_checkpoint
 
     model, source, lora = _build_checkpoint_model(config, spec, task, num_classes, dtype, shapes_only=True)
-    from klm.pretrained.checkpoint import check_backbone_seq_len
 
     check_backbone_seq_len(model.backbone, config.seq_len, spec)
     counts = parameter_counts(model)
@@ -327,9 +327,6 @@ def estimate_checkpoint(config, num_classes=2, measure_steps=0, warmup_steps=2, 
     # === A short run of the real training step, on random weights and tokens ===
     import numpy as np
     import tensorflow as tf
-
-    from klm.training.builders import build_optimizer, build_optimizer_state
-    from klm.training.session import jit_compile
 
     scope, description = distribution(config)
     report["distribution"] = description

@@ -4,6 +4,7 @@ import collections
 
 import numpy as np
 
+from klm.generate import detokenize, generate_ids
 from klm.metrics import perplexity as clamped_perplexity
 from klm.sft.conversations import Conversation
 from klm.sft.encoding import conversation_pieces, encode_pieces, fit_prompt, tokenize_texts
@@ -87,8 +88,6 @@ def generation_metrics(
         `samples` (the first `samples` prompts, references and generations).
     """
     import keras_hub
-
-    from klm.generate import detokenize, generate_ids
 
     sampler = keras_hub.samplers.GreedySampler()
     prompts = prompt_ids(template, tokenizer, conversations, end_token_id, start_token_id)

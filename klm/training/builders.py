@@ -10,7 +10,11 @@ functions, after `klm.backend.use_backend`.
 
 import sys
 
+from klm import backend as backend_lib
 from klm.errors import ConfigError
+from klm.metrics import perplexity
+from klm.pretrained import apply_lora, load_checkpoint, token_stream
+from klm.pretrained.checkpoint import check_backbone_seq_len
 from klm.training.session import jit_compile
 
 # Fields that must match when an existing run folder is resumed: changing any
@@ -34,7 +38,6 @@ def log(message):
 
 
 def perplexity_or_none(loss):
-    from klm.metrics import perplexity
 
     return None if loss is None else perplexity(loss)
 
@@ -94,7 +97,6 @@ def build_optimizer(config, steps_per_epoch, total_steps):
         global_clipnorm=config.clipnorm or None,  # 0 turns clipping off
         gradient_accumulation_steps=config.grad_accum if config.grad_accum > 1 else None,
     )
-    from klm import backend as backend_lib
 
     if config.optimizer == "sgd":
         return backend_lib.fuse_global_clipnorm(keras.optimizers.SGD(**common))
@@ -219,8 +221,6 @@ def load_checkpoint_for(spec, config):
 
     Raises `ConfigError` when `config.seq_len` exceeds the checkpoint's positions.
     """
-    from klm.pretrained import load_checkpoint
-    from klm.pretrained.checkpoint import check_backbone_seq_len
 
     checkpoint = load_checkpoint(spec, dtype="bfloat16" if config.precision == "bfloat16" else None)
     check_backbone_seq_len(checkpoint.backbone, config.seq_len, spec)
@@ -230,7 +230,6 @@ def load_checkpoint_for(spec, config):
 def checkpoint_corpus(config, checkpoint):
     """The training/valid/test token streams, tokenized with the checkpoint's own tokenizer."""
     from klm.data import Corpus
-    from klm.pretrained import token_stream
 
     train = token_stream(checkpoint, config.data, text_field=config.text_field)
     valid = token_stream(checkpoint, config.valid, text_field=config.text_field) if config.valid else None
@@ -251,7 +250,6 @@ def enable_lora(model, config, session):
     """Enables LoRA (`--lora-rank`) on `model`'s backbone; records the counts for the summary."""
     if not config.lora_rank:
         return
-    from klm.pretrained import apply_lora
 
     info = apply_lora(model, config.lora_rank, alpha=config.lora_alpha, targets=config.lora_targets)
     session.summary_extra["lora"] = {k: info[k] for k in ("rank", "alpha", "targets", "lora", "trainable", "total")}
