@@ -210,7 +210,7 @@ def generate(ctx, run_dir, prompt, raw, chat, system, stop, precision, backend, 
 
         set_seed(config.seed)
     run = load_checkpoint(run_dir, dtype=precision)
-    if run.task != "causal_lm":
+    if not run.mode.generates:
         raise ConfigError(
             f"Expected a language model to generate from; {run_dir} is a {run.task} run. Received: RUN={run_dir!r}"
         )

@@ -130,7 +130,7 @@ def export(
     if as_json:
         click.echo(json.dumps(result, indent=2))
     elif export_format == "hf":
-        from klm.pretrained.hf_export import format_result as format_hf_result
+        from klm.export.hf_format import format_result as format_hf_result
 
         click.echo(format_hf_result(result))
     elif export_format == "savedmodel":

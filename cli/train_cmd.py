@@ -10,6 +10,7 @@ from klm.cli.common import backend_option, load_config_file, user_errors
 from klm.cli.options import given_values, options_from
 from klm.config import FinetuneConfig, PretrainConfig
 from klm.sft.config import SftConfig
+from klm.tasks import finetune_task, finetune_tasks
 
 config_option = click.option(
     "--config",
@@ -68,7 +69,7 @@ def pretrain(ctx, config_file, **flags):
 )
 @click.option(
     "--task",
-    type=click.Choice(["classify", "sft"]),
+    type=click.Choice([task.cli_name for task in finetune_tasks()]),
     default=None,
     help="classify (default): a classifier head on labelled text. sft: supervised fine-tuning for generation "
     "on prompt -> response data (JSONL prompt/response, Alpaca or chat messages; TSV/CSV).",
@@ -83,19 +84,18 @@ def finetune(ctx, config_file, task, **flags):
 
     flags = user_flags(ctx, flags)
     if task is None and config_file:
-        task = load_config_file(config_file).get("task")
-    cls, other = (SftConfig, FinetuneConfig) if task == "sft" else (FinetuneConfig, SftConfig)
+        # A config file names its mode as --task does ("sft"), or as a run's config.json records it.
+        given = load_config_file(config_file)
+        task = given.get("finetune_task") or given.get("task")
+    names = [t.cli_name for t in finetune_tasks()]
+    mode = finetune_task(task if task in names else "classify")
+    cls = mode.config_class()
     wrong = [name for name in flags if name not in cls.__dataclass_fields__]
     if wrong:
-        flag = flag_of(other, wrong[0])
+        owner = next(t for t in finetune_tasks() if wrong[0] in t.config_class().__dataclass_fields__)
+        flag = flag_of(owner.config_class(), wrong[0])
         raise click.UsageError(
-            f"{flag} applies to --task classify only. Received: --task=sft with {flag}"
-            if task == "sft"
-            else f"{flag} applies to --task sft only. Received: {flag} without --task sft"
+            f"{flag} applies to --task {owner.cli_name} only. Received: --task={mode.cli_name} with {flag}"
         )
     config = build_config(cls, config_file, flags)
-    if task == "sft":
-        from klm.sft import finetune_sft as run
-    else:
-        from klm.finetune import finetune as run
-    return _done(config, run(config))
+    return _done(config, mode.recipe()(config))

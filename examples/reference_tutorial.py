@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 
 from klm import data  # noqa: E402
 from klm.callbacks import StepLogger  # noqa: E402
+from klm.data.lm.model_inputs import lm_model_inputs  # noqa: E402
 from klm.models import KlmCausalLM, backbone_from_preset  # noqa: E402
-from klm.train import lm_model_inputs  # noqa: E402
 
 TINY = os.environ.get("KLM_EXAMPLE_TINY") == "1"
 shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"

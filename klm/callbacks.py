@@ -9,7 +9,7 @@ from pathlib import Path
 
 import keras
 
-from klm import runs
+from klm import backend, runs
 from klm.metrics import perplexity
 
 
@@ -43,8 +43,6 @@ class RestoreGlobalRng(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.state is not None:
-            from klm import backend
-
             backend.set_global_rng_state(self.state)
             self.state = None
 

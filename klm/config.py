@@ -17,6 +17,8 @@ import math
 import os
 import typing
 
+from klm import backend as backend_lib
+from klm.backend import BackendError, normalize
 from klm.errors import ConfigError
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "auto")
@@ -295,8 +297,6 @@ class TrainingOptions:
             raise ConfigError(f"--lora-alpha needs --lora-rank. Received: --lora-alpha={self.lora_alpha!r}")
         self._check_run_dir_is_not_the_source()
         if self.backend is not None:
-            from klm.backend import BackendError, normalize
-
             try:
                 self.backend = normalize(self.backend)
             except BackendError as e:
@@ -324,7 +324,6 @@ class TrainingOptions:
         The reason is kept in `self.precision_reason` (not a config field).
         `device` defaults to `klm.backend.describe_device()`.
         """
-        from klm import backend as backend_lib
 
         if self.precision != "auto":
             return self.precision

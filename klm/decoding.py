@@ -37,9 +37,10 @@ from klm import backend
 
 
 def _is_klm(model):
-    from klm.models.klm_causal_lm import KlmCausalLM
-
-    return isinstance(model, KlmCausalLM)
+    # `KlmCausalLM` decodes through its own `_decode` (one call for the whole
+    # stack); keras-hub models through `call_with_cache`. Asked by method, not
+    # class: `klm.models` imports this module, so it cannot import them back.
+    return callable(getattr(model, "_decode", None))
 
 
 def _float32(logits):

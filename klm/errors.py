@@ -27,3 +27,7 @@ class TrainingInterrupted(KlmError):
 
 class TrainingDiverged(KlmError):
     """The loss became NaN or infinite; nothing after the last good step was saved."""
+
+
+class CheckpointError(RunDirError):
+    """A checkpoint cannot be found, downloaded, converted or used (a `KlmError`: exit status 2)."""

@@ -43,6 +43,9 @@ from klm import backend as backend_lib
 from klm import runs
 from klm.config import PretrainConfig
 from klm.errors import ConfigError
+from klm.tasks import get_task
+from klm.training.builders import build_causal_lm, load_pretrain_corpus
+from klm.training.session import distribution, setup
 
 MIB = 2**20
 
@@ -216,8 +219,6 @@ def estimate(config: PretrainConfig, measure_steps=5, warmup_steps=2, log=log_to
         )
     from klm.data.lm.model_inputs import lm_model_inputs, num_tokens
     from klm.models.presets import check_preset_seq_len
-    from klm.train import build_causal_lm, load_pretrain_corpus
-    from klm.training.session import distribution, setup
 
     check_preset_seq_len(config.preset, config.seq_len)
 
@@ -364,8 +365,6 @@ def format_si(value):
 def format_report(report):
     """The estimate as the lines `klm estimate` prints."""
     if "checkpoint" in report:
-        from klm.pretrained.estimate import format_checkpoint_report
-
         return format_checkpoint_report(report)
     t, mem = report["tokens"], report["memory_mib"]
     lines = [
@@ -398,4 +397,73 @@ def format_report(report):
         ]
     else:
         lines.append("  expected time     not measured (measure_steps=0)")
+    return "\n".join(lines)
+
+
+# The columns of a checkpoint report's memory table (`klm.pretrained.estimate`).
+PRECISION_COLUMNS = ("float32", "bfloat16", "mixed_bfloat16")
+
+
+def format_checkpoint_report(report):
+    """`estimate_checkpoint`'s report as the lines `klm estimate --from/--init-from` prints."""
+    src, p, dims = report["checkpoint"], report["parameters"], report["dims"]
+    kind = src["kind"] + (f", model_type {src['model_type']}" if src.get("model_type") else "")
+    loaded = "weights read" if src.get("weights_loaded") else "built from its config, weights not read"
+    if report["mode"] == "lora":
+        lora = report["lora"]
+        mode = f"LoRA rank {lora['rank']} (alpha {lora['alpha']:g}) on {lora['targets']} ({lora['layers']} layers)"
+    else:
+        mode = {"full": "full fine-tuning", "freeze_backbone": "frozen backbone (head only)"}[report["mode"]]
+    head = f"classifier head, {report['num_classes']} classes" if get_task(report["task"]).has_labels else "causal LM"
+    heads = f"{dims['num_heads']} heads" + (
+        f" ({dims['num_key_value_heads']} key/value)" if dims["num_key_value_heads"] != dims["num_heads"] else ""
+    )
+    parts = f"backbone {p['backbone']:,} + head {p['head']:,}" + (f" + LoRA {p['lora']:,}" if p["lora"] else "")
+    lines = [
+        f"klm estimate: {report['command']} {src['name']} ({kind}; {src['backbone']}, {loaded})",
+        f"  model             {head}; {mode}; backend {report['backend']} ({report['device']}), "
+        f"batch {report['batch_size']} x {report['seq_len']}, optimizer {report['optimizer']}",
+        f"  dimensions        vocabulary {dims['vocabulary_size']:,}, hidden {dims['hidden_dim']:,}, "
+        f"{dims['num_layers']} layers, {heads}, feed-forward {dims['intermediate_dim']:,}"
+        + (" (gated)" if dims["gated"] else ""),
+        f"  parameters        {p['total']:,} total ({parts}); trainable {p['trainable']:,} "
+        f"({100 * p['trainable'] / max(p['total'], 1):.2f}%)",
+        f"  FLOPs per token   {format_si(report['flops_per_token'])}FLOP (training, {report['mode']}); "
+        f"{format_si(report['flops_per_step'])}FLOP per step",
+        "  memory (estimate, MiB; framework not included)",
+        "    " + f"{'':24}" + "".join(f"{c:>16}" for c in PRECISION_COLUMNS),
+    ]
+    rows = (
+        ("weights", "weights_mib"),
+        ("gradients", "gradients_mib"),
+        (f"optimizer ({report['optimizer']})", "optimizer_state_mib"),
+        ("bf16 weight copies", "compute_weight_copies_mib"),
+        (f"activations ({report['batch_size']} x {report['seq_len']})", "activations_mib"),
+        ("total", "total_mib"),
+    )
+    for label, key in rows:
+        lines.append(
+            "    " + f"{label:24}" + "".join(f"{report['memory_mib'][c][key]:>16,.1f}" for c in PRECISION_COLUMNS)
+        )
+    if report["precision"] in PRECISION_COLUMNS:
+        lines.append(f"    (--precision {report['precision']} is the {report['precision']} column)")
+    measured = report["measured"]
+    if measured:
+        lines.append(
+            f"  measured          {measured['steps']} steps of model.fit (random weights and tokens, "
+            f"{report['precision']}): {measured['ms_per_step']:.1f} ms/step, {measured['tokens_per_second']:,.0f} "
+            f"tokens/s, {format_si(measured['flops_per_second'])}FLOP/s; "
+            f"compilation {measured['startup_seconds']:.1f} s, model build {measured['build_seconds']:.1f} s; "
+            f"peak memory (RSS) {measured['peak_rss_mib']:,.0f} MiB"
+        )
+        if report["expected_seconds"]:
+            lines.append(
+                f"  expected time     training {format_duration(report['expected_seconds']['training'])} for "
+                f"--max-steps (evaluation, data and checkpoints not included)"
+            )
+    else:
+        lines.append(
+            "  step time         not measured (--measure-steps N builds the model with random weights "
+            "and times N steps)"
+        )
     return "\n".join(lines)

@@ -2,12 +2,22 @@
 
 import sys
 
+from klm import backend as backend_lib
 from klm import runs
+from klm.generate import position_limit, run_template, sft_settings
 from klm.metrics import (
     classification_metrics,  # noqa: F401 - its old import path
     perplexity,
     unknown_token_report,
 )
+from klm.pretrained import evaluate_checkpoint, load_checkpoint
+from klm.pretrained.checkpoint import classify, load_run
+from klm.sft import batching
+from klm.sft.conversations import read_conversations
+from klm.sft.encoding import encode_conversations
+from klm.sft.evaluation import generation_metrics, response_loss
+from klm.sft.evaluation import perplexity as response_perplexity  # NaN for an empty response set
+from klm.tasks import get_task
 
 
 def evaluate_run(
@@ -51,13 +61,11 @@ def evaluate_run(
     Returns:
         A dict of results (the `--json` output of `klm evaluate`).
     """
-    from klm import backend as backend_lib
 
     backend = backend_lib.use_backend(backend)
     from klm import data as data_lib
-    from klm.pretrained.checkpoint import classify
 
-    if classify(run_dir) == "klm_run" and runs.read_run_config(run_dir).get("finetune_task") == "sft":
+    if classify(run_dir) == "klm_run" and _templated(runs.read_run_config(run_dir)):
         return evaluate_sft(
             run_dir,
             data,
@@ -71,13 +79,13 @@ def evaluate_run(
         return _evaluate_pretrained(
             run_dir, data, backend, batch_size, text_field, label_field, seq_len, dtype, add_start_token
         )
-    run = runs.load_run(run_dir)
+    run = load_run(run_dir)
     result = {"run_dir": str(run.path), "data": str(data), "task": run.task, "backend": backend}
-    if run.task == "causal_lm" and not _is_klm_causal_lm(run.model):
+    if run.mode.generates and not _is_klm_causal_lm(run.model):
         return _evaluate_pretrained(
             run_dir, data, backend, batch_size, text_field, label_field, seq_len, dtype, add_start_token
         )
-    if run.task == "causal_lm":
+    if run.mode.generates:
         seq_len = run.seq_len
         batch = batch_size or int(run.config.get("eval_batch_size", 10))
         from klm.data.lm.model_inputs import lm_model_inputs
@@ -122,12 +130,6 @@ def evaluate_sft(run_dir, data, backend=None, batch_size=None, max_new_tokens=No
         `samples` (a few prompts, references and generations), `template`
         and the data report (`truncated_examples`, ...).
     """
-    from klm.generate import position_limit, run_template, sft_settings
-    from klm.pretrained import load_checkpoint
-    from klm.sft import batching
-    from klm.sft.conversations import read_conversations
-    from klm.sft.encoding import encode_conversations
-    from klm.sft.evaluation import generation_metrics, perplexity, response_loss
 
     conversations = read_conversations(data)
     run = load_checkpoint(run_dir, dtype=dtype)
@@ -164,7 +166,7 @@ def evaluate_sft(run_dir, data, backend=None, batch_size=None, max_new_tokens=No
         "examples": len(conversations),
         "response_tokens": tokens,
         "response_loss": loss,
-        "response_perplexity": perplexity(loss),
+        "response_perplexity": response_perplexity(loss),
         "exact_match": metrics["exact_match"],
         "token_f1": metrics["token_f1"],
         "max_new_tokens": budget,
@@ -192,7 +194,6 @@ def _is_klm_causal_lm(model):
 
 
 def _evaluate_pretrained(spec, data, backend, batch_size, text_field, label_field, seq_len, dtype, add_start_token):
-    from klm.pretrained import evaluate_checkpoint, load_checkpoint
 
     checkpoint = load_checkpoint(spec, dtype=dtype)
     result = {
@@ -202,7 +203,7 @@ def _evaluate_pretrained(spec, data, backend, batch_size, text_field, label_fiel
         "backend": backend,
         "checkpoint": checkpoint.source,
     }
-    if checkpoint.task != "causal_lm":  # a classifier run on a pretrained backbone
+    if not checkpoint.mode.generates:  # a classifier run on a pretrained backbone
         result.update(_classifier_metrics(checkpoint.run, data, batch_size, text_field, label_field))
         return result
     if seq_len is None and checkpoint.run is not None:
@@ -220,6 +221,11 @@ def _evaluate_pretrained(spec, data, backend, batch_size, text_field, label_fiel
     return _warn(result)
 
 
+def _templated(config):
+    """Whether a run trains on templated prompts (SFT): it is scored on its responses, by `evaluate_sft`."""
+    return runs.run_task(config).prompt_settings(config) is not None
+
+
 def _warn(result):
     """Prints the result's `warnings` on stderr (they stay in the `--json` output too)."""
     for warning in result.get("warnings", ()):
@@ -233,7 +239,7 @@ def format_result(result):
     if "checkpoint" in result:
         source = result["checkpoint"]
         lines.append(f"model: {source.get('architecture')} ({source.get('kind')}, {source.get('dtype')})")
-    if result.get("finetune_task") == "sft":
+    if "response_loss" in result:  # an SFT run's report (evaluate_sft)
         lines += [
             f"template:            {result['template']}",
             f"examples:            {result['examples']:,} ({result['response_tokens']:,} response tokens, "
@@ -250,7 +256,7 @@ def format_result(result):
                 f"    generated: {sample['generated']!r}",
             ]
         return "\n".join(lines)
-    if result["task"] == "causal_lm":
+    if get_task(result["task"]).generates:
         if "convention" in result:
             lines.append(f"window: {result['seq_len']} tokens, {result['convention']}")
         lines += [

@@ -15,7 +15,10 @@ from pathlib import Path
 from klm import runs
 from klm.config import FinetuneConfig
 from klm.errors import ConfigError, RunDirError
-from klm.train import (
+from klm.metrics import classification_metrics
+from klm.pretrained import classify
+from klm.pretrained.checkpoint import check_backbone_seq_len
+from klm.training.builders import (
     IDENTITY_FIELDS,
     backbone_overrides,
     build_optimizer,
@@ -170,7 +173,6 @@ def finetune(config: FinetuneConfig):
                 backbone_config = lm.backbone.get_config()
                 if config.dropout is not None:
                     backbone_config["dropout"] = config.dropout
-                from klm.pretrained.checkpoint import check_backbone_seq_len
 
                 check_backbone_seq_len(lm.backbone, config.seq_len, config.from_run)
                 backbone = KlmBackbone.from_config(backbone_config)
@@ -199,7 +201,6 @@ def finetune(config: FinetuneConfig):
         state = session.fit(model, plan, make_train_data, valid_ds, logger)
 
         best = runs.load_model(runs.checkpoint_path(session.run_dir, "best"))
-        from klm.metrics import classification_metrics
 
         extra = {"task": "classifier", "labels": labels, "multi_label": multi_label}
         for split, ds in (("valid", valid_ds), ("test", test_ds)):
@@ -220,7 +221,6 @@ def _native_run(spec):
     """Whether `--from` names a klm run folder with klm's own model (not one started from a checkpoint)."""
     if spec == "none":
         return False
-    from klm.pretrained import classify
 
     if classify(spec) != "klm_run":
         return False
@@ -241,7 +241,7 @@ def _pretrained_source(config, resolved):
     if config.from_run == "none":
         return None
     source_config = runs.read_run_config(config.from_run)
-    if source_config["task"] != "causal_lm":
+    if not runs.run_task(source_config).generates:
         raise RunDirError(
             f"Expected --from to be a pretraining run (task causal_lm). "
             f"Received: --from={config.from_run!r} (task {source_config['task']})"

@@ -3,6 +3,9 @@
 import numpy as np
 
 from klm.errors import ConfigError, KlmError, RunDirError
+from klm.sft.conversations import Conversation
+from klm.sft.encoding import conversation_pieces, encode_pieces, fit_prompt, tokens_to_list
+from klm.sft.prompt_template import template_from_dict
 from klm.tasks import get_task, task_for_config
 
 
@@ -63,15 +66,6 @@ def make_sampler(name, temperature=1.0, top_k=10, top_p=0.9, seed=None):
     if name == "random":
         return samplers.RandomSampler(temperature=temperature, seed=seed)
     raise ConfigError(f"Expected --sampler in greedy, top_k, top_p, random. Received: --sampler={name!r}")
-
-
-def tokens_to_list(tokenized):
-    """Token ids per prompt as Python lists (ragged: prompts differ in length)."""
-    if hasattr(tokenized, "to_list"):  # tf.RaggedTensor
-        return tokenized.to_list()
-    if isinstance(tokenized, (list, tuple)):  # ragged output on JAX/PyTorch
-        return [[int(i) for i in np.asarray(row).reshape(-1)] for row in tokenized]
-    return [[int(i) for i in row] for row in np.asarray(tokenized)]
 
 
 def generate_text(
@@ -236,7 +230,6 @@ def run_template(run):
     settings = sft_settings(run)
     if settings is None:
         return None
-    from klm.sft.prompt_template import template_from_dict
 
     return template_from_dict(settings["template"])
 
@@ -292,8 +285,6 @@ def generate_reply(
     pad_id = getattr(tokenizer, "pad_token_id", 0) or 0
     limit = position_limit(model)
     if limit is not None and len(ids) + max_new_tokens > limit:
-        from klm.sft.evaluation import fit_prompt
-
         ids = fit_prompt(ids, limit, max_new_tokens, keep_first=0 if start_id is None else 1)
     sampler_obj = make_sampler(sampler, temperature, top_k, top_p, seed)
     holdback = max((len(s) for s in stop or () if s), default=1) - 1
@@ -343,8 +334,6 @@ def reply_prompt_ids(run, prompt, history=(), system=None, raw=False):
     Returns:
         A list of ints (not cut to the model's context).
     """
-    from klm.sft.conversations import Conversation
-    from klm.sft.encoding import conversation_pieces, encode_pieces
 
     check_utf8_text(prompt, "the prompt")
     if system is not None:

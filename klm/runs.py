@@ -1,4 +1,5 @@
-"""Run folders: what a training run leaves on disk, and how to load it back.
+"""Run folders: what a training run leaves on disk (the layout only; `klm.pretrained.checkpoint.load_run`
+loads one back, with its model and tokenizer).
 
 Layout of `runs/NAME/` (written by `klm.train`):
 
@@ -25,13 +26,12 @@ import tempfile
 from pathlib import Path
 
 from klm.errors import KlmError, RunDirError
-from klm.tasks import task_for_config
+from klm.tasks import get_task, model_families, task_for_config
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 LABELS_FILE = "labels.json"
 TOKENIZER_DIR = "tokenizer"
-TASKS = ("causal_lm", "classifier")
 
 
 @contextlib.contextmanager
@@ -176,6 +176,11 @@ class Run:
     def seq_len(self):
         return int(self.config.get("seq_len", 128))
 
+    @property
+    def mode(self):
+        """The registered `klm.tasks.Task` that made this run (what callers ask instead of comparing `task`)."""
+        return run_task(self.config) if self.config.get("task") else get_task(self.task)
+
 
 def read_run_config(run_dir):
     """Reads `config.json` of a run folder with clear errors; imports no Keras."""
@@ -191,8 +196,8 @@ def read_run_config(run_dir):
             f"Expected the --run-dir of `klm pretrain` or `klm finetune`. Received: run_dir={str(run_dir)!r}"
         )
     config = read_json(config_path)
-    if config.get("task") not in TASKS:
-        raise RunDirError(f"{config_path}: expected task in {TASKS}. Received: task={config.get('task')!r}")
+    if config.get("task") not in model_families():
+        raise RunDirError(f"{config_path}: expected task in {model_families()}. Received: task={config.get('task')!r}")
     run_task(config, config_path)  # a run of a known model family with an unknown finetune_task fails here
     return config
 
@@ -220,34 +225,3 @@ def checkpoint_path(run_dir, which="best"):
         f"{run_dir} holds no checkpoint ({' or '.join(candidates)}): the run has not finished an epoch yet. "
         f"Resume it with the same `klm pretrain`/`klm finetune` command. Received: run_dir={str(run_dir)!r}"
     )
-
-
-def load_run(run_dir, which="best", require_finished=True):
-    """Loads a run folder: config, tokenizer, labels and a checkpoint.
-
-    Args:
-        run_dir: path of the run folder.
-        which: `"best"` (falls back to `"last"`) or `"last"`.
-        require_finished: refuse runs without `summary.json`.
-
-    Raises:
-        RunDirError: missing, unfinished or malformed run folder.
-    """
-    from klm.pretrained import load_tokenizer  # klm's tokenizers and keras-hub's (runs from a checkpoint)
-
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
-    summary_path = run_dir / SUMMARY_FILE
-    if require_finished and not summary_path.exists():
-        raise RunDirError(
-            f"{run_dir} is an unfinished run (no {SUMMARY_FILE}). Finish or resume it first. "
-            f"Received: run_dir={str(run_dir)!r}"
-        )
-    model = load_model(checkpoint_path(run_dir, which))
-    tokenizer = load_tokenizer(str(run_dir / TOKENIZER_DIR))
-    labels, multi_label = None, False
-    if run_task(config).has_labels:
-        label_info = read_json(run_dir / LABELS_FILE)
-        labels, multi_label = label_info["labels"], bool(label_info.get("multi_label", False))
-    summary = read_json(summary_path) if summary_path.exists() else None
-    return Run(run_dir, config, config["task"], model, tokenizer, labels, multi_label, summary)

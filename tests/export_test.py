@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from klm import runs
 from klm.cli.main import main
 from klm.export import call_in_tensorflow_only_process
 from klm.export.testing import LABELS, klm_greedy, make_run
+from klm.pretrained.checkpoint import load_run
 
 BACKEND = keras.backend.backend()
 TEXTS = ["the cat sat on the mat .", "hello world", "", "a quick brown fox and then a big red dog ran under the log ."]
@@ -110,7 +110,7 @@ def test_lm_export_portable_matches_keras_and_klm_generate(lm, tmp_path):
         assert outputs["num_tokens"] == counts
         np.testing.assert_allclose(outputs["perplexity"], np.exp(-expected / np.maximum(counts, 1)), rtol=1e-4)
     # Greedy decoding in the graph == klm's own greedy generation on this backend.
-    assert greedy["generated_text"] == klm_greedy(runs.load_run(run_dir), PROMPTS, MAX_NEW_TOKENS)
+    assert greedy["generated_text"] == klm_greedy(load_run(run_dir), PROMPTS, MAX_NEW_TOKENS)
     assert all(0 <= n <= MAX_NEW_TOKENS for n in sampled["num_generated_tokens"])
 
     # OUT already holds version 1: the next export is version 2; an explicit existing version fails.

@@ -251,7 +251,7 @@ def test_config_only_folder_and_non_causal_model(tmp_path):
 
 def test_klm_run_folder(tmp_path):
     """A klm run: the model is rebuilt from the config inside best.keras, weights not read."""
-    from klm import runs
+    from klm.pretrained import load_run
     from klm.train import pretrain
 
     text = tmp_path / "text.txt"
@@ -262,10 +262,10 @@ def test_klm_run_folder(tmp_path):
             data=str(text), preset="tiny", batch_size=4, seq_len=8, max_steps=2, run_dir=str(run_dir), verbose="quiet"
         )
     )
-    loaded = runs.load_run(str(run_dir)).model
+    loaded = load_run(str(run_dir)).model
     report = estimate_checkpoint(pretrain_config(str(run_dir), lora_rank=2), **QUIET)
     assert report["checkpoint"]["kind"] == "klm_run" and report["checkpoint"]["weights_loaded"] is False
     info = apply_lora(loaded, 2)
     assert (report["parameters"]["total"], report["parameters"]["trainable"]) == (info["total"], info["trainable"])
     classifier = estimate_checkpoint(finetune_config(str(run_dir)), **QUIET)
-    assert classifier["parameters"]["backbone"] == runs.load_run(str(run_dir)).model.backbone.count_params()
+    assert classifier["parameters"]["backbone"] == load_run(str(run_dir)).model.backbone.count_params()

@@ -17,8 +17,8 @@ pytest.importorskip("safetensors")
 from click.testing import CliRunner  # noqa: E402
 
 from klm.errors import ConfigError  # noqa: E402
+from klm.export.hf_format import export_hf  # noqa: E402
 from klm.pretrained import load_checkpoint, testing  # noqa: E402
-from klm.pretrained.hf_export import export_hf  # noqa: E402
 
 BACKEND = keras.backend.backend()
 # The SavedModel is always built in a TensorFlow process, whatever backend trained the run. The GPT-2

@@ -54,8 +54,8 @@ def _copy_weights(reference_model, lm):
 
 def test_seed_preset_matches_the_pytorch_reference_step_by_step():
     from klm.data import lm_dataset
+    from klm.data.lm.model_inputs import lm_model_inputs
     from klm.models import KlmCausalLM, backbone_from_preset
-    from klm.train import lm_model_inputs
 
     ref = _reference()
     torch.manual_seed(0)

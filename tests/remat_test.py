@@ -12,7 +12,7 @@ BACKEND = keras.backend.backend()
 
 
 def _train(remat):
-    from klm.train import build_causal_lm
+    from klm.training.builders import build_causal_lm
 
     backend.set_seed(0)
     config = PretrainConfig(

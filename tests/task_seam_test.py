@@ -9,6 +9,7 @@ signatures are looked up on the task object.
 import pytest
 
 from klm import runs
+from klm.pretrained.checkpoint import load_run
 from klm.tasks import Task, get_task, register_task, unregister_task
 
 
@@ -42,7 +43,7 @@ def _toy_run(tmp_path):
 def test_toy_run_loads_generates_and_names_its_signatures(toy_task, tmp_path):
     from klm.generate import generate_text, sft_settings
 
-    run = runs.load_run(_toy_run(tmp_path))
+    run = load_run(_toy_run(tmp_path))
     assert runs.run_task(run.config) is toy_task
     assert sft_settings(run) is None  # no template: raw prompts
     texts = generate_text(run, ["the"], max_new_tokens=3, sampler="greedy")

@@ -115,7 +115,7 @@ def klm_worker(cfg, backend):
     import numpy as np
 
     from klm.config import PretrainConfig
-    from klm.train import build_causal_lm
+    from klm.training.builders import build_causal_lm
 
     backend_lib.set_seed(0)
     keras.config.set_dtype_policy(cfg["precision"])

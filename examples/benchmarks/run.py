@@ -100,7 +100,7 @@ class KlmTrainWorker:
 
         self.rss_after_import_mb = _peak_rss_mb()
         from klm.config import PretrainConfig
-        from klm.train import build_causal_lm
+        from klm.training.builders import build_causal_lm
 
         self.keras, self.spec = keras, spec
         self.feed = spec.get("feed") or ("tf.data" if tensorflow_available() else "numpy")

@@ -12,6 +12,9 @@ by nothing otherwise.
 """
 
 from klm.errors import ConfigError
+from klm.evaluation.conventions import transformers_source
+from klm.generate import run_template
+from klm.sft.chat_template import ChatTemplate, checkpoint_chat_template
 
 
 class RunChatTemplate:
@@ -23,7 +26,6 @@ class RunChatTemplate:
         self.text = getattr(template, "text", str(template))
 
     def render(self, chat_history, add_generation_prompt, lm):
-        from klm.sft.chat_template import ChatTemplate
 
         messages = [dict(m) for m in chat_history]
         if isinstance(self.template, ChatTemplate):  # Jinja: the whole history at once, as Transformers does
@@ -61,13 +63,10 @@ def _end_text(lm):
 
 def checkpoint_template(checkpoint):
     """The chat template of an SFT run or a Transformers checkpoint (`ConfigError` when it has none)."""
-    from klm.generate import run_template
 
     template = run_template(checkpoint)
     if template is not None:
         return RunChatTemplate(template, template.source)
-    from klm.evaluation.conventions import transformers_source
-    from klm.sft.chat_template import checkpoint_chat_template
 
     spec = transformers_source(checkpoint)
     jinja = checkpoint_chat_template(spec) if spec is not None else None

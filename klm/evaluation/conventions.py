@@ -24,6 +24,9 @@ files:
 import json
 from pathlib import Path
 
+from klm.generate import position_limit
+from klm.sft.chat_template import _find_file
+
 DEFAULT_MAX_LENGTH = 2048
 _LENGTH_KEYS = ("n_positions", "max_position_embeddings", "n_ctx")
 
@@ -41,7 +44,6 @@ def transformers_source(checkpoint):
 
 def _read_json(spec, name):
     """`name` of a Transformers checkpoint as a dict, or `None` when absent or unreadable."""
-    from klm.sft.chat_template import _find_file
 
     path = _find_file(spec, name) if spec else None
     if path is None or not Path(path).is_file():
@@ -94,7 +96,6 @@ def context_length(checkpoint):
             for key in _LENGTH_KEYS:
                 if isinstance(source.get(key), int):
                     return int(source[key])
-    from klm.generate import position_limit
 
     model = checkpoint.model
     limit = position_limit(model)

@@ -39,6 +39,11 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
 from klm.errors import ConfigError
+from klm.evaluation import conventions
+from klm.evaluation.chat import checkpoint_template
+from klm.evaluation.scoring import generate_batch, score_batch
+from klm.generate import detokenize, make_sampler, tokens_to_list
+from klm.pretrained import load_checkpoint
 
 DEFAULT_MAX_GEN_TOKS = 256
 
@@ -93,8 +98,6 @@ class KlmLM(TemplateLM):
         del device  # lm-eval's registry passes one; Keras places the model on its backend's device
         if batch_size in (None, "auto"):
             batch_size = 8
-        from klm.evaluation import conventions
-        from klm.pretrained import load_checkpoint
 
         batch_size = int(batch_size)
         if batch_size < 1:
@@ -153,7 +156,6 @@ class KlmLM(TemplateLM):
 
     def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs):
         """Token ids of `string`, with the start token where Transformers' `encode` would add it."""
-        from klm.generate import tokens_to_list
 
         add = self.add_bos_token if add_special_tokens is None else bool(add_special_tokens)
         if add_special_tokens is None and self._starts_with_prefix(string):
@@ -166,7 +168,6 @@ class KlmLM(TemplateLM):
         return ids
 
     def tok_decode(self, tokens, skip_special_tokens=True):
-        from klm.generate import detokenize
 
         tokens = [int(t) for t in np.asarray(tokens).reshape(-1)]
         if skip_special_tokens:
@@ -191,7 +192,6 @@ class KlmLM(TemplateLM):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm=False, override_bs=None):
         """`[(sum of continuation log-probabilities, is_greedy)]` of `((context, continuation), ids, ids)`."""
-        from klm.evaluation.scoring import score_batch
 
         order = sorted(range(len(requests)), key=lambda i: _length_key(requests[i][1] + requests[i][2]))
         results = [None] * len(requests)
@@ -236,8 +236,6 @@ class KlmLM(TemplateLM):
     def generate_until(self, requests, disable_tqdm=False):
         from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 
-        from klm.evaluation.scoring import generate_batch
-
         args = [request.args for request in requests]
         encoded = [self.tok_encode(context) for context, _ in args]
         # Batches share their generation arguments; longest prompts first (lm-eval's order).
@@ -273,7 +271,6 @@ class KlmLM(TemplateLM):
         return results
 
     def _sampler(self, kwargs):
-        from klm.generate import make_sampler
 
         temperature = float(kwargs.get("temperature") or 0.0)
         if not kwargs.get("do_sample") or temperature <= 0.0:
@@ -288,8 +285,6 @@ class KlmLM(TemplateLM):
 
     def _chat(self):
         if self._template is None:
-            from klm.evaluation.chat import checkpoint_template
-
             self._template = checkpoint_template(self.checkpoint)
         return self._template
 

@@ -23,6 +23,8 @@ attention, rows independent).
 
 import numpy as np
 
+from klm.generate import position_limit
+
 BUCKET = 16
 
 
@@ -85,7 +87,6 @@ def generate_batch(model, prompts, max_new_tokens, sampler, end_token_id, stop, 
     from keras import ops
 
     from klm import backend, decoding
-    from klm.generate import position_limit
 
     count = len(prompts)
     shortest = min(len(p) for p in prompts)

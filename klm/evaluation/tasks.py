@@ -10,6 +10,8 @@ import dataclasses
 import json
 
 from klm.errors import ConfigError
+from klm.evaluation.harness import KlmLM
+from klm.runs import atomic_path
 
 EXTRA_MESSAGE = (
     "lm-eval tasks need the lm-evaluation-harness package, which is klm's optional `eval` extra: "
@@ -123,8 +125,6 @@ def run_tasks(config, model=None):
     check_task_names(manager, config.task_names)
     import lm_eval
 
-    from klm.evaluation.harness import KlmLM
-
     if model is None:
         model = KlmLM(
             config.run_dir,
@@ -210,7 +210,6 @@ def format_tables(results):
 
 def write_output(results, path):
     """Writes `results_json(results)` to `path` atomically (a temporary file renamed at the end)."""
-    from klm.runs import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(results_json(results) + "\n")

@@ -72,7 +72,7 @@ Modules (one concern each):
 The other formats (`klm export --format hf|onnx|litert|gguf`) go through
 `formats.export_to`, the dispatch by format: `onnx_format`,
 `litert_format`, `gguf_format` (+ `gguf_tensors`), and
-`klm.pretrained.hf_export`; `publish` (temporary folder -> OUT, optional
+`klm.export.hf_format`; `publish` (temporary folder -> OUT, optional
 runtimes, the isolated check), `tokenizer_files` and the standalone check
 script `runtime_check.py` are theirs.
 """

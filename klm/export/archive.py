@@ -19,7 +19,7 @@ def build_export_archive(run):
     subprocess for runs trained on any backend).
 
     Args:
-        run: a `klm.runs.Run` (from `klm.runs.load_run`).
+        run: a `klm.runs.Run` (from `klm.pretrained.load_run`).
     """
     import keras
     import tensorflow as tf
@@ -34,7 +34,7 @@ def build_export_archive(run):
     for resource in tokenizer_resources(run.tokenizer):
         archive.track(resource)
     texts_spec = [tf.TensorSpec([None], tf.string, name="texts")]
-    if run.task == "classifier":
+    if run.mode.has_labels:
         archive.add_endpoint("serving_default", classify_function(run), input_signature=texts_spec)
         return archive
     score = score_function(run)

@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from klm import backend as backend_lib
 from klm import runs
 from klm.errors import ConfigError, KlmError, RunDirError
 from klm.tasks.causal_lm_task import LM_SIGNATURES  # noqa: F401 (re-exported)
@@ -117,8 +118,6 @@ class ExportConfig:
         ):
             raise ConfigError(f"Expected tolerance to be a positive number. Received: tolerance={self.tolerance!r}")
         if self.backend is not None:
-            from klm import backend as backend_lib
-
             try:
                 self.backend = backend_lib.normalize(self.backend)
             except backend_lib.BackendError as e:

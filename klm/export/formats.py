@@ -3,7 +3,7 @@
 | format     | module                         | what OUT holds                                 | checked in|
 |---|---|---|---|
 | savedmodel | `klm.export.pipeline`          | `OUT/<version>/saved_model.pb` (TF Serving)    | TensorFlow only|
-| hf         | `klm.pretrained.hf_export`     | `config.json`, `model.safetensors`, tokenizer  | transformers + torch|
+| hf         | `klm.export.hf_format`         | `config.json`, `model.safetensors`, tokenizer  | transformers + torch|
 | onnx       | `klm.export.onnx_format`       | `model.onnx`, `tokenizer.json`                 | ONNX Runtime only|
 | litert     | `klm.export.litert_format`     | `model.tflite`, `tokenizer.json`               | ai-edge-litert only|
 | gguf       | `klm.export.gguf_format`       | `model.gguf` (tokenizer and template inside)   | llama-cpp-python only|
@@ -26,6 +26,13 @@ import json
 import os
 
 from klm.errors import ConfigError
+from klm.export.config import ExportConfig
+from klm.export.gguf_format import export_gguf
+from klm.export.litert_format import export_litert
+from klm.export.onnx_format import export_onnx
+from klm.export.pipeline import export_run
+from klm.export.publish import check_new_output, require_runtime
+from klm.pretrained.checkpoint import load_checkpoint
 
 FORMATS = ("savedmodel", "hf", "onnx", "litert", "gguf")
 
@@ -81,9 +88,6 @@ def export_to(
         )
     refuse_quantized(source, export_format)
     if export_format == "savedmodel":
-        from klm.export.config import ExportConfig
-        from klm.export.pipeline import export_run
-
         config = ExportConfig(
             run_dir=source,
             out_dir=out_dir,
@@ -96,11 +100,9 @@ def export_to(
         )
         return dict(export_run(config), format="savedmodel")
     if export_format == "hf":
-        from klm.pretrained.hf_export import export_checkpoint_hf
+        from klm.export.hf_format import export_checkpoint_hf
 
         return export_checkpoint_hf(source, out_dir, verify=verify, which=checkpoint)
-
-    from klm.export.publish import check_new_output, require_runtime
 
     check_new_output(out_dir)
     if export_format == "onnx":
@@ -112,20 +114,13 @@ def export_to(
         require_runtime("gguf", "gguf", "Writing GGUF")
         if verify:
             require_runtime("llama_cpp", "gguf", "Checking the GGUF export (llama-cpp-python)")
-    from klm.pretrained.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(source, which=checkpoint)
     if export_format == "onnx":
-        from klm.export.onnx_format import export_onnx
-
         result = export_onnx(loaded, out_dir, verify=verify)
     elif export_format == "litert":
-        from klm.export.litert_format import export_litert
-
         result = export_litert(loaded, out_dir, verify=verify, sequence_length=sequence_length)
     else:
-        from klm.export.gguf_format import export_gguf
-
         result = export_gguf(loaded, out_dir, gguf_type=gguf_type, verify=verify, max_new_tokens=max_new_tokens)
     result["source"] = loaded.source
     return result

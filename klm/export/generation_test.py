@@ -2,8 +2,8 @@
 
 import pytest
 
-from klm import runs
 from klm.export.testing import klm_greedy, make_run
+from klm.pretrained.checkpoint import load_run
 
 
 def _tensorflow_only():
@@ -26,7 +26,7 @@ def test_generate_function_matches_klm_generate_in_process(lm_run):
 
     from klm.export import generate_function
 
-    run = runs.load_run(lm_run)
+    run = load_run(lm_run)
     prompts = ["the cat", "hello world sat on the", "", "a"]
     greedy = tf.function(generate_function(run), autograph=False)
     out = greedy(tf.constant(prompts), tf.constant(6))
@@ -52,7 +52,7 @@ def test_learned_positions_limit_is_checked_in_graph(lm_run):
 
     from klm.export import generate_function
 
-    run = runs.load_run(lm_run)
+    run = load_run(lm_run)
     greedy = tf.function(generate_function(run), autograph=False)
     with pytest.raises(tf.errors.InvalidArgumentError, match="positions of the model"):
         greedy(tf.constant(["the cat"]), tf.constant(100))
@@ -66,7 +66,7 @@ def test_generate_function_with_other_position_encodings(tmp_path, position_enco
     from klm.export import generate_function
 
     make_run(tmp_path / "lm", position_encoding=position_encoding)
-    run = runs.load_run(tmp_path / "lm")
+    run = load_run(tmp_path / "lm")
     prompts = ["the cat", "hello world sat on the"]
     out = tf.function(generate_function(run), autograph=False)(tf.constant(prompts), tf.constant(5))
     assert [t.decode() for t in out["generated_text"].numpy()] == klm_greedy(run, prompts, 5)
@@ -78,7 +78,7 @@ def test_traced_graph_has_no_xla_ops(lm_run):
 
     from klm.export import generate_function
 
-    run = runs.load_run(lm_run)
+    run = load_run(lm_run)
     traced = tf.function(generate_function(run), autograph=False).get_concrete_function(
         tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32)
     )

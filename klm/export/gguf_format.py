@@ -28,6 +28,8 @@ import numpy as np
 from klm.errors import ConfigError
 from klm.export.gguf_tensors import ARCHITECTURES, gguf_tensors, hyperparameters, read_vocabulary, unsupported_config
 from klm.export.publish import file_sizes, require_runtime, run_isolated_check, staged_output
+from klm.export.tokenizer_files import hf_tokenizer_json
+from klm.generate import generate_text, tokens_to_list
 
 CHECK_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime_check.py")
 GGUF_TYPES = ("f32", "f16", "q8_0")
@@ -54,7 +56,7 @@ def gguf_architecture(checkpoint):
     from klm.models import KlmCausalLM
 
     model = checkpoint.model
-    if checkpoint.task != "causal_lm":
+    if not checkpoint.mode.generates:
         raise ConfigError(
             f"Cannot export to GGUF: {checkpoint.source.get('name')} is a {checkpoint.task}; llama.cpp runs causal "
             f"language models. Received: --format=gguf"
@@ -82,8 +84,7 @@ def write_gguf(checkpoint, path, gguf_type, scratch):
     """Writes `path`; returns what it wrote (arch, tensors by type, chat template or `None`)."""
     import gguf
 
-    from klm.export.tokenizer_files import hf_tokenizer_json
-    from klm.pretrained.hf_export import _write as write_hf_folder
+    from klm.export.hf_format import _write as write_hf_folder
 
     arch, pre = gguf_architecture(checkpoint)
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
@@ -219,8 +220,6 @@ def export_gguf(checkpoint, out_dir, gguf_type=None, verify=True, max_new_tokens
 def verify_gguf(checkpoint, path, gguf_type, max_new_tokens):
     """Runs `path` in llama-cpp-python alone and compares logits, greedy text and token ids with klm's."""
     import keras
-
-    from klm.generate import generate_text, tokens_to_list
 
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
     start_id = checkpoint.start_token_id

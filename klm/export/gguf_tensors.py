@@ -1,7 +1,7 @@
 """The llama.cpp side of a GGUF export: architectures, hyperparameters, tensor names, the tokenizer.
 
 Weights are taken from the Transformers-named tensors that keras-hub's
-exporter writes (`klm.pretrained.hf_export`: the same mapping `--format hf`
+exporter writes (`klm.export.hf_format`: the same mapping `--format hf`
 uses and Transformers verifies), then renamed to llama.cpp's names with the
 `gguf` package's `TensorNameMap` and reshaped as llama.cpp's own
 `convert_hf_to_gguf.py` does:

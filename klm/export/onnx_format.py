@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from klm.backend.export import export_onnx_torch, export_scope
+from klm.backend.export import export_onnx_torch, export_scope, onnx_exporter_package
 from klm.errors import ConfigError
 from klm.export.publish import file_sizes, require_runtime, run_isolated_check, staged_output
 from klm.export.tokenizer_files import write_tokenizer
@@ -32,7 +32,6 @@ SAMPLE_TEXTS = ("The history of language models, in 3 short sentences.", "hello 
 
 def check_onnx_runtimes():
     """Raises `ConfigError` (naming `pip install klm[onnx]`) when a package of the export or its check is missing."""
-    from klm.backend.export import onnx_exporter_package
 
     require_runtime("onnx", "onnx", "Exporting to ONNX")
     require_runtime("onnxruntime", "onnx", "Checking the ONNX export")
@@ -64,7 +63,7 @@ def inference_model(checkpoint):
             "Export a float32 run, or load a pretrained checkpoint without --precision. Received: "
             f"dtype={model.dtype_policy.name!r}"
         )
-    if checkpoint.task != "classifier":
+    if not checkpoint.mode.has_labels:
         return model
     activation = "sigmoid" if getattr(checkpoint.run, "multi_label", False) else "softmax"
     inputs = {
@@ -196,7 +195,7 @@ def export_onnx(checkpoint, out_dir, verify=True, tolerance=TOLERANCE, opset=Non
     with staged_output(out_dir) as temp:
         path = os.path.join(temp, "model.onnx")
         # PyTorch's exporter traces one shape; the dynamic axes come from the signature's `None`s.
-        output_name = "probabilities" if checkpoint.task == "classifier" else "logits"
+        output_name = "probabilities" if checkpoint.mode.has_labels else "logits"
         if backend == "torch":
             with export_scope(model):
                 export_onnx_torch(model, path, output_name, opset)

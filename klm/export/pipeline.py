@@ -27,6 +27,7 @@ from klm.export.config import (
 )
 from klm.export.verify import compare_with_reference, verification_calls
 from klm.export.worker import TF_ONLY_PREFIX, call_in_tensorflow_only_process, run_build_worker
+from klm.pretrained.resolve import CheckpointError, classify
 
 # The build worker's scratch folder in $TMPDIR (named with the export's pid: see klm.export.cleanup).
 SCRATCH_PREFIX = "klm-export-"
@@ -34,7 +35,6 @@ SCRATCH_PREFIX = "klm-export-"
 
 def _pretrained_spec(run_dir):
     """The checkpoint name when RUN is a pretrained checkpoint (not a klm run folder), else `None`."""
-    from klm.pretrained.resolve import CheckpointError, classify
 
     try:
         kind = classify(run_dir)
@@ -67,7 +67,7 @@ def _check_run(config):
     checkpoint = runs.checkpoint_path(run_dir, config.checkpoint)
     metadata = tokenizer_metadata(run_dir)
     labels = None
-    if run_config["task"] == "classifier":
+    if runs.run_task(run_config).has_labels:
         try:
             labels = runs.read_json(run_dir / runs.LABELS_FILE)["labels"]
         except (OSError, ValueError, KeyError, TypeError) as e:

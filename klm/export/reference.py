@@ -15,6 +15,7 @@ from klm.export.signatures import (
     sft_prompt_parts,
     start_token_id,
 )
+from klm.generate import generate_reply
 
 
 def keras_reference(run, texts, prompts, max_new_tokens):
@@ -39,7 +40,7 @@ def keras_reference(run, texts, prompts, max_new_tokens):
         return [int(i) for i in row]
 
     pad_id = pad_token_id(run.tokenizer)
-    if run.task == "classifier":
+    if run.mode.has_labels:
         rows = []
         for text in texts:
             ids = ids_of(text)[: run.seq_len]
@@ -74,7 +75,6 @@ def keras_reference(run, texts, prompts, max_new_tokens):
         counts.append(len(ids))
     if sft_prompt_parts(run) is not None:
         # An SFT run: the SavedModel must answer a raw prompt as `klm generate` does.
-        from klm.generate import generate_reply
 
         greedy = [generate_reply(run, prompt, max_new_tokens=max_new_tokens, sampler="greedy") for prompt in prompts]
         return {"log_likelihood": log_likelihoods, "num_tokens": counts, "greedy": greedy}

@@ -19,6 +19,7 @@ Token conventions, shared with `klm.export.generation` and
 
 from klm.export.config import ExportError
 from klm.export.core_ops import core_ops_only
+from klm.generate import run_template, sft_settings
 
 # One extra non-empty text (see `ragged_ids`).
 SENTINEL_TEXT = "a"
@@ -72,7 +73,6 @@ def sft_prompt_parts(run):
 
     A raw prompt becomes `before + prompt + after`, after `start_id` if any.
     """
-    from klm.generate import run_template, sft_settings
 
     template = run_template(run)
     if template is None:

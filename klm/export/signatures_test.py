@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from klm import runs
 from klm.export.testing import LABELS, make_run
+from klm.pretrained.checkpoint import load_run
 
 
 def _tensorflow_only():
@@ -21,7 +21,7 @@ def test_score_function_matches_the_one_text_at_a_time_reference(tmp_path):
     from klm.export import keras_reference, score_function
 
     make_run(tmp_path / "lm")
-    run = runs.load_run(tmp_path / "lm")
+    run = load_run(tmp_path / "lm")
     texts = ["the cat sat on the mat .", "", "hello"]
     scores = tf.function(score_function(run), autograph=False)(tf.constant(texts))
     ref = keras_reference(run, texts, ["a"], 1)
@@ -55,7 +55,7 @@ def test_classify_function_matches_keras_in_process(tmp_path, multi_label):
     from klm.export import classify_function, keras_reference
 
     make_run(tmp_path / "cls", task="classifier", multi_label=multi_label, seq_len=6)
-    run = runs.load_run(tmp_path / "cls")
+    run = load_run(tmp_path / "cls")
     texts = ["the cat sat on the mat and then a dog ran", "hello", "zebra unknown words"]
     out = tf.function(classify_function(run), autograph=False)(tf.constant(texts))
     expected = np.asarray(keras_reference(run, texts, [], 0)["probabilities"])

@@ -11,6 +11,8 @@ import os
 import numpy as np
 
 from klm import runs
+from klm.generate import generate_text
+from klm.testing import tiny_backbone_config
 
 WORDS = "the a cat dog sat ran on under mat log big small red blue and then hello world quick brown fox".split()
 LABELS = ["negative", "neutral", "positive"]
@@ -45,7 +47,6 @@ def make_run(
 
     from klm import data
     from klm.models import KlmBackbone, KlmCausalLM, KlmClassifier
-    from klm.testing import tiny_backbone_config
 
     subword = {"vocab_size": 36} if tokenizer in ("sentencepiece", "wordpiece") else {}
     tok = data.train_tokenizer(tokenizer, corpus(), **subword)
@@ -85,6 +86,5 @@ def make_run(
 
 def klm_greedy(run, prompts, max_new_tokens):
     """klm's own greedy generation (`klm generate --sampler greedy`), one prompt at a time."""
-    from klm.generate import generate_text
 
     return [generate_text(run, [p], max_new_tokens=max_new_tokens, sampler="greedy")[0] for p in prompts]

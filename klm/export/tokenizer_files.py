@@ -22,6 +22,9 @@ import os
 import shutil
 import tempfile
 
+from klm import runs
+from klm.errors import ConfigError
+
 
 def _gpt2_tokenizer_json(vocab_path, merges_path, specials, target):
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
@@ -40,8 +43,6 @@ def hf_tokenizer_json(tokenizer, folder):
         ConfigError: keras-hub has no Transformers exporter for the tokenizer.
     """
     from keras_hub.src.utils.transformers.export.hf_exporter import MODEL_TOKENIZER_CONFIGS, export_tokenizer
-
-    from klm.errors import ConfigError
 
     name = type(tokenizer).__name__
     if name not in MODEL_TOKENIZER_CONFIGS:
@@ -65,7 +66,6 @@ def write_tokenizer(checkpoint, folder):
         A dict: `tokenizer_json` (the path, or `None`), `files`, `reason`
         (why no `tokenizer.json`, or `None`).
     """
-    from klm.errors import ConfigError
 
     tokenizer = checkpoint.tokenizer
     if not type(tokenizer).__module__.startswith("keras_hub"):
@@ -84,7 +84,6 @@ def write_tokenizer(checkpoint, folder):
 
 
 def _metadata(checkpoint):
-    from klm import runs
 
     path = os.path.join(checkpoint.run.path, runs.TOKENIZER_DIR, "tokenizer.json")
     try:
@@ -95,7 +94,6 @@ def _metadata(checkpoint):
 
 
 def _copy_klm_tokenizer(checkpoint, folder):
-    from klm import runs
 
     source = os.path.join(checkpoint.run.path, runs.TOKENIZER_DIR)
     kind = _metadata(checkpoint).get("kind", type(checkpoint.tokenizer).__name__)

@@ -15,7 +15,7 @@ from klm.tasks import get_task
 
 def verification_calls(task, texts, prompts, max_new_tokens):
     """The signature calls that `export_run` checks (see `compare_with_reference`)."""
-    if task == "classifier":
+    if get_task(task).has_labels:
         return [{"signature": "serving_default", "inputs": {"texts": list(texts)}}]
     sample = {"prompts": list(prompts), "max_new_tokens": max_new_tokens, "temperature": 1.0, "seed": 1234}
     return [
@@ -48,7 +48,7 @@ def compare_with_reference(task, check, reference, labels, tolerance):
     if check.get("blocked_modules_imported"):
         problems.append(f"the serving process imported {check['blocked_modules_imported']}")
     diffs = {}
-    if task == "classifier":
+    if get_task(task).has_labels:
         got = outputs[0]
         probabilities = np.asarray(got["probabilities"], dtype="float64")
         ref = np.asarray(reference["probabilities"], dtype="float64")

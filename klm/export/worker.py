@@ -22,6 +22,7 @@ from klm import runs
 from klm.errors import KlmError
 from klm.export.cleanup import owned_temp_dir, run_child
 from klm.export.config import BLOCKED_MODULES, ExportError
+from klm.pretrained.checkpoint import load_run
 
 # Scratch folders in $TMPDIR of the TensorFlow-only check (`owned_name`, swept by the next export).
 TF_ONLY_PREFIX = "klm-tf-only-"
@@ -145,7 +146,7 @@ def build_worker(request):
     if request.get("pretrained"):
         run = pretrained_as_run(request["pretrained"])
     else:
-        run = runs.load_run(request["run_dir"], which=request["checkpoint"])
+        run = load_run(request["run_dir"], which=request["checkpoint"])
     archive = build_export_archive(run)
     archive.write_out(request["path"], verbose=False)
     result = {"num_parameters": int(run.model.count_params()), "tokenizer": type(run.tokenizer).__name__}

@@ -5,7 +5,7 @@ from keras import ops
 from keras_hub.models import CausalLM
 from keras_hub.src.utils.tensor_utils import any_equal
 
-from klm import backend
+from klm import backend, decoding
 from klm.layers.causal_self_attention import decoding_call
 from klm.models.describe import ParameterCountRepr
 from klm.models.klm_backbone import KlmBackbone
@@ -124,8 +124,6 @@ class KlmCausalLM(ParameterCountRepr, CausalLM):
                 right-padded to the total length to generate.
             stop_token_ids: tuple of ids that end a sequence, or `None`.
         """
-        from klm import decoding
-
         token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
         # The prompts are padded to the total length already: the cache is
         # built over all of it (a static shape under jit).

@@ -32,6 +32,8 @@ the GPU cost is measured by examples/benchmarks/gpu_check.py (`base` vs
 attention probabilities too (`nn.MultiheadAttention`).
 """
 
+from klm.errors import ConfigError
+
 PRESETS = {
     "seed": dict(
         num_layers=2,
@@ -138,7 +140,6 @@ def check_seq_len(seq_len, limit, what, flag="--seq-len"):
         what: whose positions they are, for the message ("the tiny preset's learned positions").
         flag: the flag that set `seq_len`.
     """
-    from klm.errors import ConfigError
 
     if limit is not None and seq_len is not None and int(seq_len) > int(limit):
         raise ConfigError(

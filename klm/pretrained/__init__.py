@@ -13,7 +13,7 @@
 - `apply_lora`, `merge_lora`, `parameter_counts`, `build_classifier`
   (`klm.pretrained.lora`).
 - `export_hf(model, tokenizer, out_dir)`: a Transformers folder, verified
-  by Transformers itself (`klm.pretrained.hf_export`).
+  by Transformers itself (`klm.export.hf_format`).
 - `estimate_checkpoint`, `format_checkpoint_report`: parameters, memory and
   step time of fine-tuning a checkpoint, `klm estimate --from`
   (`klm.pretrained.estimate`; not imported here).
@@ -21,7 +21,7 @@
 Importing this package imports no Keras; the functions import it lazily.
 """
 
-from klm.pretrained.checkpoint import Checkpoint, load_checkpoint
+from klm.pretrained.checkpoint import Checkpoint, load_checkpoint, load_run
 from klm.pretrained.lora import apply_lora, build_classifier, lora_target_layers, merge_lora, parameter_counts
 from klm.pretrained.perplexity import evaluate_checkpoint, hf_convention_loss, lm_batches, token_stream
 from klm.pretrained.resolve import CheckpointError, classify, is_checkpoint_spec
@@ -33,6 +33,7 @@ __all__ = [
     "classify",
     "is_checkpoint_spec",
     "load_checkpoint",
+    "load_run",
     "load_tokenizer",
     "save_tokenizer",
     "apply_lora",

@@ -22,6 +22,7 @@ import json
 import os
 from pathlib import Path
 
+from klm import runs
 from klm.errors import RunDirError
 from klm.pretrained.resolve import (
     CheckpointError,
@@ -34,7 +35,8 @@ from klm.pretrained.resolve import (
     read_json,
     temporary_env,
 )
-from klm.pretrained.tokenizer_io import is_keras_hub_tokenizer_folder, load_tokenizer
+from klm.pretrained.tokenizer_io import load_tokenizer
+from klm.tasks import get_task
 
 
 @dataclasses.dataclass
@@ -66,9 +68,14 @@ class Checkpoint:
     add_start_token: bool = None
 
     @property
+    def mode(self):
+        """The registered `klm.tasks.Task` of this checkpoint (a klm run's own; else the model family's)."""
+        return self.run.mode if self.run is not None else get_task(self.task)
+
+    @property
     def causal_lm(self):
         """The causal LM (`CheckpointError` for a classifier run)."""
-        if self.task != "causal_lm":
+        if not self.mode.generates:
             raise CheckpointError(
                 f"Expected a language-model checkpoint. Received: {self.source.get('name')!r} (task={self.task!r})"
             )
@@ -285,8 +292,6 @@ def causal_lm_class(backbone, spec=None):
 
 def _klm_run_backbone(spec, which, load_weights):
     """`load_backbone` for a klm run folder: the backbone of its best (or last) `.keras` model."""
-    from klm import runs
-
     if load_weights:
         checkpoint = _load_klm_run(spec, which)
         source = dict(checkpoint.source, task=checkpoint.task, weights_loaded=True)
@@ -385,14 +390,8 @@ def _is_network_error(e):
 
 
 def _load_klm_run(spec, which):
-    from klm import runs
-
     try:
-        config = runs.read_run_config(spec)
-        if is_keras_hub_tokenizer_folder(Path(spec) / runs.TOKENIZER_DIR):
-            run = _load_pretrained_run(spec, config, which)
-        else:
-            run = runs.load_run(spec, which=which)
+        run = load_run(spec, which=which)
     except RunDirError as e:
         if isinstance(e, CheckpointError):
             raise
@@ -421,23 +420,30 @@ def _load_klm_run(spec, which):
     )
 
 
-def _load_pretrained_run(spec, config, which):
-    """`runs.load_run` for a run whose tokenizer folder is keras-hub's (a run started from a checkpoint)."""
-    from klm import runs
+def load_run(run_dir, which="best", require_finished=True):
+    """Loads a run folder: config, tokenizer, labels and a checkpoint.
 
-    run_dir = Path(spec)
+    Args:
+        run_dir: path of the run folder.
+        which: `"best"` (falls back to `"last"`) or `"last"`.
+        require_finished: refuse runs without `summary.json`.
+
+    Raises:
+        RunDirError: missing, unfinished or malformed run folder.
+    """
+    run_dir = Path(run_dir)
+    config = runs.read_run_config(run_dir)
     summary_path = run_dir / runs.SUMMARY_FILE
-    if not summary_path.exists():
-        raise CheckpointError(
+    if require_finished and not summary_path.exists():
+        raise RunDirError(
             f"{run_dir} is an unfinished run (no {runs.SUMMARY_FILE}). Finish or resume it first. "
             f"Received: run_dir={str(run_dir)!r}"
         )
     model = runs.load_model(runs.checkpoint_path(run_dir, which))
-    tokenizer = load_tokenizer(run_dir / runs.TOKENIZER_DIR)
+    tokenizer = load_tokenizer(str(run_dir / runs.TOKENIZER_DIR))
     labels, multi_label = None, False
-    if config["task"] == "classifier":
+    if runs.run_task(config).has_labels:
         label_info = runs.read_json(run_dir / runs.LABELS_FILE)
         labels, multi_label = label_info["labels"], bool(label_info.get("multi_label", False))
-    return runs.Run(
-        run_dir, config, config["task"], model, tokenizer, labels, multi_label, runs.read_json(summary_path)
-    )
+    summary = runs.read_json(summary_path) if summary_path.exists() else None
+    return runs.Run(run_dir, config, config["task"], model, tokenizer, labels, multi_label, summary)

@@ -4,7 +4,7 @@
 classifier head on the checkpoint's backbone) and `klm estimate --init-from
 CKPT` (what `klm pretrain --init-from CKPT` trains: the causal LM) call
 `estimate_checkpoint(config)`; `format_checkpoint_report` prints its report
-(`klm.estimate.format_report` hands checkpoint reports to it).
+(it lives in `klm.estimate`, beside the preset report's formatting).
 
 - `checkpoint_dims(backbone)`: the sizes of a keras-hub or klm backbone the
   estimates need (the matmul weights counted from its variables);
@@ -23,18 +23,23 @@ formatting) are in `klm.estimate`.
 import time
 
 from klm import backend as backend_lib
+from klm.config import FinetuneConfig
 from klm.errors import ConfigError
 from klm.estimate import (
     MIB,
+    PRECISION_COLUMNS,
     activation_bytes_per_token,
-    format_duration,
-    format_si,
+    format_checkpoint_report,  # noqa: F401 - importable from here, beside estimate_checkpoint
     log_to_stderr,
     peak_rss_mib,
     time_fit,
 )
-
-PRECISION_COLUMNS = ("float32", "bfloat16", "mixed_bfloat16")
+from klm.pretrained import apply_lora
+from klm.pretrained.checkpoint import causal_lm_class, check_backbone_seq_len, load_backbone
+from klm.pretrained.lora import parameter_counts
+from klm.tasks import get_task
+from klm.training.builders import build_optimizer, build_optimizer_state
+from klm.training.session import distribution, jit_compile, setup
 
 
 class _shapes_only:
@@ -172,13 +177,11 @@ def _build_checkpoint_model(config, spec, task, num_classes, dtype, shapes_only)
     Returns `(model, source, lora_info)`; `shapes_only` builds it inside
     `_shapes_only` (no weight memory; not trainable).
     """
-    from klm.pretrained import apply_lora
-    from klm.pretrained.checkpoint import causal_lm_class, load_backbone
 
     scope = _shapes_only() if shapes_only else _nothing()
     with scope:
         backbone, source = load_backbone(spec, dtype=dtype, load_weights=False)
-        if task == "classifier":
+        if get_task(task).has_labels:
             from klm.models import KlmClassifier
 
             backbone.trainable = not config.freeze_backbone
@@ -242,9 +245,6 @@ def estimate_checkpoint(config, num_classes=2, measure_steps=0, warmup_steps=2, 
     print(format_checkpoint_report(estimate_checkpoint(config)))
     ```
     """
-    from klm.config import FinetuneConfig
-    from klm.pretrained.lora import parameter_counts
-    from klm.training.session import distribution, setup
 
     if measure_steps < 0 or warmup_steps < 1:
         raise ConfigError(
@@ -262,20 +262,19 @@ def estimate_checkpoint(config, num_classes=2, measure_steps=0, warmup_steps=2, 
         if not spec:
             raise ConfigError("Expected --init-from CHECKPOINT. Received: --init-from=None")
     # As in `klm finetune`, --lora-rank overrides --freeze-backbone (`apply_lora` unfreezes the adapted layers).
-    frozen = task == "classifier" and config.freeze_backbone and not config.lora_rank
+    frozen = get_task(task).has_labels and config.freeze_backbone and not config.lora_rank
     mode = "lora" if config.lora_rank else "freeze_backbone" if frozen else "full"
     backend, keras = setup(config)
     dtype = "bfloat16" if config.precision == "bfloat16" else None  # as klm.train._load_checkpoint
 
     model, source, lora = _build_checkpoint_model(config, spec, task, num_classes, dtype, shapes_only=True)
-    from klm.pretrained.checkpoint import check_backbone_seq_len
 
     check_backbone_seq_len(model.backbone, config.seq_len, spec)
     counts = parameter_counts(model)
     backbone_total = parameter_counts(model.backbone)["total"] - (lora["lora"] if lora else 0)
     lora_params = lora["lora"] if lora else 0
     dims = checkpoint_dims(model.backbone)
-    lm_head = task == "causal_lm"
+    lm_head = get_task(task).generates
     batch, seq = config.batch_size, config.seq_len
     memory = {
         precision: checkpoint_memory(
@@ -305,7 +304,7 @@ def estimate_checkpoint(config, num_classes=2, measure_steps=0, warmup_steps=2, 
         "optimizer": config.optimizer,
         "batch_size": batch,
         "seq_len": seq,
-        "num_classes": num_classes if task == "classifier" else None,
+        "num_classes": num_classes if get_task(task).has_labels else None,
         "lora": None
         if lora is None
         else {k: lora[k] for k in ("rank", "alpha", "targets")} | {"layers": len(lora["layers"])},
@@ -329,9 +328,6 @@ def estimate_checkpoint(config, num_classes=2, measure_steps=0, warmup_steps=2, 
     import numpy as np
     import tensorflow as tf
 
-    from klm.train import build_optimizer, build_optimizer_state
-    from klm.training.session import jit_compile
-
     scope, description = distribution(config)
     report["distribution"] = description
     t0 = time.perf_counter()
@@ -343,7 +339,7 @@ def estimate_checkpoint(config, num_classes=2, measure_steps=0, warmup_steps=2, 
             jit_compile=jit_compile(config),
             steps_per_execution=config.steps_per_execution,
         )
-        if task == "causal_lm":
+        if get_task(task).generates:
             from klm.losses import lm_loss
 
             compile_args.update(loss=lm_loss(), weighted_metrics=[])
@@ -354,7 +350,7 @@ def estimate_checkpoint(config, num_classes=2, measure_steps=0, warmup_steps=2, 
     rng = np.random.default_rng(config.seed)
     token_ids = rng.integers(0, dims["vocabulary_size"], size=(batch, seq), dtype="int32")
     x = {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids)}
-    y = token_ids if task == "causal_lm" else rng.integers(0, num_classes, size=(batch,), dtype="int32")
+    y = token_ids if get_task(task).generates else rng.integers(0, num_classes, size=(batch,), dtype="int32")
     dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
     log(
         f"klm estimate: timing {warmup_steps} warm-up + {measure_steps} training steps "
@@ -379,68 +375,3 @@ def estimate_checkpoint(config, num_classes=2, measure_steps=0, warmup_steps=2, 
             "startup": startup + build_seconds,
         }
     return report
-
-
-def format_checkpoint_report(report):
-    """`estimate_checkpoint`'s report as the lines `klm estimate --from/--init-from` prints."""
-    src, p, dims = report["checkpoint"], report["parameters"], report["dims"]
-    kind = src["kind"] + (f", model_type {src['model_type']}" if src.get("model_type") else "")
-    loaded = "weights read" if src.get("weights_loaded") else "built from its config, weights not read"
-    if report["mode"] == "lora":
-        lora = report["lora"]
-        mode = f"LoRA rank {lora['rank']} (alpha {lora['alpha']:g}) on {lora['targets']} ({lora['layers']} layers)"
-    else:
-        mode = {"full": "full fine-tuning", "freeze_backbone": "frozen backbone (head only)"}[report["mode"]]
-    head = f"classifier head, {report['num_classes']} classes" if report["task"] == "classifier" else "causal LM"
-    heads = f"{dims['num_heads']} heads" + (
-        f" ({dims['num_key_value_heads']} key/value)" if dims["num_key_value_heads"] != dims["num_heads"] else ""
-    )
-    parts = f"backbone {p['backbone']:,} + head {p['head']:,}" + (f" + LoRA {p['lora']:,}" if p["lora"] else "")
-    lines = [
-        f"klm estimate: {report['command']} {src['name']} ({kind}; {src['backbone']}, {loaded})",
-        f"  model             {head}; {mode}; backend {report['backend']} ({report['device']}), "
-        f"batch {report['batch_size']} x {report['seq_len']}, optimizer {report['optimizer']}",
-        f"  dimensions        vocabulary {dims['vocabulary_size']:,}, hidden {dims['hidden_dim']:,}, "
-        f"{dims['num_layers']} layers, {heads}, feed-forward {dims['intermediate_dim']:,}"
-        + (" (gated)" if dims["gated"] else ""),
-        f"  parameters        {p['total']:,} total ({parts}); trainable {p['trainable']:,} "
-        f"({100 * p['trainable'] / max(p['total'], 1):.2f}%)",
-        f"  FLOPs per token   {format_si(report['flops_per_token'])}FLOP (training, {report['mode']}); "
-        f"{format_si(report['flops_per_step'])}FLOP per step",
-        "  memory (estimate, MiB; framework not included)",
-        "    " + f"{'':24}" + "".join(f"{c:>16}" for c in PRECISION_COLUMNS),
-    ]
-    rows = (
-        ("weights", "weights_mib"),
-        ("gradients", "gradients_mib"),
-        (f"optimizer ({report['optimizer']})", "optimizer_state_mib"),
-        ("bf16 weight copies", "compute_weight_copies_mib"),
-        (f"activations ({report['batch_size']} x {report['seq_len']})", "activations_mib"),
-        ("total", "total_mib"),
-    )
-    for label, key in rows:
-        lines.append(
-            "    " + f"{label:24}" + "".join(f"{report['memory_mib'][c][key]:>16,.1f}" for c in PRECISION_COLUMNS)
-        )
-    if report["precision"] in PRECISION_COLUMNS:
-        lines.append(f"    (--precision {report['precision']} is the {report['precision']} column)")
-    measured = report["measured"]
-    if measured:
-        lines.append(
-            f"  measured          {measured['steps']} steps of model.fit (random weights and tokens, "
-            f"{report['precision']}): {measured['ms_per_step']:.1f} ms/step, {measured['tokens_per_second']:,.0f} "
-            f"tokens/s, {format_si(measured['flops_per_second'])}FLOP/s; "
-            f"compilation {measured['startup_seconds']:.1f} s, model build {measured['build_seconds']:.1f} s; "
-            f"peak memory (RSS) {measured['peak_rss_mib']:,.0f} MiB"
-        )
-        if report["expected_seconds"]:
-            lines.append(
-                f"  expected time     training {format_duration(report['expected_seconds']['training'])} for "
-                f"--max-steps (evaluation, data and checkpoints not included)"
-            )
-    else:
-        lines.append(
-            "  step time         not measured (--measure-steps N builds the model with random weights "
-            "and times N steps)"
-        )
-    return "\n".join(lines)

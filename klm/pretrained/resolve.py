@@ -22,32 +22,20 @@ that says which, before keras-hub sees the checkpoint. Loading is
 
 import contextlib
 import difflib
-import json
 import os
 import socket
 from pathlib import Path
 
-from klm.errors import RunDirError
+from klm.errors import CheckpointError
 from klm.paths import contained_path, hugging_face_cache_blobs
+from klm.pretrained.weight_files import check_weight_files, read_json
+from klm.tasks import model_families
 
 KINDS = ("klm_run", "keras_hub_preset", "kaggle", "hf", "keras_hub_dir", "hf_dir")
 DTYPES = ("float32", "bfloat16", "float16", "mixed_bfloat16", "mixed_float16")
 HF_PREFIX = "hf://"
 KAGGLE_PREFIX = "kaggle://"
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
-
-
-class CheckpointError(RunDirError):
-    """A checkpoint cannot be found, downloaded, converted or used (a `KlmError`: exit status 2)."""
-
-
-def read_json(path):
-    """The JSON file `path` (a `Path`), or a `CheckpointError` naming the checkpoint folder."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"Cannot read {path}: {e}. Received: checkpoint={str(path.parent)!r}") from None
 
 
 def classify(spec):
@@ -83,9 +71,7 @@ def classify(spec):
                 f"Transformers folder (config.json + *.safetensors + tokenizer files). Received: checkpoint={spec!r}"
             )
         config = read_json(config_path)
-        from klm.runs import TASKS
-
-        if config.get("task") in TASKS:
+        if config.get("task") in model_families():
             return "klm_run"
         if "registered_name" in config:
             return "keras_hub_dir"
@@ -142,8 +128,6 @@ def check_hf_dir(path):
             f"Received: checkpoint={str(path)!r}"
         )
     check_shard_index(path)
-    from klm.pretrained.weight_files import check_weight_files
-
     check_weight_files(path, config)
     missing = [name for name in _tokenizer_files(model_type) if not (path / name).exists()]
     if missing:

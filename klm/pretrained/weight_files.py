@@ -18,7 +18,17 @@ import os
 import re
 from pathlib import Path
 
-from klm.pretrained.resolve import CheckpointError
+from klm.errors import CheckpointError
+
+
+def read_json(path):
+    """The JSON file `path` (a `Path`), or a `CheckpointError` naming the checkpoint folder."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"Cannot read {path}: {e}. Received: checkpoint={str(path.parent)!r}") from None
+
 
 # A header this long is not a real one (real headers are a few MB at most).
 MAX_HEADER_BYTES = 256 * 1024 * 1024
@@ -79,8 +89,6 @@ def weight_names(folder):
     folder = Path(folder)
     index_path = folder / "model.safetensors.index.json"
     if index_path.exists():
-        from klm.pretrained.resolve import read_json
-
         files = sorted(set(read_json(index_path)["weight_map"].values()))
     else:
         files = ["model.safetensors"]

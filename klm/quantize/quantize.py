@@ -34,8 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
+from klm import backend as backend_lib
 from klm import runs
 from klm.errors import ConfigError, RunDirError
+from klm.evaluate import evaluate_run
+from klm.generate import generate_ids, position_limit, tokens_to_list
+from klm.pretrained import load_checkpoint, save_tokenizer, token_stream
+from klm.pretrained.resolve import classify
 from klm.quantize.config import CALIBRATED_MODES, QuantizeConfig
 
 
@@ -203,8 +208,6 @@ def generation_speed(checkpoint, new_tokens, prompt="The history of"):
     """Greedy generation tokens/s of `checkpoint` (one warm-up, then the best of two timed runs)."""
     import keras_hub
 
-    from klm.generate import generate_ids, position_limit, tokens_to_list
-
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
     ids = tokens_to_list(tokenizer.tokenize([prompt]))[0]
     start = checkpoint.start_token_id if hasattr(checkpoint, "start_token_id") else None
@@ -224,7 +227,6 @@ def generation_speed(checkpoint, new_tokens, prompt="The history of"):
 
 
 def _perplexity(spec, config):
-    from klm.evaluate import evaluate_run
 
     result = evaluate_run(spec, config.eval_data, backend=config.backend, seq_len=config.seq_len)
     return {key: result[key] for key in ("loss", "perplexity", "tokens", "evaluated_tokens") if key in result}
@@ -241,11 +243,8 @@ def quantize_run(config: QuantizeConfig):
     Returns:
         The summary dict (also `OUT/summary.json`).
     """
-    from klm import backend as backend_lib
 
     backend = backend_lib.use_backend(config.backend)
-    from klm.pretrained import load_checkpoint, save_tokenizer, token_stream
-    from klm.pretrained.resolve import classify
 
     kind = classify(config.source)
     source_config = runs.read_run_config(config.source) if kind == "klm_run" else None

@@ -11,11 +11,11 @@ Importing this package imports neither Keras nor FastAPI.
 """
 
 from klm.serve.config import ServeConfig
+from klm.serve.server import serve as run
 
 
 def serve(config, log=None):
     """See `klm.serve.server.serve`."""
-    from klm.serve.server import serve as run
 
     return run(config, log=log)
 

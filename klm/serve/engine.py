@@ -3,6 +3,8 @@
 import os
 
 from klm.errors import ConfigError
+from klm.generate import detokenize, position_limit, reply_prompt_ids, reply_special_ids, run_template
+from klm.pretrained import load_checkpoint
 from klm.serve.schema import ApiError
 
 # Prompt + response tokens per request for models without a position limit
@@ -33,9 +35,8 @@ class ServedModel:
     """
 
     def __init__(self, checkpoint, name, context_length=None, default_max_tokens=256):
-        from klm.generate import position_limit, reply_special_ids, run_template
 
-        if checkpoint.task != "causal_lm":
+        if not checkpoint.mode.generates:
             raise ConfigError(
                 f"Expected a language model to serve; {checkpoint.path} is a {checkpoint.task} run. "
                 f"Received: RUN={checkpoint.path!r}"
@@ -59,7 +60,6 @@ class ServedModel:
     @classmethod
     def load(cls, spec, name=None, dtype=None, **kwargs):
         """Loads `spec` (anything `klm generate` takes) with `klm.pretrained.load_checkpoint`."""
-        from klm.pretrained import load_checkpoint
 
         checkpoint = load_checkpoint(spec, dtype=dtype)
         return cls(checkpoint, name or default_model_name(spec), **kwargs)
@@ -76,7 +76,6 @@ class ServedModel:
             ApiError: a conversation of another shape, or several messages to
                 a model without a template.
         """
-        from klm.generate import reply_prompt_ids
 
         system = None
         turns = list(messages)
@@ -114,7 +113,6 @@ class ServedModel:
 
     def completion_prompt_ids(self, prompt):
         """Token ids of a raw prompt (`klm generate --raw`, or any non-SFT run's prompt)."""
-        from klm.generate import reply_prompt_ids
 
         return reply_prompt_ids(self.checkpoint, prompt, raw=True)
 
@@ -147,7 +145,6 @@ class ServedModel:
 
     def text(self, ids):
         """The text of generated ids."""
-        from klm.generate import detokenize
 
         return detokenize(self.tokenizer, list(ids))
 

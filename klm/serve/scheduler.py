@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from klm.generate import detokenize_many
+from klm.generate import cut_at_stop, detokenize_many
 from klm.serve.sampling import sample_token
 
 
@@ -99,7 +99,6 @@ class Sequence:
 
     def update(self, text):
         """Takes the text of the tokens so far; streams what is new. Returns whether the response is finished."""
-        from klm.generate import cut_at_stop
 
         cut, found = cut_at_stop(text, self.stop)
         self.text = cut

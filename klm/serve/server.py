@@ -6,6 +6,8 @@ import sys
 import threading
 
 from klm.errors import ConfigError
+from klm.serve.engine import ServedModel
+from klm.serve.scheduler import BatchScheduler, Sequence
 
 
 def serve(config, log=None):
@@ -28,8 +30,6 @@ def serve(config, log=None):
         raise ConfigError(
             f"klm serve needs FastAPI and uvicorn: pip install 'klm[serve]'. Received: ImportError: {e}"
         ) from None
-    from klm.serve.engine import ServedModel
-    from klm.serve.scheduler import BatchScheduler, Sequence
 
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     log(f"klm serve: loading {config.run_dir}")

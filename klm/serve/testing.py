@@ -11,11 +11,12 @@ import json
 import os
 
 from klm import runs
+from klm.export.testing import make_run
+from klm.sft.prompt_template import PromptTemplate
 
 
 def make_lm_run(path, seed=0):
     """A tiny finished language-model run folder at `path`; returns the path."""
-    from klm.export.testing import make_run
 
     make_run(path, task="causal_lm", seed=seed)
     return os.fspath(path)
@@ -23,8 +24,6 @@ def make_lm_run(path, seed=0):
 
 def make_sft_run(path, seed=0):
     """A tiny finished SFT run folder at `path` (klm's default template); returns the path."""
-    from klm.export.testing import make_run
-    from klm.sft.prompt_template import PromptTemplate
 
     _, tokenizer = make_run(path, seed=seed)
     config_path = os.path.join(os.fspath(path), runs.CONFIG_FILE)

@@ -63,8 +63,6 @@ def tokenize_texts(tokenizer, texts):
     """Token ids (lists of ints) of each text, in one tokenizer call."""
     if not texts:
         return []
-    from klm.generate import tokens_to_list
-
     return tokens_to_list(tokenizer.tokenize(list(texts)))
 
 
@@ -234,3 +232,20 @@ def _last_response_start(mask):
     while index > 0 and mask[index - 1]:
         index -= 1
     return index
+
+
+def tokens_to_list(tokenized):
+    """Token ids per prompt as Python lists (ragged: prompts differ in length)."""
+    if hasattr(tokenized, "to_list"):  # tf.RaggedTensor
+        return tokenized.to_list()
+    if isinstance(tokenized, (list, tuple)):  # ragged output on JAX/PyTorch
+        return [[int(i) for i in np.asarray(row).reshape(-1)] for row in tokenized]
+    return [[int(i) for i in row] for row in np.asarray(tokenized)]
+
+
+def fit_prompt(ids, limit, max_new_tokens, keep_first=0):
+    """Cuts a prompt's oldest tokens so that prompt + `max_new_tokens` fit `limit` positions (`None`: as is)."""
+    if limit is None or len(ids) + max_new_tokens <= limit:
+        return list(ids)
+    room = max(limit - max_new_tokens, keep_first + 1)
+    return list(ids[:keep_first]) + list(ids[len(ids) - (room - keep_first) :])

@@ -4,9 +4,10 @@ import collections
 
 import numpy as np
 
+from klm.generate import detokenize, generate_ids
 from klm.metrics import perplexity as clamped_perplexity
 from klm.sft.conversations import Conversation
-from klm.sft.encoding import conversation_pieces, encode_pieces, tokenize_texts
+from klm.sft.encoding import conversation_pieces, encode_pieces, fit_prompt, tokenize_texts
 
 
 def response_loss(model, batches):
@@ -72,14 +73,6 @@ def prompt_ids(template, tokenizer, conversations, end_token_id, start_token_id=
     return [ids for ids, _ in encode_pieces(pieces, tokenizer, end_token_id, start_token_id)]
 
 
-def fit_prompt(ids, limit, max_new_tokens, keep_first=0):
-    """Cuts a prompt's oldest tokens so that prompt + `max_new_tokens` fit `limit` positions (`None`: as is)."""
-    if limit is None or len(ids) + max_new_tokens <= limit:
-        return list(ids)
-    room = max(limit - max_new_tokens, keep_first + 1)
-    return list(ids[:keep_first]) + list(ids[len(ids) - (room - keep_first) :])
-
-
 def generation_metrics(
     model, tokenizer, template, conversations, max_new_tokens, end_token_id, start_token_id=None, limit=None, samples=3
 ):
@@ -95,8 +88,6 @@ def generation_metrics(
         `samples` (the first `samples` prompts, references and generations).
     """
     import keras_hub
-
-    from klm.generate import detokenize, generate_ids
 
     sampler = keras_hub.samplers.GreedySampler()
     prompts = prompt_ids(template, tokenizer, conversations, end_token_id, start_token_id)

@@ -16,6 +16,7 @@ renders a probe conversation exactly as klm does (`jinja_for_template`).
 import json
 
 from klm.errors import ConfigError
+from klm.sft.chat_template import ChatTemplate
 
 PROBE_SYSTEM = "Answer briefly."
 PROBE_TURNS = (("Hello, who are you?", "An assistant."), ("Reverse: a b c", "c b a"))
@@ -97,7 +98,6 @@ def jinja_for_template(template, end_text):
     template is translated and kept only if it renders the probe
     conversations (with and without a system message) exactly as klm does.
     """
-    from klm.sft.chat_template import ChatTemplate
 
     if isinstance(template, ChatTemplate):
         return template.text, f"the run's chat template ({template.source})"

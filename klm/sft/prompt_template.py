@@ -27,6 +27,7 @@ import string
 from pathlib import Path
 
 from klm.errors import ConfigError
+from klm.sft.chat_template import ChatTemplate
 
 SLOTS = ("system", "prompt", "response")
 DEFAULT_TEMPLATE = "{system}\nuser: {prompt}\nassistant: {response}"
@@ -168,8 +169,6 @@ class PromptTemplate:
 def template_from_dict(data):
     """The template a run recorded (`PromptTemplate.to_dict` or `ChatTemplate.to_dict`)."""
     if data.get("kind") == "jinja":
-        from klm.sft.chat_template import ChatTemplate
-
         return ChatTemplate(
             data["text"], source=data.get("source", "chat template"), special_tokens=data.get("special_tokens") or {}
         )

@@ -14,9 +14,19 @@ import math
 
 from klm import runs
 from klm.errors import ConfigError
+from klm.generate import position_limit
+from klm.pretrained import apply_lora, load_checkpoint, save_tokenizer
+from klm.pretrained.checkpoint import check_backbone_seq_len, classify
+from klm.sft import batching
+from klm.sft.chat_template import checkpoint_chat_template
 from klm.sft.config import SftConfig
-from klm.train import backbone_overrides, log
-from klm.training.session import LoopPlan, TrainingSession
+from klm.sft.conversations import clean_conversations, read_conversations
+from klm.sft.encoding import encode_conversations
+from klm.sft.evaluation import generation_metrics, perplexity, response_loss
+from klm.sft.prompt_template import PromptTemplate, template_from_dict
+from klm.tasks import get_task
+from klm.training.builders import backbone_overrides, build_optimizer_state, cleaning_for, compile_causal_lm, log
+from klm.training.session import LoopPlan, TrainingSession, optimizer_steps
 
 # Fields that must match when an existing run folder is resumed.
 IDENTITY_FIELDS = (
@@ -45,7 +55,6 @@ def sft_cleaning(config):
     whole. Without any of the flags the data is used as written (as before).
     """
     from klm.data.text.cleaning_config import CleaningConfig
-    from klm.train import cleaning_for
 
     chosen = cleaning_for(config)
     if not chosen:
@@ -60,7 +69,6 @@ def read_sft_data(config):
     per kind, ...), or `None` when no cleaning flag is set.
     """
     from klm.data.text.cleaner import TextCleaner
-    from klm.sft.conversations import clean_conversations, read_conversations
 
     cleaning = sft_cleaning(config)
     cleaner = None if cleaning is None else TextCleaner(cleaning)
@@ -77,20 +85,16 @@ def read_sft_data(config):
 
 def resolve_template(config, checkpoint=None):
     """The template of a run: `--template FILE`, else a checkpoint's chat template, else klm's default."""
-    from klm.sft.prompt_template import PromptTemplate
 
     if config.template:
         return PromptTemplate.from_file(config.template)
     if checkpoint is not None:
         source_config = checkpoint.config
-        if source_config.get("finetune_task") == "sft":  # continuing an SFT run: its template
-            from klm.sft.prompt_template import template_from_dict
-
-            return template_from_dict(source_config["sft"]["template"])
+        prompt_settings = checkpoint.mode.prompt_settings(source_config)
+        if prompt_settings is not None:  # continuing an SFT run: its template
+            return template_from_dict(prompt_settings["template"])
         spec = config.from_run if checkpoint.run is None else (source_config.get("pretrained") or {}).get("name")
         if spec:
-            from klm.sft.chat_template import checkpoint_chat_template
-
             chat = checkpoint_chat_template(spec, checkpoint.tokenizer)
             if chat is not None:
                 return chat
@@ -101,12 +105,11 @@ def _source_kind(config):
     """`(kind, source run config)`: `"none"`, `"klm_run"` or `"pretrained"`; reads no weights, imports no Keras."""
     if config.from_run == "none":
         return "none", None
-    from klm.pretrained.checkpoint import classify
 
     if classify(config.from_run) != "klm_run":
         return "pretrained", None
     source_config = runs.read_run_config(config.from_run)
-    if source_config.get("task") != "causal_lm":
+    if not runs.run_task(source_config).generates:
         raise ConfigError(
             f"Expected --from to be a language model (a pretraining or SFT run, or a pretrained checkpoint). "
             f"Received: --from={config.from_run!r} (task {source_config.get('task')})"
@@ -116,7 +119,7 @@ def _source_kind(config):
 
 def _identity(config, kind, source_config, resolved):
     """Sets the run's identity fields (compared when a run folder is resumed) before the folder is opened."""
-    resolved["finetune_task"] = "sft"
+    resolved.update(get_task("sft").run_config_fields())
     if kind == "none":
         resolved["tokenizer"] = config.tokenizer or "word"
     elif kind == "klm_run":
@@ -169,10 +172,6 @@ def finetune_sft(config: SftConfig):
     """
     session = TrainingSession(config, task="causal_lm")
     train, valid, test, cleaning_report = read_sft_data(config)
-    from klm.sft import batching
-    from klm.sft.encoding import encode_conversations
-    from klm.train import build_optimizer_state, compile_causal_lm
-    from klm.training.session import optimizer_steps
 
     kind, source_config = _source_kind(config)
     if kind == "none":  # before anything is written (a checkpoint's positions: once it is loaded)
@@ -188,9 +187,6 @@ def finetune_sft(config: SftConfig):
         )
         checkpoint = None
         if kind != "none":
-            from klm.pretrained import load_checkpoint
-            from klm.pretrained.checkpoint import check_backbone_seq_len
-
             checkpoint = load_checkpoint(config.from_run)
             check_backbone_seq_len(checkpoint.backbone, config.seq_len, config.from_run)
         template = resolve_template(config, checkpoint)
@@ -315,8 +311,6 @@ def finetune_sft(config: SftConfig):
             model = _build_model(config, kind, checkpoint, vocabulary_size)
             lora = None
             if config.lora_rank:
-                from klm.pretrained import apply_lora
-
                 lora = apply_lora(
                     model,
                     int(config.lora_rank),
@@ -334,8 +328,7 @@ def finetune_sft(config: SftConfig):
 
         best = runs.load_model(runs.checkpoint_path(session.run_dir, "best"))
         extra = {
-            "task": "causal_lm",
-            "finetune_task": "sft",
+            **get_task("sft").run_config_fields(),
             "template": template.source,
             "data": report,
             "train_tokens": state.batches_done * logger.tokens_per_step,
@@ -369,9 +362,6 @@ def finetune_sft(config: SftConfig):
 def _held_out_report(
     config, model, tokenizer, template, valid, valid_examples, test, test_examples, pad_id, end_token_id, start_token_id
 ):
-    from klm.generate import position_limit
-    from klm.sft import batching
-    from klm.sft.evaluation import generation_metrics, perplexity, response_loss
 
     out = {}
     for split, conversations, examples in (("valid", valid, valid_examples), ("test", test, test_examples)):
@@ -417,8 +407,6 @@ def _train_tokenizer(config, conversations, template):
 
 def _write_run_files(session, tokenizer, kind):
     if kind == "pretrained":
-        from klm.pretrained import save_tokenizer
-
         session.folder.save_tokenizer(tokenizer, save_tokenizer)
         session.folder.write_json(runs.CONFIG_FILE, session.resolved)
     else:

@@ -2,7 +2,16 @@
 
 from klm.tasks.causal_lm_task import CausalLMTask
 from klm.tasks.classifier_task import ClassifierTask
-from klm.tasks.registry import get_task, register_task, task_for_config, task_names, unregister_task
+from klm.tasks.registry import (
+    finetune_task,
+    finetune_tasks,
+    get_task,
+    model_families,
+    register_task,
+    task_for_config,
+    task_names,
+    unregister_task,
+)
 from klm.tasks.sft_task import SFTTask
 from klm.tasks.task import Task
 
@@ -15,7 +24,10 @@ __all__ = [
     "ClassifierTask",
     "SFTTask",
     "Task",
+    "finetune_task",
+    "finetune_tasks",
     "get_task",
+    "model_families",
     "register_task",
     "task_for_config",
     "task_names",

@@ -21,3 +21,5 @@ class CausalLMTask(Task):
     model_task = "causal_lm"
     generates = True
     export_signatures = LM_SIGNATURES
+    config_class_path = "klm.config:PretrainConfig"
+    recipe_path = "klm.train:pretrain"

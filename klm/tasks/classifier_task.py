@@ -21,3 +21,6 @@ class ClassifierTask(Task):
     model_task = "classifier"
     has_labels = True
     export_signatures = CLASSIFIER_SIGNATURES
+    cli_name = "classify"
+    config_class_path = "klm.config:FinetuneConfig"
+    recipe_path = "klm.finetune:finetune"

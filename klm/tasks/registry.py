@@ -39,6 +39,31 @@ def task_names():
     return tuple(_TASKS)
 
 
+def model_families():
+    """The model families of the registered tasks: the `"task"` field of `config.json` (`"causal_lm"`, ...)."""
+    return tuple(sorted({task.model_task for task in _TASKS.values()}))
+
+
+def finetune_tasks():
+    """The fine-tuning modes (`klm finetune --task NAME`), in registration order."""
+    return tuple(task for task in _TASKS.values() if task.cli_name)
+
+
+def finetune_task(cli_name):
+    """The fine-tuning mode `klm finetune --task cli_name` runs.
+
+    Raises:
+        KlmError: no fine-tuning mode has that name.
+    """
+    for task in finetune_tasks():
+        if task.cli_name == cli_name:
+            return task
+    raise KlmError(
+        f"Unknown fine-tuning task. Expected one of {[t.cli_name for t in finetune_tasks()]}. "
+        f"Received: --task={cli_name!r}"
+    )
+
+
 def get_task(name):
     """The registered task named `name`.
 

@@ -1,7 +1,17 @@
 import pytest
 
 from klm.errors import KlmError
-from klm.tasks import Task, get_task, register_task, task_for_config, task_names, unregister_task
+from klm.tasks import (
+    Task,
+    finetune_task,
+    finetune_tasks,
+    get_task,
+    model_families,
+    register_task,
+    task_for_config,
+    task_names,
+    unregister_task,
+)
 
 
 def test_the_three_tasks_are_registered():
@@ -52,3 +62,31 @@ def test_a_registered_task_is_found_and_removed():
     finally:
         unregister_task("toy")
     assert "toy" not in task_names()
+
+
+def test_finetune_modes_name_their_config_and_recipe():
+    from klm.config import FinetuneConfig
+    from klm.finetune import finetune
+    from klm.sft.config import SftConfig
+    from klm.sft.recipe import finetune_sft
+
+    assert [t.cli_name for t in finetune_tasks()] == ["classify", "sft"]
+    assert finetune_task("sft").config_class() is SftConfig and finetune_task("sft").recipe() is finetune_sft
+    assert finetune_task("classify").config_class() is FinetuneConfig
+    assert finetune_task("classify").recipe() is finetune
+    with pytest.raises(KlmError, match=r"Expected one of \['classify', 'sft'\]. Received: --task='regress'"):
+        finetune_task("regress")
+
+
+def test_a_malformed_recipe_reference_names_the_field():
+    class Broken(Task):
+        name = "broken"
+        model_task = "causal_lm"
+        recipe_path = "klm.train.pretrain"
+
+    with pytest.raises(ValueError, match="Expected recipe_path to be 'module:attribute'"):
+        Broken().recipe()
+
+
+def test_model_families_are_what_config_json_records():
+    assert model_families() == ("causal_lm", "classifier")

@@ -20,6 +20,9 @@ class SFTTask(Task):
     finetune_task = "sft"
     generates = True
     export_signatures = LM_SIGNATURES
+    cli_name = "sft"
+    config_class_path = "klm.sft.config:SftConfig"
+    recipe_path = "klm.sft.recipe:finetune_sft"
 
     def prompt_settings(self, config):
         """The `sft` section (template, end-of-text) of an SFT run's `config.json`."""

@@ -1,5 +1,7 @@
 """The `Task` base class: what varies between klm's training modes."""
 
+import importlib
+
 
 class Task:
     """One training mode (causal-LM pretraining, classification, SFT, ...).
@@ -28,7 +30,7 @@ class Task:
     """
 
     name = None
-    # The `"task"` field of `config.json` (what `klm.runs.load_run` validates): the
+    # The `"task"` field of `config.json` (what `klm.pretrained.load_run` validates): the
     # model family, `"causal_lm"` or `"classifier"`. A fine-tuning mode of a causal
     # LM (SFT) keeps `"causal_lm"` and records its own name in `"finetune_task"`.
     model_task = None
@@ -36,6 +38,22 @@ class Task:
     generates = False
     has_labels = False
     export_signatures = ()
+    # The `klm finetune --task` value of a fine-tuning mode (`None`: not one).
+    cli_name = None
+    # The config dataclass and the recipe (a function `recipe(config) ->
+    # summary`), as `"module:attribute"` references (the form of Python entry
+    # points), imported when asked for: importing them here would put every
+    # recipe under the modules that merely ask a run folder what it is.
+    config_class_path = None
+    recipe_path = None
+
+    def config_class(self):
+        """The config dataclass this mode trains from (its fields are the command's flags)."""
+        return _resolve(self.config_class_path, self, "config_class_path")
+
+    def recipe(self):
+        """The training function: `recipe(config)` trains a run and returns its summary."""
+        return _resolve(self.recipe_path, self, "recipe_path")
 
     def run_config_fields(self):
         """The fields this task writes into a run folder's `config.json`."""
@@ -54,3 +72,11 @@ class Task:
 
     def __repr__(self):
         return f"<Task {self.name}>"
+
+
+def _resolve(reference, task, field):
+    """`"module:attribute"` -> the attribute (a task's config class or recipe)."""
+    if not reference or ":" not in reference:
+        raise ValueError(f"Expected {field} to be 'module:attribute'. Received: {field}={reference!r} on {task!r}")
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)

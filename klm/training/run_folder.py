@@ -51,6 +51,7 @@ from pathlib import Path
 from klm import locks, runs
 from klm.checksums import sha256_of_file
 from klm.errors import RunDirError
+from klm.tasks import model_families
 from klm.training.state import TrainingState, capture_rng, restore_rng
 
 LOCK_FILE = ".klm.lock"
@@ -565,7 +566,7 @@ def _is_legacy_run(path):
     has_checkpoint = any((path / BACKUP_DIR).glob("state-*.json")) or (path / "last.keras").is_file()
     return (
         isinstance(config, dict)
-        and config.get("task") in runs.TASKS
+        and config.get("task") in model_families()
         and "run_dir" in config
         and "backend" in config
         and has_checkpoint

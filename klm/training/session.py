@@ -30,8 +30,12 @@ from pathlib import Path
 from klm import backend as backend_lib
 from klm import runs
 from klm.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from klm.pretrained import (
+    load_tokenizer,
+    save_tokenizer,  # klm's tokenizers and keras-hub's
+)
 from klm.training.run_folder import BEST_FILE, RunFolder, fault_point
-from klm.training.state import TrainingState
+from klm.training.state import BACKEND_RNG, TrainingState
 
 
 def log(message):
@@ -199,14 +203,12 @@ class TrainingSession:
 
     def load_tokenizer(self):
         """The tokenizer of a run being resumed, or `None`."""
-        from klm.pretrained import load_tokenizer
 
         path = self.run_dir / runs.TOKENIZER_DIR
         return load_tokenizer(str(path)) if self.resuming and path.exists() else None
 
     def write_run_files(self, tokenizer, extra_json=None):
         """Writes `tokenizer/`, any `{name: data}` of `extra_json`, then `config.json` (chief only)."""
-        from klm.pretrained import save_tokenizer  # klm's tokenizers and keras-hub's
 
         self.folder.save_tokenizer(tokenizer, save_tokenizer)
         for name, data in (extra_json or {}).items():
@@ -273,7 +275,6 @@ class TrainingSession:
             The final `TrainingState`.
         """
         from klm.callbacks import NonFiniteLoss, RestoreGlobalRng
-        from klm.training.state import BACKEND_RNG
 
         keras = self.keras
         folder = self.folder

@@ -13,6 +13,8 @@ generator states in and out of the model.
 import dataclasses
 import json
 
+from klm import backend
+
 STATE_VERSION = 1
 
 
@@ -72,8 +74,6 @@ def capture_rng(model):
     """The model's `SeedGenerator` states (and the backend's global generator) as JSON-ready values."""
     import keras
 
-    from klm import backend
-
     rng = {
         path: keras.ops.convert_to_numpy(variable).tolist()
         for path, variable in _seed_generator_variables(model).items()
@@ -85,8 +85,6 @@ def capture_rng(model):
 def restore_rng(model, rng):
     """Assigns saved generator states back (the dropout masks continue as before)."""
     import numpy as np
-
-    from klm import backend
 
     backend.set_global_rng_state(rng.get(BACKEND_RNG))
     variables = _seed_generator_variables(model)

@@ -25,6 +25,11 @@ import tempfile
 import numpy as np
 
 from klm.errors import ConfigError
+from klm.export.cleanup import make_owned_dir, owned_temp_dir, run_child, stop_on_signals, sweep_stale
+from klm.pretrained.checkpoint import load_checkpoint
+from klm.sft import jinja_export
+from klm.sft.chat_template import ChatTemplate, checkpoint_chat_template
+from klm.sft.prompt_template import template_from_dict
 
 TOLERANCE = 1e-4
 # The verification's scratch folder in $TMPDIR (named with the export's pid: see klm.export.cleanup).
@@ -138,7 +143,6 @@ def _verify(model, tokenizer, folder, timeout=600, chat=None):
 
     vocab = int(model.backbone.vocabulary_size)
     ids = np.random.default_rng(0).integers(0, vocab, size=(2, 16)).astype("int64")
-    from klm.export.cleanup import owned_temp_dir, run_child
 
     with owned_temp_dir(VERIFY_PREFIX) as scratch:
         ids_path, out_path = os.path.join(scratch, "ids.npy"), os.path.join(scratch, "logits.npy")
@@ -217,7 +221,6 @@ def export_hf(model, tokenizer, out_dir, verify=True, source=None, chat_template
     out_dir = os.path.abspath(os.fspath(out_dir))
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
         raise ConfigError(f"Expected a new or empty output folder. Received: OUT={out_dir!r} (exists)")
-    from klm.export.cleanup import make_owned_dir, stop_on_signals, sweep_stale
 
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
@@ -254,10 +257,9 @@ def _export_into(model, tokenizer, out_dir, verify, source, chat_template, tmp):
 
 def export_checkpoint_hf(spec, out_dir, verify=True, which="best"):
     """`klm export RUN OUT --format hf`: loads `spec` (any checkpoint name) and calls `export_hf`."""
-    from klm.pretrained.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(spec, which=which)
-    if checkpoint.task != "causal_lm":
+    if not checkpoint.mode.generates:
         raise ConfigError(
             f"Cannot export to Hugging Face format: {spec} is a {checkpoint.task} run; --format hf exports causal "
             f"language models. Received: RUN={os.fspath(spec)!r}"
@@ -274,14 +276,12 @@ def export_checkpoint_hf(spec, out_dir, verify=True, which="best"):
 
 def _chat_template_of(checkpoint, spec):
     """The chat template to export with `checkpoint` (see `export_hf`), or `None` when it has none."""
-    from klm.sft import jinja_export
-    from klm.sft.chat_template import ChatTemplate, checkpoint_chat_template
-    from klm.sft.prompt_template import template_from_dict
 
     config = checkpoint.config
-    if config.get("finetune_task") == "sft":
-        template = template_from_dict(config["sft"]["template"])
-        end_id = config["sft"].get("end_token_id")
+    prompt_settings = checkpoint.mode.prompt_settings(config)
+    if prompt_settings is not None:  # an SFT run: the template it was trained with
+        template = template_from_dict(prompt_settings["template"])
+        end_id = prompt_settings.get("end_token_id")
         end_text = "" if end_id is None else str(checkpoint.tokenizer.id_to_token(int(end_id)))
     else:
         name = (config.get("pretrained") or {}).get("name") if checkpoint.run is not None else spec
