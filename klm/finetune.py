@@ -18,6 +18,7 @@ from klm.errors import ConfigError, RunDirError
 from klm.metrics import classification_metrics
 from klm.pretrained import classify
 from klm.pretrained.checkpoint import check_backbone_seq_len
+from klm.quantize import inherited_quantization
 from klm.training.builders import (
     IDENTITY_FIELDS,
     backbone_overrides,
@@ -76,7 +77,6 @@ def finetune(config: FinetuneConfig):
     session = TrainingSession(config, task="classifier")
     from klm import data as data_lib
     from klm.models import KlmBackbone, KlmClassifier
-    from klm.quantize import inherited_quantization
 
     native = _native_run(config.from_run)
     pretrained = _pretrained_source(config, session.resolved) if native else None

@@ -16,6 +16,7 @@ from klm.errors import (
     TrainingDiverged,  # noqa: F401 - importable from here, as before
     TrainingInterrupted,  # noqa: F401
 )
+from klm.quantize import inherited_quantization
 from klm.training.builders import (
     IDENTITY_FIELDS,
     build_causal_lm,
@@ -53,8 +54,6 @@ def pretrain(config: PretrainConfig):
 
     if not config.init_from:  # before anything is written (a checkpoint's positions: once it is loaded)
         check_preset_seq_len(config.preset, config.seq_len)
-
-    from klm.quantize import inherited_quantization
 
     with session:
         session.open(IDENTITY_FIELDS)

@@ -252,7 +252,7 @@ def quantize_run(config: QuantizeConfig):
         _check_source_run(config, source_config)
     log(f"klm quantize: backend={backend} mode={config.mode} source={config.source}")
     checkpoint = load_checkpoint(config.source)
-    if checkpoint.task != "causal_lm":
+    if not checkpoint.mode.generates:
         raise RunDirError(
             f"klm quantize takes a language model; {config.source} is a {checkpoint.task} run. "
             f"Received: RUN={config.source!r}"
@@ -355,7 +355,7 @@ def _check_source_run(config, source_config):
             f"{config.source} is already quantized ({source_config['quantization'].get('mode')}); quantize the "
             f"float run it came from ({source_config['quantization'].get('source')}). Received: RUN={config.source!r}"
         )
-    if source_config["task"] != "causal_lm":
+    if not runs.run_task(source_config).generates:
         raise RunDirError(
             f"klm quantize takes a language model; {config.source} is a {source_config['task']} run (its "
             f"accuracy, not perplexity, would have to be checked). Received: RUN={config.source!r}"
