@@ -8,7 +8,7 @@ log-probabilities are never materialized).
 
 `generate_batch` decodes a batch of prompts of different lengths with the
 key/value cache in lock step over absolute positions, as keras-hub's
-`generate()` does: the cache is built from the shortest prompt; at each
+`generate()` does: decoding starts after the shortest prompt; at each
 position a row whose prompt is longer is fed its own next prompt token,
 the others the token just chosen. Every row thus sees exactly its own
 prompt at positions `0 .. n - 1` (no padding inside the sequence), which is
@@ -147,10 +147,12 @@ def generate_batch(model, prompts, max_new_tokens, sampler, end_token_id, stop, 
     generated = [[] for _ in prompts]
     done = [row >= count for row in range(len(prompts))]
     stop = [s for s in stop or () if s]
-    # The cache is built from a bucketed prefix; the prompts' next tokens are decoded one by one.
-    prefix = shortest // BUCKET * BUCKET or 1
+    # The cache is built over the prompts right-padded to a bucketed width (a few compiled shapes): what lies
+    # past a row's prompt is rewritten before any later position can see it (causal attention). Decoding starts
+    # at the shortest prompt's last token; longer rows are fed their own prompt tokens until theirs end.
+    prefix = min(_round_up(shortest, BUCKET), total)
     cache = functions.build(ids[:, :prefix], total)
-    index = prefix - 1
+    index = shortest - 1
     logits, cache = functions.step(ids[:, index : index + 1], cache, index)
     steps = 0
     while True:
