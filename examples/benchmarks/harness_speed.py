@@ -112,7 +112,8 @@ def cpu_name():
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     flags = set(fields.get("flags", "").split())
     extras = [f for f in ("avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{fields.get('model name', platform.processor())}, {os.cpu_count()} cores, {' '.join(extras)}"
+    family = f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+    return f"{fields.get('model name', platform.processor())} ({family}), {os.cpu_count()} cores, {' '.join(extras)}"
 
 
 if __name__ == "__main__":
