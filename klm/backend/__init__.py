@@ -17,7 +17,7 @@ branches on the backend:
     runtime.py       framework log noise, global RNG state and seeding, jit support, peak memory
     distribution.py  devices, processes, meshes and distribution scopes
     kernels.py       dense, fused sparse cross-entropy, fused global-norm clipping, the attention path
-    decoding.py      the per-backend half of KV-cache decoding (`klm.decoding`)
+    decoding.py      the per-backend half of KV-cache decoding (`klm.decoding`), compiled model functions
     precision.py     the device description and `--precision auto`
 
 Every name is importable from `klm.backend` itself (`from klm.backend import
@@ -27,6 +27,7 @@ use_backend`). Nothing here imports Keras at import time.
 from klm.backend.decoding import (
     cache_index,
     cached_attention,
+    compile_model_function,
     decoding_scope,
     stack_layer_caches,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "peak_memory",
     "decoding_scope",
     "cache_index",
+    "compile_model_function",
     "cached_attention",
     "stack_layer_caches",
     "BF16_CPU_FLAGS",

@@ -110,3 +110,78 @@ def stack_layer_caches(cache, layer_caches):
                 target.copy_(layer_cache)
         return cache
     return ops.stack(layer_caches, axis=1)
+
+
+# === Compiled model functions ===
+
+
+def compile_model_function(model, function, static_argnums=()):
+    """`function` (which calls `model`) compiled the way keras-hub compiles `CausalLM.generate_step`.
+
+    keras-hub's `CausalLM.make_generate_function` runs `generate_step` under
+    `jax.jit` with the model's variables passed in as state (a
+    `keras.StatelessScope` maps them), under `tf.function` on TensorFlow and
+    eagerly under `torch.no_grad` on PyTorch. This does the same for any
+    function of the model (a scoring forward pass, one decoding step), so a
+    caller that drives its own loop in Python (lm-eval's stop strings) still
+    runs every model call compiled. JAX and TensorFlow compile once per input
+    shape: callers pad to a few bucketed shapes.
+
+    Args:
+        model: the Keras model `function` calls (its variables are read at
+            each call, so later weight changes are seen).
+        function: `(*args) -> outputs`, Keras ops only.
+        static_argnums: positions of Python-int arguments that fix shapes
+            (a cache length): compiled per value. Other int arguments (a
+            cache position) are traced, so every value shares one program.
+
+    Returns:
+        A callable with `function`'s signature.
+    """
+    import keras
+
+    name = keras.backend.backend()
+    static_argnums = tuple(static_argnums)
+    if name == "jax":
+        import itertools
+
+        import jax
+
+        def stateless(state, *args):
+            trainable, non_trainable = state
+            mapping = itertools.chain(
+                zip(model.trainable_variables, trainable), zip(model.non_trainable_variables, non_trainable)
+            )
+            with keras.StatelessScope(state_mapping=mapping):
+                return function(*args)
+
+        compiled = jax.jit(stateless, static_argnums=tuple(i + 1 for i in static_argnums))
+
+        def call(*args):
+            # `.value`, as keras-hub does, keeps a distribution's sharding.
+            state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
+            return compiled(state, *args)
+
+        return call
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        # XLA, as keras-hub's generate() uses by default; autograph off: `function` has no Python control flow
+        # that depends on tensors.
+        compiled = tf.function(function, jit_compile=True, autograph=False)
+
+        def call(*args):
+            # A Python int would be a new trace per value; as a tensor, one trace serves every position.
+            args = [
+                tf.constant(a, tf.int32) if isinstance(a, int) and i not in static_argnums else a
+                for i, a in enumerate(args)
+            ]
+            return compiled(*args)
+
+        return call
+
+    def call(*args):
+        with decoding_scope():
+            return function(*args)
+
+    return call

@@ -28,7 +28,8 @@ checkpoint because it follows `lm_eval.models.huggingface.HFLM` step by step:
 - `generate_until`: prompts encoded like `tok_batch_encode` (left-truncated
   to `max_length - max_gen_toks`), batched by generation arguments, decoded
   with klm's key/value cache (`klm.decoding`), one decoding step per
-  position for the whole batch; a row stops at the end-of-text token, a
+  position for the whole batch (compiled on JAX and TensorFlow, see
+  `klm.evaluation.scoring`); a row stops at the end-of-text token, a
   stop string or `max_gen_toks`, and its text is cut at the first stop
   string. Greedy unless `do_sample`/`temperature > 0` (then keras-hub's
   random, top-k or top-p sampler, seeded).
@@ -41,8 +42,8 @@ from lm_eval.api.registry import register_model
 from klm.errors import ConfigError
 from klm.evaluation import conventions
 from klm.evaluation.chat import checkpoint_template
-from klm.evaluation.scoring import generate_batch, score_batch
-from klm.generate import detokenize, make_sampler, tokens_to_list
+from klm.evaluation.scoring import ModelFunctions, generate_batch, score_batch
+from klm.generate import detokenize, detokenize_many, make_sampler, tokens_to_list
 from klm.pretrained import load_checkpoint
 
 DEFAULT_MAX_GEN_TOKS = 256
@@ -103,7 +104,7 @@ class KlmLM(TemplateLM):
         if batch_size < 1:
             raise ConfigError(f"Expected a positive batch size. Received: --batch-size={batch_size}")
         checkpoint = pretrained if hasattr(pretrained, "tokenizer") else load_checkpoint(pretrained, dtype=dtype)
-        if checkpoint.task != "causal_lm":
+        if not checkpoint.mode.generates:
             raise ConfigError(
                 f"Expected a language model for lm-eval tasks; {checkpoint.path} is a {checkpoint.task} run, which "
                 f"has no language-model head to score or generate text with. Received: RUN={str(checkpoint.path)!r}"
@@ -123,6 +124,7 @@ class KlmLM(TemplateLM):
         self.seed = int(seed)
         self._prefix_text = None
         self._template = None
+        self._functions = None
 
     # === What lm-eval asks of a TemplateLM ===
 
@@ -175,6 +177,18 @@ class KlmLM(TemplateLM):
             tokens = [t for t in tokens if t not in special]
         return detokenize(self.klm_tokenizer, tokens)
 
+    def _decode_many(self, id_lists):
+        """`[tok_decode(ids) for ids in id_lists]` in one tokenizer call."""
+
+        special = set(self._special_ids())
+        return detokenize_many(self.klm_tokenizer, [[int(t) for t in ids if int(t) not in special] for ids in id_lists])
+
+    def _model_functions(self):
+        """The compiled model calls, made once (JAX/TF keep one program per bucketed shape)."""
+        if self._functions is None:
+            self._functions = ModelFunctions(self.model)
+        return self._functions
+
     def _special_ids(self):
         ids = getattr(self.klm_tokenizer, "special_token_ids", None)
         if ids is None:
@@ -199,7 +213,7 @@ class KlmLM(TemplateLM):
         progress = _progress(len(requests), "loglikelihood requests", disable_tqdm)
         for start in range(0, len(order), batch):
             chunk = [requests[i] for i in order[start : start + batch]]
-            scores = score_batch(self.model, chunk, self.max_length, rows=batch)
+            scores = score_batch(self.model, chunk, self.max_length, rows=batch, functions=self._model_functions())
             for index, result in zip(order[start : start + batch], scores):
                 results[index] = result
                 if self.cache_hook is not None and requests[index][0] is not None:
@@ -260,8 +274,16 @@ class KlmLM(TemplateLM):
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 prompts = [encoded[i][-max_context:] or [self.prefix_token_id] for i in chunk]
-                stops = (self.eot_token_id, until, self.tok_decode)
-                outputs = generate_batch(self.model, prompts, max_gen_toks, sampler, *stops, rows=self.batch_size)
+                stops = (self.eot_token_id, until, self._decode_many)
+                outputs = generate_batch(
+                    self.model,
+                    prompts,
+                    max_gen_toks,
+                    sampler,
+                    *stops,
+                    rows=self.batch_size,
+                    functions=self._model_functions(),
+                )
                 for index, text in zip(chunk, outputs):
                     results[index] = text
                     if self.cache_hook is not None:

@@ -116,7 +116,7 @@ def run_tasks(config, model=None):
     Returns:
         lm-eval's `simple_evaluate` results (`results`, `versions`,
         `n-shot`, `configs`, ... ; `samples` dropped), plus `klm` (the
-        checkpoint, backend, batch size and requests/s).
+        checkpoint, backend, batch size, chat template and requests/s).
     """
     import time
 
@@ -158,6 +158,8 @@ def run_tasks(config, model=None):
         "batch_size": model.batch_size,
         "max_length": model.max_length,
         "add_bos_token": bool(model.add_bos_token),
+        # The template the prompts were rendered with (lm-eval logs it only to its tracker).
+        "chat_template": model.chat_template(True) if config.apply_chat_template else None,
         "requests": counter.requests,
         "seconds": seconds,
         "requests_per_second": counter.requests / seconds if seconds > 0 else None,
