@@ -452,7 +452,7 @@ def test_resolved_configs_of_the_commands_are_unchanged(tmp_path, monkeypatch):
     # from the config dataclasses (klm.cli.options); the library functions are replaced by a recorder.
     import klm.estimate
     import klm.finetune
-    import klm.sft
+    import klm.sft.recipe
     import klm.train
 
     (tmp_path / "c.yaml").write_text("data: corpus.txt\npreset: tiny\nlr: 0.1\nseq-len: 64\nrestart: true\n")
@@ -466,7 +466,7 @@ def test_resolved_configs_of_the_commands_are_unchanged(tmp_path, monkeypatch):
     for module, name in (
         (klm.train, "pretrain"),
         (klm.finetune, "finetune"),
-        (klm.sft, "finetune_sft"),
+        (klm.sft.recipe, "finetune_sft"),
         (klm.estimate, "estimate"),
     ):
         monkeypatch.setattr(module, name, record)

@@ -6,9 +6,15 @@ other. This test parses every module of `klm/` (no import is executed), draws
 an edge for every `import klm...` / `from klm... import` / relative import,
 wherever it sits in the file, and fails on any strongly connected component
 larger than one module, naming its modules and the lines that close it.
+
+Importing `klm.a.b` first runs `klm/a/__init__.py`, so an import of `klm.a.b`
+from outside `klm.a` is an edge to the package `klm.a` too (a package whose
+`__init__` re-exports a module that imports back is a cycle Python reports as
+"partially initialized module").
 """
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +60,12 @@ def _targets(module, node, is_package, modules):
     return targets
 
 
+def _packages_above(name):
+    """`klm.a.b.c` -> `{"klm", "klm.a", "klm.a.b"}`."""
+    parts = name.split(".")
+    return {".".join(parts[:end]) for end in range(1, len(parts))}
+
+
 def import_graph():
     """`{module: {imported module: [(line, "function" | "module"), ...]}}` over klm/."""
     modules = _modules()
@@ -65,9 +77,13 @@ def import_graph():
         def visit(node, in_function):
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, (ast.Import, ast.ImportFrom)):
+                    where = "function" if in_function else "module"
                     for target in _targets(module, child, path.name == "__init__.py", modules):
-                        where = "function" if in_function else "module"
                         edges.setdefault(target, []).append((child.lineno, where))
+                        # Its packages' __init__ run first (those of the importer's own packages already have).
+                        for package in _packages_above(target) - _packages_above(module) - {module}:
+                            if package in modules:
+                                edges.setdefault(package, []).append((child.lineno, f"{where}, via {target}"))
                 visit(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
 
         visit(tree, False)
@@ -134,6 +150,19 @@ def test_the_check_sees_a_cycle_closed_inside_a_function():
     graph = {"klm.a": {"klm.b": [(3, "module")]}, "klm.b": {"klm.a": [(9, "function")]}, "klm.c": {}}
     assert cycles(graph) == [["klm.a", "klm.b"]]
     assert cycles({"klm.a": {"klm.b": []}, "klm.b": {}}) == []
+
+
+def test_a_package_init_that_imports_back_is_a_cycle(tmp_path, monkeypatch):
+    """`klm.gen` imports `klm.pkg.data`; `klm/pkg/__init__` imports `klm.pkg.recipe`, which imports `klm.gen`."""
+    package = tmp_path / "klm"
+    (package / "pkg").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "gen.py").write_text("from klm.pkg.data import rows\n")
+    (package / "pkg" / "__init__.py").write_text("from klm.pkg.recipe import train\n")
+    (package / "pkg" / "data.py").write_text("rows = []\n")
+    (package / "pkg" / "recipe.py").write_text("from klm.gen import rows\n\n\ndef train():\n    pass\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
+    assert cycles(import_graph()) == [["klm.gen", "klm.pkg", "klm.pkg.recipe"]]
 
 
 def test_relative_and_from_imports_resolve_to_modules():

@@ -7,7 +7,9 @@
   template, rendered in jinja2's sandbox).
 - `encode_conversations`: tokens, response mask, truncation
   (`klm.sft.encoding`); padded and packed batches (`klm.sft.batching`).
-- `SftConfig`, `finetune_sft`: the `klm finetune --task sft` recipe.
+- `SftConfig`: the `klm finetune --task sft` config; the recipe itself,
+  `klm.sft.recipe.finetune_sft`, is imported from its module (it uses
+  `klm.generate`, which uses this package's data modules).
 - `klm.sft.evaluation`: response loss, exact match, token F1.
 
 Importing this package imports no Keras.
@@ -18,7 +20,6 @@ from klm.sft.config import SftConfig
 from klm.sft.conversations import Conversation, read_conversations
 from klm.sft.encoding import EncodedExample, encode_conversations
 from klm.sft.prompt_template import DEFAULT_TEMPLATE, PromptTemplate, template_from_dict
-from klm.sft.recipe import finetune_sft
 
 __all__ = [
     "ChatTemplate",
@@ -28,7 +29,6 @@ __all__ = [
     "PromptTemplate",
     "SftConfig",
     "encode_conversations",
-    "finetune_sft",
     "read_conversations",
     "template_from_dict",
 ]

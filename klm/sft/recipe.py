@@ -164,7 +164,8 @@ def finetune_sft(config: SftConfig):
 
     Example:
     ```python
-    from klm.sft import SftConfig, finetune_sft
+    from klm.sft import SftConfig
+    from klm.sft.recipe import finetune_sft
     summary = finetune_sft(SftConfig(train="train.jsonl", valid="valid.jsonl", run_dir="runs/sft",
                                      preset="tiny", tokenizer="word", max_steps=300, lr=3e-3))
     summary["valid_exact_match"]
