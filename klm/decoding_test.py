@@ -101,6 +101,7 @@ def test_return_hidden_states():
 
 
 @pytest.mark.parametrize("make", [_klm, _gpt2], ids=["klm", "gpt2"])
+@pytest.mark.heavy
 def test_generate_and_generate_ids_agree(make):
     from klm.generate import generate_ids, make_sampler
 
@@ -126,6 +127,7 @@ def test_mixed_precision_logits_are_float32():
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.function with dynamic shapes")
+@pytest.mark.heavy
 def test_symbolic_in_tf_function_with_dynamic_lengths():
     import tensorflow as tf
 
@@ -169,6 +171,7 @@ def test_symbolic_in_tf_function_with_dynamic_lengths():
 
 
 @pytest.mark.parametrize("make", [_klm, _gpt2], ids=["klm", "gpt2"])
+@pytest.mark.heavy
 def test_a_right_padded_batch_with_rows_dropped_decodes_each_row_as_alone(make):
     """What `klm serve` batches: prompts of different lengths, one shared position, finished rows dropped."""
     from klm.generate import generate_ids, make_sampler

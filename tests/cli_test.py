@@ -289,6 +289,7 @@ def test_pretrain_keeps_the_references_short_last_step(tmp_path):
 
 
 @pytest.mark.smoke
+@pytest.mark.heavy
 def test_kill_and_resume(tmp_path):
     train = make_corpus(tmp_path / "train.txt", lines=400)
     run = tmp_path / "lm"

@@ -87,6 +87,7 @@ def test_early_stopping_stops_where_it_would_have_across_a_kill(tmp_path):
 
 
 @pytest.mark.smoke
+@pytest.mark.heavy
 def test_early_stopping_needs_validation_data(tmp_path):
     corpus = make_corpus(tmp_path / "c.txt", lines=60)
     result = klm(["pretrain", "--data", corpus, "--run-dir", str(tmp_path / "r"), *TINY, "--early-stop-patience", "2"])

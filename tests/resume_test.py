@@ -313,6 +313,7 @@ def _mount_tmpfs(path, size):
 
 
 @pytest.mark.smoke
+@pytest.mark.heavy
 def test_disk_full_in_the_first_backup_is_exit_2_not_a_crash(tmp_path):
     # Issue 22, item 33: HDF5 ran out of space inside the backup's .weights.h5, printed h5py tracebacks and the
     # process died with a segfault (exit 139). Every backend: the space is checked before HDF5 writes.

@@ -6,8 +6,10 @@
 #   bash tests/run.sh           the quick tier (the README's test command, a few
 #                               minutes): the unit tests beside the modules
 #                               (klm/**/*_test.py) and the end-to-end smoke tests
-#                               of tests/ (marked `smoke`), every backend
-#   bash tests/run.sh --full    everything (what CI runs): every end-to-end test too
+#                               of tests/ (marked `smoke`), every backend, except
+#                               those marked `heavy` (15 s or more each)
+#   bash tests/run.sh --full    everything (what CI runs): every end-to-end test
+#                               and every heavy one too
 #
 # Extra arguments go to pytest (e.g. `bash tests/run.sh -k resume`).
 #
@@ -26,7 +28,7 @@ if [ "${1:-}" = "--full" ]; then
 fi
 if [ "$tier" = "quick" ]; then
   # tests/conftest.py marks every test under klm/ `unit`.
-  select=(-m "(unit or smoke) and not slow")
+  select=(-m "(unit or smoke) and not slow and not heavy")
 else
   select=()
 fi

@@ -105,6 +105,7 @@ def test_attention_dropout_keeps_the_distribution():
     assert abs(1 - kept.mean() - rate) < 0.03, 1 - kept.mean()
 
 
+@pytest.mark.heavy
 def test_attention_dropout_with_a_segment_mask_stays_inside_segments():
     seq_len, rate = 6, 0.5
     segments = np.array([1, 1, 1, 2, 2, 0])

@@ -20,6 +20,7 @@ def lm_run(tmp_path_factory):
     return path
 
 
+@pytest.mark.heavy
 def test_generate_function_matches_klm_generate_in_process(lm_run):
     _tensorflow_only()
     import tensorflow as tf
@@ -59,6 +60,7 @@ def test_learned_positions_limit_is_checked_in_graph(lm_run):
 
 
 @pytest.mark.parametrize("position_encoding", ["rotary", "sinusoidal"])
+@pytest.mark.heavy
 def test_generate_function_with_other_position_encodings(tmp_path, position_encoding):
     _tensorflow_only()
     import tensorflow as tf

@@ -10,6 +10,7 @@ pytest.importorskip("ai_edge_litert")
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the LiteRT export converts a TensorFlow graph")
+@pytest.mark.heavy
 def test_litert_matches_keras(tmp_path):
     from klm.export.litert_format import export_litert
     from klm.pretrained import load_checkpoint

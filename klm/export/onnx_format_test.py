@@ -18,6 +18,7 @@ from klm.export.onnx_format import export_onnx  # noqa: E402
 from klm.pretrained import load_checkpoint  # noqa: E402
 
 
+@pytest.mark.heavy
 def test_klm_lm_and_classifier(tmp_path):
     testing.make_run(tmp_path / "lm", tokenizer="word")
     result = export_onnx(load_checkpoint(str(tmp_path / "lm")), tmp_path / "lm-onnx")
@@ -42,6 +43,7 @@ def test_klm_lm_and_classifier(tmp_path):
     assert output[1][-1] == str(len(testing.LABELS))  # (batch, classes) probabilities
 
 
+@pytest.mark.heavy
 def test_pretrained_gpt2_with_tokenizer_json(tmp_path):
     from klm.pretrained import testing as hf_testing
 

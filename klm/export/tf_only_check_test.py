@@ -105,6 +105,7 @@ def test_run_from_the_package_folder_imports_no_blocked_module(saved_model, tmp_
         assert result["loaded_signatures"] == ["serving_default"]
 
 
+@pytest.mark.heavy
 def test_a_failing_check_raises_export_error(tmp_path):
     (tmp_path / "saved_model.pb").write_bytes(b"not a protobuf")
     with pytest.raises(ExportError, match="Loading the SavedModel with TensorFlow only failed"):

@@ -60,6 +60,7 @@ def test_lora_targets_and_errors():
         apply_lora(_klm_lm(), rank=2, targets=["no_such_layer"])
 
 
+@pytest.mark.heavy
 def test_keras_hub_backbone_classifier_with_lora():
     pytest.importorskip("transformers")
     import keras

@@ -17,6 +17,7 @@ def _seed_lm():
 
 
 @pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.heavy
 def test_quantized_model_is_close_smaller_and_reloads(tmp_path, mode):
     model = _seed_lm()
     batch = token_batch(2, 8)
@@ -40,6 +41,7 @@ def test_quantized_model_is_close_smaller_and_reloads(tmp_path, mode):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded(batch)), outputs, atol=atol)
 
 
+@pytest.mark.heavy
 def test_quantizing_twice_is_refused():
     model = _seed_lm()
     quantize_model(model, "int8")

@@ -40,6 +40,7 @@ def decode(served, prompts, lengths, max_batch_size=16, stop=(), cancel_after=No
     return out
 
 
+@pytest.mark.heavy
 def test_a_batch_of_different_prompt_and_response_lengths_equals_klm_generate_row_by_row(served):
     expected = [
         generate_text(served.checkpoint, [prompt], max_new_tokens=length, sampler="greedy")[0]

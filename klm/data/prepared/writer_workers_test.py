@@ -70,6 +70,7 @@ def folder_contents(folder):
         ("byte", {"valid_fraction": 0.3, "shard_tokens": 500}),
     ],
 )
+@pytest.mark.heavy
 def test_two_workers_write_the_same_folder_as_one(tmp_path, small_blocks, capsys, kind, settings):
     sources = [str(s) for s in write_sources(tmp_path)]
     one = prepare(

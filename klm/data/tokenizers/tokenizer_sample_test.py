@@ -24,6 +24,7 @@ def synthetic_corpus(megabytes, seed=0):
         yield text
 
 
+@pytest.mark.heavy
 def test_sample_is_bounded_uniform_and_deterministic():
     tracemalloc.start()
     sample = DocumentSample([list(synthetic_corpus(8))], max_bytes=BUDGET)
@@ -39,6 +40,7 @@ def test_sample_is_bounded_uniform_and_deterministic():
     assert again.documents == sample.documents
 
 
+@pytest.mark.heavy
 def test_sample_memory_is_flat_in_corpus_size():
     peaks = []
     for megabytes in (2, 16):
@@ -58,6 +60,7 @@ def test_small_corpus_is_used_whole_in_order():
 
 
 @pytest.mark.parametrize("kind", ["sentencepiece", "wordpiece"])
+@pytest.mark.heavy
 def test_tokenizer_training_reads_only_the_sample(kind, monkeypatch):
     # A corpus larger than the budget: the trainer must see at most the budget.
     seen = {}
