@@ -6,7 +6,7 @@ from keras import ops
 from klm import decoding
 from klm.models.klm_backbone import KlmBackbone
 from klm.models.klm_causal_lm import KlmCausalLM
-from klm.testing import TINY_VOCAB, tiny_backbone_config
+from klm.testing import TINY_VOCAB, tiny_backbone_config, tiny_gpt2_causal_lm
 
 PROMPT = [5, 9, 3, 17]
 TOTAL = 11
@@ -18,19 +18,7 @@ def _klm(**overrides):
 
 
 def _gpt2():
-    import keras_hub
-
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=TINY_VOCAB,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        dropout=0.0,
-        max_sequence_length=32,
-    )
-    return keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
+    return tiny_gpt2_causal_lm(max_sequence_length=32)
 
 
 def _sequence():

@@ -5,15 +5,14 @@ import numpy as np
 TINY_VOCAB = 64
 
 
+# The size of every tiny model of the unit tests (klm's and keras-hub's alike).
+TINY_DIMS = dict(vocabulary_size=TINY_VOCAB, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, dropout=0.0)
+
+
 def tiny_backbone_config(**overrides):
     """`KlmBackbone` arguments for a model small enough for unit tests."""
     config = dict(
-        vocabulary_size=TINY_VOCAB,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        dropout=0.0,
+        **TINY_DIMS,
         max_sequence_length=32,
         position_encoding="learned",
         normalize_first=True,
@@ -50,3 +49,13 @@ def reference_torch_parameter_count(vocabulary_size, hidden_dim=200, intermediat
     d, h, V = hidden_dim, intermediate_dim, vocabulary_size
     per_layer = 3 * d * d + 3 * d + d * d + d + d * h + h + h * d + d + 4 * d
     return V * d + d * V + V + num_layers * per_layer
+
+
+def tiny_gpt2_causal_lm(max_sequence_length=32, seed=0):
+    """A keras-hub `GPT2CausalLM` of the unit tests' tiny size (vocabulary `TINY_VOCAB`), seeded, no preprocessor."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.GPT2Backbone(**TINY_DIMS, max_sequence_length=max_sequence_length)
+    return keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)

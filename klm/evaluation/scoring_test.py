@@ -7,7 +7,7 @@ from klm.evaluation.scoring import ModelFunctions, generate_batch, score_batch
 from klm.generate import generate_ids, make_sampler
 from klm.models.klm_backbone import KlmBackbone
 from klm.models.klm_causal_lm import KlmCausalLM
-from klm.testing import TINY_VOCAB, tiny_backbone_config
+from klm.testing import TINY_VOCAB, tiny_backbone_config, tiny_gpt2_causal_lm
 
 
 def _klm():
@@ -16,19 +16,7 @@ def _klm():
 
 
 def _gpt2():
-    import keras_hub
-
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=TINY_VOCAB,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        dropout=0.0,
-        max_sequence_length=64,
-    )
-    return keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
+    return tiny_gpt2_causal_lm(max_sequence_length=64)
 
 
 def _text(ids):
