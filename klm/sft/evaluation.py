@@ -4,7 +4,8 @@ import collections
 
 import numpy as np
 
-from klm.generate import detokenize, generate_ids
+# A module import: klm.generate imports klm.sft, so importing klm.generate first finds it half-initialized.
+from klm import generate as text_generation
 from klm.metrics import perplexity as clamped_perplexity
 from klm.sft.conversations import Conversation
 from klm.sft.encoding import conversation_pieces, encode_pieces, fit_prompt, tokenize_texts
@@ -92,14 +93,18 @@ def generation_metrics(
     sampler = keras_hub.samplers.GreedySampler()
     prompts = prompt_ids(template, tokenizer, conversations, end_token_id, start_token_id)
     references = [
-        detokenize(tokenizer, ids) for ids in tokenize_texts(tokenizer, [c.turns[-1][1] for c in conversations])
+        text_generation.detokenize(tokenizer, ids)
+        for ids in tokenize_texts(tokenizer, [c.turns[-1][1] for c in conversations])
     ]
     pad_id = getattr(tokenizer, "pad_token_id", 0) or 0
     exact, f1s, shown = 0, [], []
     for index, (conversation, ids, reference) in enumerate(zip(conversations, prompts, references)):
         ids = fit_prompt(ids, limit, max_new_tokens, keep_first=0 if start_token_id is None else 1)
-        generated = detokenize(
-            tokenizer, generate_ids(model, ids, max_new_tokens, sampler, stop_token_id=end_token_id, pad_id=pad_id)
+        generated = text_generation.detokenize(
+            tokenizer,
+            text_generation.generate_ids(
+                model, ids, max_new_tokens, sampler, stop_token_id=end_token_id, pad_id=pad_id
+            ),
         )
         match = normalize(generated) == normalize(reference)
         exact += int(match)

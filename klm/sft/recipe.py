@@ -12,9 +12,10 @@ start ids, masking and packing): `klm evaluate`, `klm generate` and
 
 import math
 
+# A module import: klm.generate imports klm.sft, so importing klm.generate first finds it half-initialized.
+from klm import generate as text_generation
 from klm import runs
 from klm.errors import ConfigError
-from klm.generate import position_limit
 from klm.pretrained import apply_lora, load_checkpoint, save_tokenizer
 from klm.pretrained.checkpoint import check_backbone_seq_len, classify
 from klm.sft import batching
@@ -382,7 +383,7 @@ def _held_out_report(
                 config.max_new_tokens,
                 end_token_id,
                 start_token_id,
-                limit=position_limit(model),
+                limit=text_generation.position_limit(model),
             )
             out[f"{split}_exact_match"] = metrics["exact_match"]
             out[f"{split}_token_f1"] = metrics["token_f1"]
