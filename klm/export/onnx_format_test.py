@@ -42,6 +42,14 @@ def test_klm_lm_and_classifier(tmp_path):
     assert output[1][-1] == str(len(testing.LABELS))  # (batch, classes) probabilities
 
 
+def test_rotary_lm(tmp_path):
+    """No position table to bound the sequence (JAX: the `sequence` symbol has no constraint)."""
+    testing.make_run(tmp_path / "lm", tokenizer="byte", position_encoding="rotary")
+    result = export_onnx(load_checkpoint(str(tmp_path / "lm")), tmp_path / "lm-onnx")
+    assert result["verified"] and result["max_abs_diff"] <= 1e-4
+    assert result["checked_shapes"] == [[2, 7], [1, 11]]
+
+
 def test_pretrained_gpt2_with_tokenizer_json(tmp_path):
     from klm.pretrained import testing as hf_testing
 
