@@ -40,10 +40,10 @@ def test_options_of_other_formats_are_usage_errors(tmp_path):
 @pytest.mark.slow
 def test_onnx_export_of_a_run_from_the_command_line(tmp_path):
     """A whole `klm export --format onnx` in a subprocess, checked in ONNX Runtime."""
-    from klm.backend.export import onnx_exporter_package
+    from klm.backend.export import onnx_exporter_extra, onnx_exporter_package
 
     pytest.importorskip("onnxruntime")
-    pytest.importorskip(onnx_exporter_package())
+    pytest.importorskip(onnx_exporter_package(), reason=f"needs `pip install klm[{onnx_exporter_extra()}]`")
     make_run(tmp_path / "run", tokenizer="byte")
     out = tmp_path / "onnx"
     process = run_in_backend(

@@ -5,6 +5,8 @@ results; the fast paths are where measurements found the per-op cost
 (examples/benchmarks/README.md).
 """
 
+import contextlib
+
 
 def dense(inputs, kernel, bias=None):
     """`inputs @ kernel + bias` in the dtype of `inputs` (the compute dtype).
@@ -158,7 +160,26 @@ ATTENTION_PATHS = {
     "explicit-dropout": "explicit softmax attention with a Keras Dropout layer on the probabilities",
     "cache-sdpa": "KV-cache decoding: torch SDPA over the filled part of the cache",
     "cache-fused": "KV-cache decoding: keras.ops.dot_product_attention over the cache with a position mask",
+    "masked-causal": "keras.ops.dot_product_attention with an explicit causal mask (inside `explicit_causal_mask()`: "
+    "the JAX ONNX export, whose jax2onnx converts is_causal=True for static lengths only)",
 }
+
+# Set by `explicit_causal_mask()`: plain causal attention takes "masked-causal".
+_EXPLICIT_CAUSAL_MASK = []
+
+
+@contextlib.contextmanager
+def explicit_causal_mask():
+    """Inside it, plain causal attention passes an explicit causal mask instead of `is_causal=True`.
+
+    The same numbers; for graph converters that cannot express `is_causal`
+    with a dynamic sequence length (jax2onnx).
+    """
+    _EXPLICIT_CAUSAL_MASK.append(True)
+    try:
+        yield
+    finally:
+        _EXPLICIT_CAUSAL_MASK.pop()
 
 
 def choose_attention_path(backend, dropout, training, masked, cached=False):
@@ -203,7 +224,10 @@ def attention_path(dropout, training, masked, cached=False):
     """`choose_attention_path` on the running Keras backend."""
     import keras
 
-    return choose_attention_path(keras.backend.backend(), dropout, training, masked, cached)
+    path = choose_attention_path(keras.backend.backend(), dropout, training, masked, cached)
+    if path == "fused-causal" and _EXPLICIT_CAUSAL_MASK:
+        return "masked-causal"
+    return path
 
 
 def dropout_attention(query, key, value, dropout, attention_mask=None):

@@ -72,6 +72,27 @@ def test_the_layer_takes_the_chosen_path_and_runs_it(dropout, training, packed):
         np.testing.assert_allclose(outputs, deterministic, rtol=1e-5, atol=1e-6)
 
 
+def test_explicit_causal_mask_gives_the_fused_causal_numbers():
+    layer = RecordingAttention(num_heads=2)
+    inputs = np.random.default_rng(1).normal(size=(2, 6, 8)).astype("float32")
+    RecordingAttention.paths = []
+    fused = keras.ops.convert_to_numpy(layer(inputs, training=False))
+    with backend.explicit_causal_mask():
+        masked = keras.ops.convert_to_numpy(layer(inputs, training=False))
+        dropout_path = backend.choose_attention_path(BACKEND, 0.3, True, False)
+        assert backend.attention_path(0.3, True, masked=False) == dropout_path  # training with dropout: unchanged
+    assert RecordingAttention.paths == ["fused-causal", "masked-causal"]
+    assert backend.attention_path(0.0, False, masked=False) == "fused-causal"  # restored on exit
+    np.testing.assert_allclose(masked, fused, rtol=1e-5, atol=1e-6)
+    # A later token does not change an earlier output: the mask is causal.
+    changed = inputs.copy()
+    changed[:, -1] += 1.0
+    with backend.explicit_causal_mask():
+        later = keras.ops.convert_to_numpy(layer(changed, training=False))
+    np.testing.assert_allclose(later[:, :-1], masked[:, :-1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(later[:, -1], masked[:, -1])
+
+
 def _dropped_probabilities(seq_len, rate, attention_mask=None):
     """Row i of the result = query i's attention probabilities after dropout: zero queries give uniform
     probabilities over the keys it may see, and one-hot values read them out."""

@@ -5,7 +5,8 @@ dynamic) and returns a language model's logits `(batch, seq, vocab)` (a
 classifier's probabilities `(batch, classes)`: softmax, or one sigmoid per
 class for a multi-label run) as its first output. It is written by Keras's
 own `model.export(format="onnx")` under the backend klm runs on:
-TensorFlow converts a `tf.function` with `tf2onnx`, JAX with `jax2onnx`,
+TensorFlow converts a `tf.function` with `tf2onnx`, JAX with `jax2onnx`
+(klm's own call: `klm.backend.export.export_onnx_jax`),
 PyTorch with `torch.onnx` (TorchScript exporter with dynamic axes).
 
 Before OUT appears (written as a temporary folder beside it, renamed at the
@@ -20,10 +21,17 @@ import os
 
 import numpy as np
 
-from klm.backend.export import export_onnx_torch, export_scope, onnx_exporter_package
+from klm.backend.export import (
+    export_onnx_jax,
+    export_onnx_torch,
+    export_scope,
+    onnx_exporter_extra,
+    onnx_exporter_package,
+)
 from klm.errors import ConfigError
 from klm.export.publish import file_sizes, require_runtime, run_isolated_check, staged_output
 from klm.export.tokenizer_files import write_tokenizer
+from klm.generate import position_limit
 
 CHECK_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime_check.py")
 TOLERANCE = 1e-4
@@ -31,11 +39,11 @@ SAMPLE_TEXTS = ("The history of language models, in 3 short sentences.", "hello 
 
 
 def check_onnx_runtimes():
-    """Raises `ConfigError` (naming `pip install klm[onnx]`) when a package of the export or its check is missing."""
+    """Raises `ConfigError` (naming `pip install klm[onnx]`, `klm[onnx-jax]` on JAX) when a package is missing."""
 
     require_runtime("onnx", "onnx", "Exporting to ONNX")
     require_runtime("onnxruntime", "onnx", "Checking the ONNX export")
-    require_runtime(onnx_exporter_package(), "onnx", "Keras's ONNX export on this backend")
+    require_runtime(onnx_exporter_package(), onnx_exporter_extra(), "The ONNX export on this backend", "onnx")
 
 
 def probe_batches(vocabulary_size, pad_id=0, seed=0):
@@ -123,10 +131,12 @@ def tokenizer_check(checkpoint, check, tokens):
 
 
 def polish_graph(path, output_name):
-    """Names the first output `output_name`; rewrites `Erfc(x)` as `1 - Erf(x)`.
+    """Names the first output `output_name`; rewrites `Erfc(x)` as `1 - Erf(x)`, fixes `Min`/`Max` of booleans.
 
     TensorFlow computes exact GELU with `Erfc`, which tf2onnx passes through
-    although ONNX has no such op (ONNX Runtime refuses the graph).
+    although ONNX has no such op (ONNX Runtime refuses the graph). jax2onnx
+    writes `minimum` of keras-hub's padding (int) and causal (bool) masks
+    as a `Min` with a boolean input, which ONNX defines for numbers only.
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -143,6 +153,7 @@ def polish_graph(path, output_name):
                 if name == old_name:
                     node.input[i] = output_name
         graph.output[0].name = output_name
+    _bool_min_max_as_logic(graph_model)
     nodes = list(graph.node)
     one = "klm_erfc_one"
     if any(node.op_type == "Erfc" for node in nodes):
@@ -162,6 +173,40 @@ def polish_graph(path, output_name):
     onnx.checker.check_model(graph_model)
     onnx.save(graph_model, path)
     return count
+
+
+def _bool_min_max_as_logic(graph_model):
+    """Makes `Min` / `Max` of boolean tensors valid ONNX: `And` / `Or`, or a `Cast` of the boolean input.
+
+    JAX promotes `minimum(int32, bool)` to int32; jax2onnx writes the `Min`
+    without casting the boolean side.
+    """
+    import onnx
+    from onnx import helper
+
+    inferred = onnx.shape_inference.infer_shapes(graph_model).graph
+    types = {value.name: value.type.tensor_type.elem_type for value in inferred.value_info}
+    types.update({value.name: value.type.tensor_type.elem_type for value in inferred.input})
+    types.update({init.name: init.data_type for init in inferred.initializer})
+    boolean = onnx.TensorProto.BOOL
+    rewritten = []
+    for node in graph_model.graph.node:
+        kinds = [types.get(name) for name in node.input]
+        if node.op_type not in ("Min", "Max") or boolean not in kinds:
+            rewritten.append(node)
+            continue
+        numeric = [kind for kind in kinds if kind != boolean]
+        if not numeric and len(node.input) == 2:
+            node.op_type = {"Min": "And", "Max": "Or"}[node.op_type]
+        elif numeric and None not in numeric and len(set(numeric)) == 1:
+            for i, name in enumerate(node.input):
+                if kinds[i] == boolean:
+                    cast = f"{name}_klm_cast_{node.name}"
+                    rewritten.append(helper.make_node("Cast", [name], [cast], name=cast, to=numeric[0]))
+                    node.input[i] = cast
+        rewritten.append(node)
+    del graph_model.graph.node[:]
+    graph_model.graph.node.extend(rewritten)
 
 
 def export_onnx(checkpoint, out_dir, verify=True, tolerance=TOLERANCE, opset=None):
@@ -199,6 +244,8 @@ def export_onnx(checkpoint, out_dir, verify=True, tolerance=TOLERANCE, opset=Non
         if backend == "torch":
             with export_scope(model):
                 export_onnx_torch(model, path, output_name, opset)
+        elif backend == "jax":
+            export_onnx_jax(model, path, output_name, opset, max_sequence_length=position_limit(checkpoint.model))
         else:
             model.export(path, format="onnx", verbose=False, input_signature=input_signature(), opset_version=opset)
         polish_graph(path, output_name)

@@ -65,12 +65,15 @@ def staged_output(out_dir):
         raise
 
 
-def require_runtime(module, extra, what):
-    """Raises `ConfigError` naming `pip install klm[extra]` when `module` cannot be imported."""
+def require_runtime(module, extra, what, export_format=None):
+    """Raises `ConfigError` naming `pip install klm[extra]` when `module` cannot be imported.
+
+    `export_format` is the `--format` named in the message (default: `extra`).
+    """
     if importlib.util.find_spec(module) is None:
         raise ConfigError(
             f"{what} needs the Python package `{module}`, which is not installed. Install it with "
-            f"`pip install klm[{extra}]`. Received: --format={extra}"
+            f"`pip install klm[{extra}]`. Received: --format={export_format or extra}"
         )
 
 

@@ -171,6 +171,10 @@ class CausalSelfAttention(keras.layers.Layer):
         elif attention_mask is not None:
             mask = ops.expand_dims(ops.cast(attention_mask, "bool"), axis=1)  # (batch, 1, seq, seq)
             outputs = ops.dot_product_attention(query, key, value, mask=mask)
+        elif path == "masked-causal":
+            index = ops.arange(seq_len)
+            causal = ops.expand_dims(index, 1) >= ops.expand_dims(index, 0)  # (seq, seq)
+            outputs = ops.dot_product_attention(query, key, value, mask=ops.expand_dims(causal, (0, 1)))
         else:
             outputs = ops.dot_product_attention(query, key, value, is_causal=True)
 
