@@ -59,6 +59,7 @@ def test_decode_step_equals_full_forward_pass_klm(overrides):
     np.testing.assert_allclose(_decoded_logits(lm, ids), full, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.heavy
 def test_decode_step_equals_full_forward_pass_keras_hub_gpt2():
     lm = _gpt2()
     ids = _sequence()

@@ -73,6 +73,7 @@ def lm(tmp_path_factory):
 
 
 @pytest.mark.smoke
+@pytest.mark.heavy
 def test_lm_export_portable_matches_keras_and_klm_generate(lm, tmp_path):
     run_dir, model, tokenizer = lm
     out = tmp_path / "serving" / "lm"

@@ -7,7 +7,7 @@
 #                               minutes): the unit tests beside the modules
 #                               (klm/**/*_test.py) and the end-to-end smoke tests
 #                               of tests/ (marked `smoke`), every backend, except
-#                               those marked `heavy` (15 s or more each)
+#                               those marked `heavy` (10 s or more each)
 #   bash tests/run.sh --full    everything (what CI runs): every end-to-end test
 #                               and every heavy one too
 #

@@ -109,6 +109,7 @@ def _dropped_probabilities(seq_len, rate, attention_mask=None):
     return keras.ops.convert_to_numpy(outputs)
 
 
+@pytest.mark.heavy
 def test_attention_dropout_keeps_the_distribution():
     # Every kept probability is scaled by 1 / (1 - rate) (keep-prob scaling), and about `rate` of them are dropped,
     # on the kernel the backend takes in training.

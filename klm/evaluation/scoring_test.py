@@ -25,6 +25,7 @@ def _text(ids):
 
 
 @pytest.mark.parametrize("make", [_klm, _gpt2], ids=["klm", "gpt2"])
+@pytest.mark.heavy
 def test_score_batch_equals_eager_log_softmax(make):
     lm = make()
     rng = np.random.default_rng(0)
@@ -45,6 +46,7 @@ def test_score_batch_equals_eager_log_softmax(make):
 
 
 @pytest.mark.parametrize("make", [_klm, _gpt2], ids=["klm", "gpt2"])
+@pytest.mark.heavy
 def test_generate_batch_equals_row_by_row_decoding_checked_every_token(make):
     """Batched, compiled, stop strings looked for every few steps == one row at a time, looked for after every token."""
     lm = make()

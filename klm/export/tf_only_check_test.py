@@ -46,6 +46,7 @@ def saved_model(tmp_path_factory):
     return _saved_model(tmp_path_factory.mktemp("tf_only") / "1")
 
 
+@pytest.mark.heavy
 def test_check_calls_signatures_without_klm_or_keras(saved_model):
     check = call_in_tensorflow_only_process(
         saved_model, calls=[{"signature": "serving_default", "inputs": {"x": [1.0, 2.5]}}], load_text_ops=False
@@ -87,6 +88,7 @@ def test_blocked_imports_fail_inside_the_script(saved_model, tmp_path):
     assert result["blocked_modules_imported"] == []
 
 
+@pytest.mark.heavy
 def test_run_from_the_package_folder_imports_no_blocked_module(saved_model, tmp_path):
     # From the repository root and from klm/export itself: neither klm nor Keras gets imported.
     for cwd in (Path(TF_ONLY_CHECK_SCRIPT).parents[2], Path(TF_ONLY_CHECK_SCRIPT).parent):

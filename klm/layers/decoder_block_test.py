@@ -25,6 +25,7 @@ def test_post_ln_output_is_normalised():
     np.testing.assert_allclose(out.mean(-1), 0.0, atol=1e-4)
 
 
+@pytest.mark.heavy
 def test_dropout_only_in_training():
     block = DecoderBlock(num_heads=2, intermediate_dim=16, dropout=0.5, attention_dropout=0.5)
     x = np.random.rand(2, 5, 8).astype("float32")

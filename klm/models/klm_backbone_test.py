@@ -104,6 +104,7 @@ def test_every_weight_gets_its_own_random_draw(initialization):
 
 @pytest.mark.parametrize("position_encoding", ["learned", "sinusoidal", "rotary"])
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
+@pytest.mark.heavy
 def test_packed_segments_match_examples_alone(position_encoding, dropout):
     """Two examples packed in one row give each the logits it has alone (mask + restarting positions)."""
     from klm.models.klm_causal_lm import KlmCausalLM

@@ -23,6 +23,7 @@ def _greedy_by_recomputation(lm, prompt, total_length):
 
 @pytest.mark.parametrize("position_encoding", ["learned", "sinusoidal", "rotary"])
 @pytest.mark.parametrize("normalize_first", [True, False])
+@pytest.mark.heavy
 def test_kv_cache_generation_equals_recomputation(position_encoding, normalize_first):
     lm = _lm(position_encoding=position_encoding, normalize_first=normalize_first)
     lm.compile(sampler="greedy")
@@ -47,6 +48,7 @@ def test_generate_with_samplers_keeps_prompt(sampler):
     np.testing.assert_array_equal(tokens[1, :3], [4, 4, 4])
 
 
+@pytest.mark.heavy
 def test_fit_reduces_loss():
     keras.utils.set_random_seed(0)
     lm = _lm()

@@ -67,6 +67,7 @@ def test_config_refuses_bad_input(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.heavy
 def test_lora_on_a_reloaded_quantized_model_saves_and_reloads(tmp_path, mode):
     # QLoRA: adapters on the frozen quantized kernels of a *reloaded* model. Keras's Dense/Embedding read their
     # mode from `dtype_policy` when saving; a reloaded backbone gives each layer the DTypePolicyMap, whose mode is

@@ -67,6 +67,7 @@ def test_stop_strings_cut_the_response_as_klm_generate_stop_does(served):
     assert finish["finish_reason"] == "stop"
 
 
+@pytest.mark.heavy
 def test_a_cancelled_row_leaves_the_batch_and_the_others_are_unchanged(served):
     alone = decode(served, PROMPTS, LENGTHS)
     with_cancel = decode(served, PROMPTS, LENGTHS, cancel_after=3)

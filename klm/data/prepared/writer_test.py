@@ -64,6 +64,7 @@ def test_valid_fraction_is_deterministic(tmp_path):
 
 
 @pytest.mark.parametrize("kind,vocab_size", [("byte", None), ("sentencepiece", 40), ("wordpiece", 80)])
+@pytest.mark.heavy
 def test_other_tokenizers(tmp_path, kind, vocab_size):
     corpus = write_corpus(tmp_path / "corpus.txt")
     manifest = run(tmp_path, [corpus], tokenizer=kind, vocab_size=vocab_size)
