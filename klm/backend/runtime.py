@@ -21,6 +21,11 @@ def _nvidia_driver_present():
     return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
 
 
+# Whether this process's fd 2 already runs through `filter_gpu_probe_noise`'s
+# pipe. Process state, as the file descriptor it describes is.
+_stderr_filtered = False
+
+
 def filter_gpu_probe_noise():
     """Drops the frameworks' GPU-probe error lines from stderr on machines without an NVIDIA driver.
 
@@ -29,11 +34,16 @@ def filter_gpu_probe_noise():
     user who trains on a CPU. This routes file descriptor 2 through a thread
     that drops exactly those lines and passes everything else through, in
     order. Nothing changes where a driver exists (a GPU was possible), or with
-    `KLM_KEEP_FRAMEWORK_LOGS=1`. For the `klm` command only; call it once,
-    before any framework is imported.
+    `KLM_KEEP_FRAMEWORK_LOGS=1`. For the `klm` command only, before any
+    framework is imported. Calls after the first do nothing: a second filter
+    would hold the first one's pipe open, so that neither could end at exit
+    (each cost a 2 s join timeout when a process ran `klm` many times, as a
+    test session does through click's `CliRunner`).
     """
-    if os.environ.get("KLM_KEEP_FRAMEWORK_LOGS") or _nvidia_driver_present():
+    global _stderr_filtered
+    if _stderr_filtered or os.environ.get("KLM_KEEP_FRAMEWORK_LOGS") or _nvidia_driver_present():
         return
+    _stderr_filtered = True
     import atexit
     import threading
 
@@ -71,6 +81,8 @@ def filter_gpu_probe_noise():
         sys.stderr.flush()
         os.dup2(original, 2)  # closes the pipe's write end: the pump sees EOF
         thread.join(timeout=2)
+        if not thread.is_alive():
+            os.close(original)
 
     atexit.register(restore)
 

@@ -1,4 +1,4 @@
-"""Tests for klm.backend.runtime.reuse_freed_memory (in a child process: it changes malloc for the process)."""
+"""Tests for klm.backend.runtime: reuse_freed_memory and the GPU-probe stderr filter (in child processes: both change the process)."""
 
 import json
 import os
@@ -79,3 +79,32 @@ def test_training_setup_tunes_malloc(monkeypatch):
     finally:
         keras.config.set_dtype_policy(policy)
     assert calls == [True]
+
+
+_FILTER_CHILD = r"""
+import os, threading
+from klm import backend as backend_lib
+
+backend_lib.filter_gpu_probe_noise()
+backend_lib.filter_gpu_probe_noise()  # as each `CliRunner().invoke(main, ...)` in one process does
+print(sum(thread.name == "klm-stderr-filter" for thread in threading.enumerate()))
+os.write(2, b"E0000 00:00:1.0 123 cuda_platform.cc:51] failed call to cuInit: UNKNOWN ERROR (303)\nkept line\n")
+"""
+
+
+def test_gpu_probe_filter_drops_only_the_probe_lines_and_is_installed_once():
+    if os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl"):
+        pytest.skip("an NVIDIA driver is present: the filter is not installed here")
+    env = {k: v for k, v in os.environ.items() if k != "KLM_KEEP_FRAMEWORK_LOGS"}
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run(
+        [sys.executable, "-c", _FILTER_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=repo,
+        env={**env, "PYTHONPATH": repo},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1"]
+    assert "kept line" in result.stderr and "cuInit" not in result.stderr

@@ -10,7 +10,6 @@ import dataclasses
 import json
 
 from klm.errors import ConfigError
-from klm.evaluation.harness import KlmLM
 from klm.runs import atomic_path
 
 EXTRA_MESSAGE = (
@@ -124,6 +123,10 @@ def run_tasks(config, model=None):
     manager = task_manager(config.include_path)
     check_task_names(manager, config.task_names)
     import lm_eval
+
+    # Here, not at the top: `klm.evaluation.harness` imports lm-eval, an optional extra, and this
+    # module must import without it so that `require_lm_eval` can name the extra.
+    from klm.evaluation.harness import KlmLM
 
     if model is None:
         model = KlmLM(

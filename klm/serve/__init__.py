@@ -10,12 +10,20 @@
 Importing this package imports neither Keras nor FastAPI.
 """
 
+from klm.errors import ConfigError
 from klm.serve.config import ServeConfig
-from klm.serve.server import serve as run
 
 
 def serve(config, log=None):
     """See `klm.serve.server.serve`."""
+    # Here, not at the top: the server imports FastAPI and pydantic (the optional `serve` extra),
+    # and `klm serve --help` and `ServeConfig` must work without them.
+    try:
+        from klm.serve.server import serve as run
+    except ImportError as e:
+        raise ConfigError(
+            f"klm serve needs FastAPI, uvicorn and pydantic: pip install 'klm[serve]'. Received: ImportError: {e}"
+        ) from None
 
     return run(config, log=log)
 
