@@ -1,4 +1,4 @@
-"""Tests for klm.backend.runtime: reuse_freed_memory and the GPU-probe stderr filter (in child processes: both change the process)."""
+"""Tests for klm.backend.runtime: malloc tuning and the GPU-probe stderr filter (in child processes)."""
 
 import json
 import os
