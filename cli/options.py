@@ -36,20 +36,31 @@ def given_values(ctx, values):
     return {name: value for name, value in values.items() if given(ctx, name)}
 
 
+def _shared_names(cls):
+    """Names of the fields `cls` inherits from the shared option groups, in the groups' order."""
+    return [f.name for group in _SHARED if issubclass(cls, group) for f in dataclasses.fields(group)]
+
+
 def cli_fields(cls):
-    """Names of `cls`'s fields that are command-line options: the command's own, then the shared groups'."""
+    """Names of `cls`'s fields that are command-line options: the command's own, then the shared groups'.
+
+    A class that inherits no shared group lists its fields in declaration order.
+    """
     names = {
         f.name
         for f in dataclasses.fields(cls)
         if field_spec(cls, f.name).get("help") and field_spec(cls, f.name).get("cli", True)
     }
-    shared = [f.name for group in _SHARED for f in dataclasses.fields(group)]
+    shared = _shared_names(cls)
     own = [f.name for f in dataclasses.fields(cls) if f.name in names and f.name not in shared]
     return own + [name for name in shared if name in names]
 
 
-def options_from(config_cls, variant=None, exclude=()):
+def options_from(config_cls, variant=None, exclude=(), parts=()):
     """A decorator adding a click option for each option field of `config_cls`.
+
+    A field whose type is a list (`list | None`) becomes a repeatable option
+    (`--valid a.txt --valid b.txt`); a flag `"--on/--off"` a two-way switch.
 
     Args:
         config_cls: the config dataclass the command builds.
@@ -58,10 +69,13 @@ def options_from(config_cls, variant=None, exclude=()):
             own options are added too, their help starting with `label`, and
             a default that differs is shown as `Default: 32 (SFT: 16)`.
         exclude: field names that get no option.
+        parts: further config classes that `config_cls` holds (`klm
+            prepare`'s `CleaningConfig`): their option fields are options
+            too, listed after `config_cls`'s own, their help as declared.
     """
-    classes = [config_cls] + ([variant[1]] if variant else [])
+    classes = [config_cls] + ([variant[1]] if variant else []) + list(parts)
     label = variant[0] if variant else None
-    shared = {f.name for group in _SHARED for f in dataclasses.fields(group)}
+    shared = {name for cls in classes for name in _shared_names(cls)}
     names = []
     for own in (True, False):  # every class's own options first, then the shared ones
         for cls in classes:
@@ -84,7 +98,8 @@ def _option(name, classes, label):
     cls = owners[0]
     spec = field_spec(cls, name)
     field = {f.name: f for f in dataclasses.fields(cls)}[name]
-    help_text = spec["help"] if cls is classes[0] else f"{label}: {spec['help'][0].lower()}{spec['help'][1:]}"
+    labelled = label is not None and cls is classes[1]
+    help_text = f"{label}: {spec['help'][0].lower()}{spec['help'][1:]}" if labelled else spec["help"]
     defaults = [_default_text(owner, name) for owner in owners]
     if len(owners) == 2 and defaults[0] != defaults[1]:
         help_text += f" Default: {defaults[0] or 'none'} ({label}: {defaults[1] or 'none'})."
@@ -96,8 +111,18 @@ def _option(name, classes, label):
         return click.option(flag, name, default=None, help=help_text)
     if kind is bool:
         return click.option(flag, name, is_flag=True, default=None, help=help_text)
+    if _is_list(field.type):
+        return click.option(flag, name, multiple=True, default=None, help=help_text)
     click_type = click.Choice(list(spec["choices"])) if "choices" in spec else kind
     return click.option(flag, name, type=click_type, default=None, help=help_text)
+
+
+def _is_list(annotation):
+    """Whether a field of type `annotation` (`list`, `list[str]`, `list | None`) holds a list."""
+    if annotation is list or typing.get_origin(annotation) is list:
+        return True
+    kinds = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    return any(kind is list or typing.get_origin(kind) is list for kind in kinds)
 
 
 def _base_type(annotation):

@@ -27,6 +27,8 @@ SCHEDULES = ("step", "cosine", "constant")
 STRATEGIES = ("auto", "single", "data", "mirrored", "model", "fsdp", "multi-worker")
 BATCHINGS = ("contiguous", "shuffled")
 TOKENIZERS = ("word", "wordpiece", "sentencepiece", "sentencepiece-bpe", "byte")
+# SentencePiece's model types: `--tokenizer sentencepiece` trains "unigram", `sentencepiece-bpe` "bpe".
+SENTENCEPIECE_MODEL_TYPES = ("unigram", "bpe")
 SAMPLERS = ("greedy", "top_k", "top_p", "random")
 JIT_MODES = ("auto", "on", "off")
 VERBOSITIES = ("auto", "bar", "lines", "quiet")

@@ -159,7 +159,7 @@ def test_vocab_size_is_an_upper_bound(tmp_path):
         ("word", []),
         ("wordpiece", []),
         ("sentencepiece", []),
-        ("sentencepiece", ["--sentencepiece-type", "bpe"]),
+        ("sentencepiece-bpe", []),
     ]:
         out = tmp_path / f"out-{kind}-{len(extra)}"
         result = CliRunner().invoke(

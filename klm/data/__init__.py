@@ -1,7 +1,8 @@
 """klm's data layer: sources, cleaning, tokenizers, tf.data pipelines, `prepare`.
 
-Public API (importing `klm.data` imports TensorFlow, tf-text and keras-hub,
-hence Keras: select the backend first, see `klm.backend`):
+Public API (each name is imported on first use, and most import TensorFlow,
+tf-text and keras-hub, hence Keras: select the backend first, see
+`klm.backend`; `import klm.data` alone imports none of them):
 
 - Sources and downloads: `expand_sources`, `iter_documents`,
   `find_wikitext_splits`, `SourceFile`, `get_dataset` (`wikitext-2`,
@@ -36,34 +37,48 @@ The data code runs on TensorFlow (`tf.data`, `tf.strings`, tf-text) and
 Python whatever the Keras backend; it never calls backend ops.
 """
 
-from klm.checksums import git_blob_id
-from klm.data.classification.batches import classification_dataset
-from klm.data.classification.encoded_splits import ClassificationData, load_classification_data
-from klm.data.classification.label_vocabulary import LabelVocabulary
-from klm.data.classification.labelled_files import LabelledTexts, read_labelled_texts
-from klm.data.downloads import get_dataset
-from klm.data.lm.batches import lm_dataset, lm_steps_per_epoch, lm_tokens_per_epoch
-from klm.data.lm.corpus import Corpus, load_corpus
-from klm.data.lm.model_inputs import lm_model_inputs, num_tokens
-from klm.data.prepared.config import PrepareConfig
-from klm.data.prepared.reader import PreparedData, load_prepared
-from klm.data.prepared.shards import PreparedSplit
-from klm.data.prepared.writer import prepare
-from klm.data.text.cleaner import TextCleaner
-from klm.data.text.cleaning_config import CleaningConfig
-from klm.data.text.sources import SourceFile, expand_sources, find_wikitext_splits, iter_documents
-from klm.data.text.stop_words import ENGLISH_STOP_WORDS
-from klm.data.tokenizers import (
-    TOKENIZER_KINDS,
-    ByteTokenizer,
-    SentencePieceTokenizer,
-    WordPieceTokenizer,
-    WordTokenizer,
-    basic_english_python,
-    load_tokenizer,
-    save_tokenizer,
-    train_tokenizer,
-)
+# Name -> module. Importing a name imports its module (TensorFlow, tf-text and keras-hub
+# for most), on first use: `import klm.data.prepared.config` or `klm.data.text.cleaning_config`
+# (the configs whose fields are `klm prepare`'s options) must not import TensorFlow, so that
+# `klm prepare --help` stays fast; those modules import only their own light dependencies.
+_EXPORTS = {
+    "basic_english_python": "klm.data.tokenizers",
+    "ByteTokenizer": "klm.data.tokenizers",
+    "classification_dataset": "klm.data.classification.batches",
+    "ClassificationData": "klm.data.classification.encoded_splits",
+    "CleaningConfig": "klm.data.text.cleaning_config",
+    "Corpus": "klm.data.lm.corpus",
+    "ENGLISH_STOP_WORDS": "klm.data.text.stop_words",
+    "expand_sources": "klm.data.text.sources",
+    "find_wikitext_splits": "klm.data.text.sources",
+    "get_dataset": "klm.data.downloads",
+    "git_blob_id": "klm.checksums",
+    "iter_documents": "klm.data.text.sources",
+    "LabelledTexts": "klm.data.classification.labelled_files",
+    "LabelVocabulary": "klm.data.classification.label_vocabulary",
+    "lm_dataset": "klm.data.lm.batches",
+    "lm_model_inputs": "klm.data.lm.model_inputs",
+    "lm_steps_per_epoch": "klm.data.lm.batches",
+    "lm_tokens_per_epoch": "klm.data.lm.batches",
+    "load_classification_data": "klm.data.classification.encoded_splits",
+    "load_corpus": "klm.data.lm.corpus",
+    "load_prepared": "klm.data.prepared.reader",
+    "load_tokenizer": "klm.data.tokenizers",
+    "num_tokens": "klm.data.lm.model_inputs",
+    "prepare": "klm.data.prepared.writer",
+    "PrepareConfig": "klm.data.prepared.config",
+    "PreparedData": "klm.data.prepared.reader",
+    "PreparedSplit": "klm.data.prepared.shards",
+    "read_labelled_texts": "klm.data.classification.labelled_files",
+    "save_tokenizer": "klm.data.tokenizers",
+    "SentencePieceTokenizer": "klm.data.tokenizers",
+    "SourceFile": "klm.data.text.sources",
+    "TextCleaner": "klm.data.text.cleaner",
+    "TOKENIZER_KINDS": "klm.data.tokenizers",
+    "train_tokenizer": "klm.data.tokenizers",
+    "WordPieceTokenizer": "klm.data.tokenizers",
+    "WordTokenizer": "klm.data.tokenizers",
+}
 
 __all__ = [
     "basic_english_python",
@@ -103,3 +118,18 @@ __all__ = [
     "WordPieceTokenizer",
     "WordTokenizer",
 ]
+
+
+def __getattr__(name):
+    # PEP 562: `klm.data.load_corpus` and `from klm.data import load_corpus` import the module on first use.
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'klm.data' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

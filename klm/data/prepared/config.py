@@ -1,18 +1,19 @@
-"""`PrepareConfig`: everything `klm prepare` needs, validated."""
+"""`PrepareConfig`: everything `klm prepare` needs, validated.
+
+Its fields declared with `klm.config.option(...)` are `klm prepare`'s options
+(`klm.cli.options.options_from`), with `CleaningConfig`'s. This module
+imports no TensorFlow, so that `klm prepare --help` stays light.
+"""
 
 import dataclasses
 import os
 
+from klm.config import SENTENCEPIECE_MODEL_TYPES, TOKENIZERS, check_fields, option
 from klm.data.text.cleaning_config import CleaningConfig
 from klm.data.text.sources import FORMATS
-from klm.data.tokenizers.training import SENTENCEPIECE_MODEL_TYPES, TOKENIZER_KINDS
 from klm.errors import ConfigError
 
 DEFAULT_SHARD_TOKENS = 1 << 24
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _as_paths(value, flag):
@@ -38,10 +39,15 @@ class PrepareConfig:
             a folder written by `prepare` that holds nothing else. It must
             not be, hold or lie inside a source folder.
         tokenizer: `--tokenizer`: `"word"` (default), `"wordpiece"`,
-            `"sentencepiece"` or `"byte"`.
+            `"sentencepiece"` (unigram), `"sentencepiece-bpe"` or `"byte"`:
+            the names of `klm pretrain --tokenizer` (`klm.config.TOKENIZERS`).
         vocab_size: `--vocab-size`. See `klm.data.train_tokenizer`.
         min_freq: `--min-freq` (word tokenizer only).
-        sentencepiece_type: `--sentencepiece-type`: `"unigram"` or `"bpe"`.
+        sentencepiece_type: no flag: derived from `tokenizer` (`"bpe"` for
+            `"sentencepiece-bpe"`, else `"unigram"`), and kept in the
+            manifest's `config` as before. A caller that still passes
+            `tokenizer="sentencepiece", sentencepiece_type="bpe"` gets
+            `tokenizer="sentencepiece-bpe"`.
         tokenizer_from: `--tokenizer-from`. A tokenizer folder to reuse
             instead of training one (e.g. a prepared folder's `tokenizer/`).
         valid: `--valid`. Validation files (paths or globs).
@@ -76,29 +82,69 @@ class PrepareConfig:
     Example:
 
     >>> config = PrepareConfig(sources=["corpus.txt"], out="prepared", vocab_size=8000,
-    ...                        tokenizer="sentencepiece", valid_fraction=0.05)
+    ...                        tokenizer="sentencepiece-bpe", valid_fraction=0.05)
+    >>> config.sentencepiece_type
+    'bpe'
     """
 
     sources: list
-    out: str
-    tokenizer: str = "word"
-    vocab_size: int | None = None
-    min_freq: int = 1
+    out: str = option(
+        None, "Output folder: new or empty (or, with --overwrite, one written by klm prepare); never a source folder."
+    )
+    tokenizer: str = option("word", "Tokenizer kind to train.", choices=TOKENIZERS)
+    vocab_size: int | None = option(
+        None,
+        "Vocabulary size, special tokens included: an upper bound (a smaller corpus gets the largest vocabulary "
+        "it supports, with a note).",
+        check="positive",
+        default_help="none for word, 8000 for subword tokenizers",
+    )
+    min_freq: int = option(1, "Word tokenizer: minimum word count.", check="positive")
     sentencepiece_type: str = "unigram"
-    tokenizer_from: str | None = None
-    valid: list | None = None
-    test: list | None = None
-    valid_fraction: float | None = None
-    text_field: str = "text"
-    format: str = "auto"
+    tokenizer_from: str | None = option(None, "Reuse the tokenizer in this folder instead of training one.")
+    valid: list | None = option(
+        None, "Validation file or glob (repeatable).", default_help="the WikiText folder's valid file"
+    )
+    test: list | None = option(None, "Test file or glob (repeatable).")
+    valid_fraction: float | None = option(
+        None,
+        "Without --valid: send this fraction of training documents to the valid split (seeded).",
+        check="(0, 1)",
+    )
+    text_field: str = option("text", "JSONL field or CSV/TSV column holding the text.")
+    format: str = option("auto", "Input format of every file (auto: by extension).", choices=FORMATS)
     cleaning: CleaningConfig | dict | None = None
-    eos_between_documents: bool | None = None
-    seed: int = 0
-    shard_tokens: int = DEFAULT_SHARD_TOKENS
-    overwrite: bool = False
-    datasets_url: str | None = None
-    workers: int | None = None
+    eos_between_documents: bool | None = option(
+        None,
+        "End-of-text token between documents.",
+        flag="--eos/--no-eos",
+        default_help="off for WikiText (as the seed), on otherwise",
+    )
+    seed: int = option(0, "Seed of the train/valid split.")
+    shard_tokens: int = option(DEFAULT_SHARD_TOKENS, "Tokens per shard file.", check="positive")
+    overwrite: bool = option(
+        False,
+        "Replace an --out folder written by klm prepare. A folder holding any other file, or a source, "
+        "is never replaced.",
+    )
+    datasets_url: str | None = option(
+        None,
+        "Base URL for named datasets.",
+        default_help="$KLM_DATASETS_URL, then the official URLs",
+    )
+    workers: int | None = option(
+        None,
+        "Processes that clean the text, and tokenize it for --tokenizer byte (1: all in this process; the other "
+        "tokenizers use threads). The output is the same for any number.",
+        check="positive",
+        default_help="the number of usable CPUs",
+    )
     verbose: bool = True
+
+    @property
+    def tokenizer_kind(self):
+        """The kind `klm.data.train_tokenizer` trains: `"sentencepiece"` for both SentencePiece model types."""
+        return "sentencepiece" if self.tokenizer == "sentencepiece-bpe" else self.tokenizer
 
     def __post_init__(self):
         self.sources = _as_paths(self.sources, "SOURCES")
@@ -107,58 +153,40 @@ class PrepareConfig:
         if not isinstance(self.out, (str, os.PathLike)) or not os.fspath(self.out):
             raise ConfigError(f"Expected --out to name an output folder. Received: --out={self.out!r}")
         self.out = os.fspath(self.out)
-        if self.tokenizer not in TOKENIZER_KINDS:
+        if self.tokenizer_from is not None and isinstance(self.tokenizer_from, os.PathLike):
+            self.tokenizer_from = os.fspath(self.tokenizer_from)
+        self.valid = _as_paths(self.valid, "--valid")
+        self.test = _as_paths(self.test, "--test")
+        # Types (a --config file's strings converted), choices and ranges: from the `option(...)` declarations.
+        check_fields(self)
+        if self.sentencepiece_type not in SENTENCEPIECE_MODEL_TYPES:
             raise ConfigError(
-                f"Expected --tokenizer to be one of {', '.join(TOKENIZER_KINDS)}. "
-                f"Received: --tokenizer={self.tokenizer!r}"
+                f"Expected sentencepiece_type to be one of {', '.join(SENTENCEPIECE_MODEL_TYPES)}. "
+                f"Received: sentencepiece_type={self.sentencepiece_type!r}"
             )
-        if self.vocab_size is not None and (not _is_int(self.vocab_size) or self.vocab_size < 1):
-            raise ConfigError(
-                f"Expected --vocab-size to be a positive integer. Received: --vocab-size={self.vocab_size!r}"
-            )
+        # One name per tokenizer, as `klm pretrain --tokenizer` spells it; `sentencepiece_type` follows it.
+        if self.tokenizer == "sentencepiece" and self.sentencepiece_type == "bpe":
+            self.tokenizer = "sentencepiece-bpe"
+        if self.tokenizer.startswith("sentencepiece"):
+            self.sentencepiece_type = "bpe" if self.tokenizer == "sentencepiece-bpe" else "unigram"
         if self.tokenizer == "byte" and self.vocab_size is not None:
             raise ConfigError(
                 "Expected no --vocab-size with --tokenizer byte (its 258 ids are fixed). "
                 f"Received: --vocab-size={self.vocab_size}"
             )
-        if not _is_int(self.min_freq) or self.min_freq < 1:
-            raise ConfigError(f"Expected --min-freq to be an integer >= 1. Received: --min-freq={self.min_freq!r}")
         if self.tokenizer != "word" and self.min_freq != 1:
             raise ConfigError(
                 "Expected --min-freq only with --tokenizer word. "
                 f"Received: --tokenizer={self.tokenizer}, --min-freq={self.min_freq}"
             )
-        if self.sentencepiece_type not in SENTENCEPIECE_MODEL_TYPES:
+        if self.valid_fraction is not None and self.valid:
             raise ConfigError(
-                f"Expected --sentencepiece-type to be one of {', '.join(SENTENCEPIECE_MODEL_TYPES)}. "
-                f"Received: --sentencepiece-type={self.sentencepiece_type!r}"
+                f"Expected either --valid or --valid-fraction, not both. Received: --valid={self.valid}, "
+                f"--valid-fraction={self.valid_fraction}"
             )
-        if self.tokenizer_from is not None:
-            self.tokenizer_from = os.fspath(self.tokenizer_from)
-        self.valid = _as_paths(self.valid, "--valid")
-        self.test = _as_paths(self.test, "--test")
-        if self.valid_fraction is not None:
-            if (
-                isinstance(self.valid_fraction, bool)
-                or not isinstance(self.valid_fraction, (int, float))
-                or not (0.0 < self.valid_fraction < 1.0)
-            ):
-                raise ConfigError(
-                    "Expected --valid-fraction strictly between 0 and 1. "
-                    f"Received: --valid-fraction={self.valid_fraction!r}"
-                )
-            if self.valid:
-                raise ConfigError(
-                    f"Expected either --valid or --valid-fraction, not both. Received: --valid={self.valid}, "
-                    f"--valid-fraction={self.valid_fraction}"
-                )
-        if not isinstance(self.text_field, str) or not self.text_field:
+        if not self.text_field:
             raise ConfigError(
                 f"Expected --text-field to be a field or column name. Received: --text-field={self.text_field!r}"
-            )
-        if self.format not in FORMATS:
-            raise ConfigError(
-                f"Expected --format to be one of {', '.join(FORMATS)}. Received: --format={self.format!r}"
             )
         if isinstance(self.cleaning, dict):
             fields = {f.name for f in dataclasses.fields(CleaningConfig)}
@@ -171,16 +199,6 @@ class PrepareConfig:
             raise ConfigError(
                 f"Expected cleaning to be a CleaningConfig or a dict. Received: {type(self.cleaning).__name__}"
             )
-        if self.eos_between_documents is not None and not isinstance(self.eos_between_documents, bool):
-            raise ConfigError(f"Expected --eos/--no-eos to be true or false. Received: {self.eos_between_documents!r}")
-        if not _is_int(self.seed):
-            raise ConfigError(f"Expected --seed to be an integer. Received: --seed={self.seed!r}")
-        if not _is_int(self.shard_tokens) or self.shard_tokens < 1:
-            raise ConfigError(
-                f"Expected --shard-tokens to be a positive integer. Received: --shard-tokens={self.shard_tokens!r}"
-            )
-        if self.workers is not None and (not _is_int(self.workers) or self.workers < 1):
-            raise ConfigError(f"Expected --workers to be a positive integer. Received: --workers={self.workers!r}")
 
     def resolved_workers(self):
         """`workers`, or the number of usable CPUs when it is `None`."""

@@ -78,3 +78,69 @@ def test_data_errors_exit_non_zero_without_output(tmp_path):
     assert not (tmp_path / "out").exists()
     result = invoke("--out", tmp_path / "out")
     assert result.exit_code == 2 and "SOURCE" in result.output
+
+
+def test_every_option_comes_from_the_config_and_has_help():
+    import dataclasses
+
+    import click
+
+    from klm.cli.options import cli_fields
+    from klm.config import field_spec
+    from klm.data.prepared.config import PrepareConfig
+    from klm.data.text.cleaning_config import CleaningConfig
+
+    params = {param.name: param for param in prepare.params if isinstance(param, click.Option)}
+    fields = {}
+    for cls in (PrepareConfig, CleaningConfig):
+        for name in cli_fields(cls):
+            default = {f.name: f.default for f in dataclasses.fields(cls)}[name]
+            assert params[name].default is None and params[name].help, name
+            if default not in (None, False) and "default_help" not in field_spec(cls, name):
+                assert str(default) in params[name].help, name
+            fields[name] = cls
+    # The command's own options, which are not settings of the prepared data.
+    assert set(params) - set(fields) == {"config_file", "quiet", "backend"}
+    assert all(param.help for param in params.values())
+    assert params["valid"].multiple and params["test"].multiple
+
+
+def test_sentencepiece_bpe_is_the_training_commands_spelling(tmp_path):
+    import sentencepiece
+    from sentencepiece import sentencepiece_model_pb2
+
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    for tokenizer, model_type in (("sentencepiece-bpe", "BPE"), ("sentencepiece", "UNIGRAM")):
+        out = tmp_path / tokenizer
+        result = invoke(corpus, "--out", out, "--tokenizer", tokenizer, "--vocab-size", "25")
+        assert result.exit_code == 0, result.output
+        manifest = load_prepared(out).manifest
+        assert manifest["tokenizer"]["kind"] == "sentencepiece"
+        assert manifest["config"]["tokenizer"] == tokenizer
+        proto = sentencepiece.SentencePieceProcessor(model_file=str(out / "tokenizer" / "vocabulary.spm"))
+        spec = sentencepiece_model_pb2.ModelProto.FromString(proto.serialized_model_proto())
+        assert spec.trainer_spec.ModelType.Name(spec.trainer_spec.model_type) == model_type
+    result = invoke(corpus, "--out", tmp_path / "old", "--tokenizer", "sentencepiece", "--sentencepiece-type", "bpe")
+    assert result.exit_code == 2 and "--sentencepiece-type" in result.output
+
+
+def test_cleaning_switches_and_their_config_file_spellings(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    result = invoke(corpus, "--out", tmp_path / "a", "--keep-control-characters", "--no-eos")
+    assert result.exit_code == 0, result.output
+    manifest = load_prepared(tmp_path / "a").manifest
+    cleaning = manifest["cleaning"]["config"]
+    # Only the flags given change the defaults for plain text.
+    assert cleaning["remove_control_characters"] is False and cleaning["collapse_whitespace"] is True
+    assert cleaning["unicode_normalization"] == "NFKC" and manifest["eos_between_documents"] is False
+    config = tmp_path / "prepare.yaml"
+    config.write_text("keep_control_characters: 'yes'\ncollapse_whitespace: false\nstrict: true\ndedup: true\n")
+    result = invoke(corpus, "--config", config, "--out", tmp_path / "b", "--remove-control-characters")
+    assert result.exit_code == 0, result.output
+    cleaning = load_prepared(tmp_path / "b").manifest["cleaning"]["config"]
+    assert cleaning["remove_control_characters"] is True  # the command line wins over the file
+    assert cleaning["collapse_whitespace"] is False and cleaning["strict_utf8"] and cleaning["deduplicate"]
+    config.write_text("keep_whitespace: maybe\n")
+    result = invoke(corpus, "--config", config, "--out", tmp_path / "c")
+    assert result.exit_code == 2 and "keep_whitespace" in result.output and "maybe" in result.output
+    assert not (tmp_path / "c").exists()

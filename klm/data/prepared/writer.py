@@ -289,7 +289,7 @@ def _prepare_locked(config, source_kind, splits, out):
         tokenizer = clean_and_tokenize.train_or_load_tokenizer(
             texts["train"]["path"],
             tokenizer=config.tokenizer_from,
-            kind=config.tokenizer,
+            kind=config.tokenizer_kind,
             vocab_size=config.vocab_size,
             min_freq=config.min_freq,
             sentencepiece_type=config.sentencepiece_type,

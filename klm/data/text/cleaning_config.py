@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from klm.config import check_fields, option
 from klm.errors import ConfigError
 
 NORMALIZATION_FORMS = ("NFKC", "NFC", "NFKD", "NFD")
@@ -26,7 +27,7 @@ class CleaningConfig:
             tag-like tokens such as WikiText's `<unk>` are real text.
         unicode_normalization: `--unicode-normalization`. `"NFKC"` (default),
             `"NFC"`, `"NFKD"`, `"NFD"`, or `None` to keep the text as is.
-        remove_control_characters: `--keep-control-characters` turns it off.
+        remove_control_characters: `--remove-control-characters/--keep-control-characters`.
             Removes C0/C1 control characters other than whitespace, and the
             invisible format characters U+00AD, U+200B, U+2060 and U+FEFF.
         scrub_privacy: `--scrub-privacy`. Replace e-mail addresses, URLs, IP
@@ -39,7 +40,7 @@ class CleaningConfig:
         remove_stop_words: `--remove-stop-words`. Drop the words of
             `klm.data.text.stop_words.ENGLISH_STOP_WORDS` (whitespace-separated
             words, compared lower-cased). Off by default.
-        collapse_whitespace: `--keep-whitespace` turns it off. Replace each
+        collapse_whitespace: `--collapse-whitespace/--keep-whitespace`. Replace each
             run of whitespace with one space and strip both ends.
         min_length: `--min-length`. Drop documents with fewer characters than
             this (not counting surrounding whitespace). The default `1` drops
@@ -55,16 +56,36 @@ class CleaningConfig:
     1
     """
 
-    strict_utf8: bool = False
-    strip_html: bool = False
-    unicode_normalization: str | None = "NFKC"
-    remove_control_characters: bool = True
-    scrub_privacy: bool = False
-    lowercase: bool = False
-    remove_stop_words: bool = False
-    collapse_whitespace: bool = True
-    min_length: int = 1
-    deduplicate: bool = False
+    strict_utf8: bool = option(
+        False, "Fail on invalid UTF-8 (default: replace and count). Binary files always fail.", flag="--strict"
+    )
+    strip_html: bool = option(False, "Strip HTML tags in all text (.html files are always stripped).")
+    unicode_normalization: str | None = option(
+        "NFKC",
+        f"Unicode normalization: {', '.join(NORMALIZATION_FORMS)} or none.",
+        default_help="NFKC (WikiText: none)",
+    )
+    remove_control_characters: bool = option(
+        True,
+        "Remove control characters and invisible format characters (--keep-control-characters: keep them).",
+        flag="--remove-control-characters/--keep-control-characters",
+        default_help="remove (WikiText: keep)",
+    )
+    scrub_privacy: bool = option(
+        False,
+        "Replace e-mails, URLs, IPs, phone and card numbers, API keys/tokens/passwords with "
+        "<email> <url> <ip> <phone> <card> <secret> (counted per kind; heuristics, see klm.data.text.privacy).",
+    )
+    lowercase: bool = option(False, "Lower-case all text.")
+    remove_stop_words: bool = option(False, "Remove English stop words (klm.data.text.stop_words).")
+    collapse_whitespace: bool = option(
+        True,
+        "Collapse whitespace runs into one space (--keep-whitespace: keep them).",
+        flag="--collapse-whitespace/--keep-whitespace",
+        default_help="collapse (WikiText: keep)",
+    )
+    min_length: int = option(1, "Drop documents shorter than this (characters).", check="non_negative")
+    deduplicate: bool = option(False, "Drop exact duplicate documents.", flag="--dedup")
 
     def __post_init__(self):
         if isinstance(self.unicode_normalization, str):
@@ -75,23 +96,8 @@ class CleaningConfig:
                 f"Expected --unicode-normalization to be one of {', '.join(NORMALIZATION_FORMS)} or none. "
                 f"Received: --unicode-normalization={self.unicode_normalization!r}"
             )
-        flags = {
-            "strict_utf8": "--strict",
-            "strip_html": "--strip-html",
-            "remove_control_characters": "--keep-control-characters",
-            "scrub_privacy": "--scrub-privacy",
-            "lowercase": "--lowercase",
-            "remove_stop_words": "--remove-stop-words",
-            "collapse_whitespace": "--keep-whitespace",
-            "deduplicate": "--dedup",
-        }
-        for field, flag in flags.items():
-            if not isinstance(getattr(self, field), bool):
-                raise ConfigError(f"Expected {flag} to be true or false. Received: {field}={getattr(self, field)!r}")
-        if isinstance(self.min_length, bool) or not isinstance(self.min_length, int) or self.min_length < 0:
-            raise ConfigError(
-                f"Expected --min-length to be an integer >= 0. Received: --min-length={self.min_length!r}"
-            )
+        # Types (a --config file's "no" is false) and the range of --min-length: from the `option(...)` fields.
+        check_fields(self)
 
     @classmethod
     def for_source_kind(cls, kind, **overrides):

@@ -7,6 +7,7 @@ import sys
 import keras_hub
 import tensorflow as tf
 
+from klm.config import SENTENCEPIECE_MODEL_TYPES
 from klm.data.tokenizers.byte_tokenizer import ByteTokenizer
 from klm.data.tokenizers.sentence_piece_tokenizer import SPECIAL_TOKENS as SENTENCEPIECE_SPECIAL_TOKENS
 from klm.data.tokenizers.sentence_piece_tokenizer import SentencePieceTokenizer
@@ -17,7 +18,6 @@ from klm.data.tokenizers.word_tokenizer import WordTokenizer, basic_english_spli
 from klm.errors import ConfigError, DataError
 
 TOKENIZER_KINDS = ("word", "wordpiece", "sentencepiece", "byte")
-SENTENCEPIECE_MODEL_TYPES = ("unigram", "bpe")
 DEFAULT_SUBWORD_VOCABULARY_SIZE = 8000
 # compute_word_piece_vocabulary searches a count threshold whose vocabulary
 # is within 5% of the requested size (tf-text's `slack_ratio`), so WordPiece
@@ -263,8 +263,8 @@ def train_tokenizer(
         return _train_wordpiece(dataset, batches, vocab_size, lowercase)
     if sentencepiece_model_type not in SENTENCEPIECE_MODEL_TYPES:
         raise ConfigError(
-            f"Expected --sentencepiece-type to be one of {', '.join(SENTENCEPIECE_MODEL_TYPES)}. "
-            f"Received: --sentencepiece-type={sentencepiece_model_type!r}"
+            f"Expected sentencepiece_model_type to be one of {', '.join(SENTENCEPIECE_MODEL_TYPES)}. "
+            f"Received: sentencepiece_model_type={sentencepiece_model_type!r}"
         )
     return _train_sentencepiece(sample.documents, batches, vocab_size, sentencepiece_model_type, lowercase)
 
