@@ -94,7 +94,11 @@ def test_config_errors_name_flags():
     with pytest.raises(ConfigError, match="--min-length"):
         CleaningConfig(min_length=-1)
     with pytest.raises(ConfigError, match="--dedup"):
-        CleaningConfig(deduplicate="yes")
+        CleaningConfig(deduplicate="maybe")
+    with pytest.raises(ConfigError, match="--keep-control-characters|--remove-control-characters"):
+        CleaningConfig(remove_control_characters="maybe")
+    # A --config file's words are read as the other commands read them: "no" is false.
+    assert CleaningConfig(deduplicate="no").deduplicate is False
     assert CleaningConfig(unicode_normalization="none").unicode_normalization is None
 
 
