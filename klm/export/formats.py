@@ -28,6 +28,7 @@ import os
 from klm.errors import ConfigError
 from klm.export.config import ExportConfig
 from klm.export.gguf_format import export_gguf
+from klm.export.hf_format import export_checkpoint_hf
 from klm.export.litert_format import export_litert
 from klm.export.onnx_format import export_onnx
 from klm.export.pipeline import export_run
@@ -100,8 +101,6 @@ def export_to(
         )
         return dict(export_run(config), format="savedmodel")
     if export_format == "hf":
-        from klm.export.hf_format import export_checkpoint_hf
-
         return export_checkpoint_hf(source, out_dir, verify=verify, which=checkpoint)
 
     check_new_output(out_dir)

@@ -11,6 +11,7 @@ import os
 from klm.config import SENTENCEPIECE_MODEL_TYPES, TOKENIZERS, check_fields, option
 from klm.data.text.cleaning_config import CleaningConfig
 from klm.data.text.sources import FORMATS
+from klm.data.text.workers import usable_cpus
 from klm.errors import ConfigError
 
 DEFAULT_SHARD_TOKENS = 1 << 24
@@ -202,8 +203,6 @@ class PrepareConfig:
 
     def resolved_workers(self):
         """`workers`, or the number of usable CPUs when it is `None`."""
-        from klm.data.text.workers import usable_cpus
-
         return self.workers if self.workers is not None else usable_cpus()
 
     def resolve_cleaning(self, source_kind):
