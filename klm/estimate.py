@@ -42,6 +42,7 @@ from pathlib import Path
 from klm import backend as backend_lib
 from klm import runs
 from klm.config import PretrainConfig
+from klm.data.lm.model_inputs import lm_model_inputs, num_tokens
 from klm.errors import ConfigError
 from klm.tasks import get_task
 from klm.training.builders import build_causal_lm, load_pretrain_corpus
@@ -217,7 +218,6 @@ def estimate(config: PretrainConfig, measure_steps=5, warmup_steps=2, log=log_to
             f"Expected measure_steps >= 0 and warmup_steps >= 1. Received: "
             f"measure_steps={measure_steps}, warmup_steps={warmup_steps}"
         )
-    from klm.data.lm.model_inputs import lm_model_inputs, num_tokens
     from klm.models.presets import check_preset_seq_len
 
     check_preset_seq_len(config.preset, config.seq_len)

@@ -4,6 +4,8 @@ import sys
 
 from klm import backend as backend_lib
 from klm import runs
+from klm.data.lm.model_inputs import lm_model_inputs
+from klm.data.lm.model_inputs import num_tokens as count_tokens
 from klm.generate import position_limit, run_template, sft_settings
 from klm.metrics import (
     classification_metrics,  # noqa: F401 - its old import path
@@ -88,8 +90,6 @@ def evaluate_run(
     if run.mode.generates:
         seq_len = run.seq_len
         batch = batch_size or int(run.config.get("eval_batch_size", 10))
-        from klm.data.lm.model_inputs import lm_model_inputs
-        from klm.data.lm.model_inputs import num_tokens as count_tokens
         from klm.losses import lm_loss
 
         corpus = data_lib.load_corpus(

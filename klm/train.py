@@ -11,6 +11,7 @@ Keras only inside its functions, after `klm.backend.use_backend`.
 
 from klm import runs
 from klm.config import PretrainConfig
+from klm.data.lm.model_inputs import lm_model_inputs, num_tokens
 from klm.errors import (
     ConfigError,
     TrainingDiverged,  # noqa: F401 - importable from here, as before
@@ -49,7 +50,6 @@ def pretrain(config: PretrainConfig):
 
     session = TrainingSession(config, task="causal_lm")
     from klm import data as data_lib
-    from klm.data.lm.model_inputs import lm_model_inputs, num_tokens
     from klm.models.presets import check_preset_seq_len
 
     if not config.init_from:  # before anything is written (a checkpoint's positions: once it is loaded)

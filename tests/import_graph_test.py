@@ -53,11 +53,28 @@ def _targets(module, node, is_package, modules):
         names = [f"{package}.{alias.name}" for alias in node.names]
     targets = set()
     for name in names:
+        imported = name
         while name and name not in modules:
             name = name.rpartition(".")[0]
         if name and name != module:
             targets.add(name)
+        # A package that imports its names on first use (`klm.data`'s `_EXPORTS`, PEP 562): importing a
+        # name imports its module; importing the package itself is for its names, so it counts as all of them.
+        exports = _lazy_exports(name) if name else {}
+        wanted = [imported[len(name) + 1 :].split(".")[0]] if imported != name else list(exports)
+        targets |= {exports[n] for n in wanted if n in exports and exports[n] in modules and exports[n] != module}
     return targets
+
+
+def _lazy_exports(package):
+    """`{name: module}` of a package whose `__init__` imports its names lazily (its `_EXPORTS` dict), else `{}`."""
+    path = PACKAGE.parent.joinpath(*package.split("."), "__init__.py")
+    if not path.is_file():
+        return {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["_EXPORTS"]:
+            return ast.literal_eval(node.value)
+    return {}
 
 
 def _packages_above(name):

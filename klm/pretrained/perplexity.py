@@ -20,14 +20,13 @@ import math
 
 import numpy as np
 
+from klm.data.text.raw_lines import iter_raw_lines
+from klm.data.text.sources import expand_sources, iter_documents
 from klm.errors import ConfigError, DataError
 from klm.metrics import perplexity, unknown_token_report
 
 
 def _documents(data, text_field="text"):
-    from klm.data.text.raw_lines import iter_raw_lines
-    from klm.data.text.sources import expand_sources, iter_documents
-
     for source in expand_sources(data):
         if source.format in ("text", "wikitext"):
             text = "\n".join(raw.decode("utf-8", errors="replace") for raw, _ in iter_raw_lines(source.path))

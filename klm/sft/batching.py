@@ -25,6 +25,8 @@ weights)`, all `(batch, length)`: `model.fit` passes `weights` as
 
 import numpy as np
 
+from klm.data.options import without_autotune
+
 PAD_MULTIPLE = 8
 BUCKET_BATCHES = 50
 
@@ -148,8 +150,6 @@ def padding_fraction(batches):
 def to_dataset(batches):
     """A `tf.data.Dataset` of the given numpy batches, in order."""
     import tensorflow as tf
-
-    from klm.data.options import without_autotune
 
     if not batches:
         raise ValueError("Expected at least one batch. Received: batches=[]")

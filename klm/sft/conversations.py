@@ -30,6 +30,8 @@ import csv
 import dataclasses
 from pathlib import Path
 
+from klm.data.text.raw_lines import iter_raw_lines
+from klm.data.text.sources import load_json_line
 from klm.errors import DataError
 
 ROLES = ("system", "user", "assistant")
@@ -243,21 +245,7 @@ def _decode(raw, path, number):
         raise DataError(f"Invalid UTF-8 on {_where(path, number)}: {e}. Received: {raw[:60]!r}") from None
 
 
-def _text_readers():
-    """klm's one text reader and JSON line parser.
-
-    Imported when a file is read, not with this module: `klm.data` imports
-    TensorFlow and Keras, and this module is imported by the `klm finetune`
-    command before `--backend` has been applied (`SftConfig` lives beside it).
-    """
-    from klm.data.text.raw_lines import iter_raw_lines
-    from klm.data.text.sources import load_json_line
-
-    return iter_raw_lines, load_json_line
-
-
 def _read_jsonl(path):
-    iter_raw_lines, load_json_line = _text_readers()
     conversations = []
     # Lines come from klm's one text reader: binary files refused, a leading byte-order mark dropped.
     for raw, number in iter_raw_lines(path):
@@ -270,7 +258,6 @@ def _read_jsonl(path):
 
 
 def _read_table(path, delimiter):
-    iter_raw_lines, _ = _text_readers()
     conversations = []
 
     def lines():

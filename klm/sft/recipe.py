@@ -13,6 +13,8 @@ start ids, masking and packing): `klm evaluate`, `klm generate` and
 import math
 
 from klm import runs
+from klm.data.text.cleaner import TextCleaner
+from klm.data.text.cleaning_config import CleaningConfig
 from klm.errors import ConfigError
 from klm.generate import position_limit
 from klm.pretrained import apply_lora, load_checkpoint, save_tokenizer
@@ -54,8 +56,6 @@ def sft_cleaning(config):
     No text is dropped (`min_length=0`): a conversation is kept or refused
     whole. Without any of the flags the data is used as written (as before).
     """
-    from klm.data.text.cleaning_config import CleaningConfig
-
     chosen = cleaning_for(config)
     if not chosen:
         return None
@@ -68,8 +68,6 @@ def read_sft_data(config):
     `cleaning_report` is the `TextCleaner`'s counts (privacy replacements
     per kind, ...), or `None` when no cleaning flag is set.
     """
-    from klm.data.text.cleaner import TextCleaner
-
     cleaning = sft_cleaning(config)
     cleaner = None if cleaning is None else TextCleaner(cleaning)
 

@@ -11,6 +11,7 @@ functions, after `klm.backend.use_backend`.
 import sys
 
 from klm import backend as backend_lib
+from klm.data.text.cleaning_config import CleaningConfig
 from klm.errors import ConfigError
 from klm.metrics import perplexity
 from klm.pretrained import apply_lora, load_checkpoint, token_stream
@@ -52,8 +53,6 @@ def cleaning_for(config, classification=False):
     flags = {"lowercase": config.lowercase, "strict_utf8": config.strict, "scrub_privacy": config.scrub_privacy}
     chosen = {name: True for name, on in flags.items() if on}
     if classification and chosen:
-        from klm.data import CleaningConfig
-
         return CleaningConfig(**chosen)
     return chosen or None
 
