@@ -21,9 +21,10 @@ that memory stays flat however long the input.
   and line stays one); other exceptions (bugs) get the worker's traceback as
   a note.
 - With `light=True` the worker imports `klm.data`'s modules without running
-  `klm/data/__init__.py`, which imports TensorFlow, tf-text and keras-hub
-  (seconds of CPU and hundreds of MB per process): cleaning and the byte
-  tokenizer need none of them.
+  `klm/data/__init__.py` (a guard: that file now imports its names, most of
+  which import TensorFlow, tf-text and keras-hub, only on first use; those
+  cost seconds of CPU and hundreds of MB per process, and cleaning and the
+  byte tokenizer need none of them).
 - Workers ignore SIGINT (Ctrl-C reaches the whole process group; the parent
   decides what happens) and exit when their stdin closes, so they never
   outlive the parent; leaving the `with` block stops them, and kills them at
@@ -290,8 +291,8 @@ def cleaning_worker(config, transform_only):
     size)`: the kept texts in order, the cleaner's counts for the block, the
     number of documents read and the block's size for the progress line.
     """
-    # Here, not at the top: a `light` worker (see above) imports these in its new process without
-    # running `klm/data/__init__.py`, which would import TensorFlow.
+    # Here, not at the top: `PrepareConfig` imports this module (`usable_cpus`), and a config
+    # (`klm prepare --help`) needs none of the cleaning steps.
     from klm.data.text.cleaner import TextCleaner
     from klm.data.text.cleaning_config import CleaningConfig
     from klm.data.text.raw_lines import block_lines
