@@ -144,3 +144,23 @@ def test_cleaning_switches_and_their_config_file_spellings(tmp_path):
     result = invoke(corpus, "--config", config, "--out", tmp_path / "c")
     assert result.exit_code == 2 and "keep_whitespace" in result.output and "maybe" in result.output
     assert not (tmp_path / "c").exists()
+
+
+def test_only_the_cleaning_flags_given_override_the_wikitext_defaults(tmp_path):
+    folder = tmp_path / "wikitext-2"
+    folder.mkdir()
+    (folder / "train.txt").write_text(" \n = Title = \n \n The cat\u2011sat . \n")
+    (folder / "valid.txt").write_text(" The dog . \n")
+    (folder / "test.txt").write_text(" A cat . \n")
+    result = invoke(folder, "--out", tmp_path / "a", "--lowercase")
+    assert result.exit_code == 0, result.output
+    cleaning = load_prepared(tmp_path / "a").manifest["cleaning"]["config"]
+    assert cleaning["lowercase"] and cleaning["unicode_normalization"] is None
+    assert cleaning["remove_control_characters"] is False and cleaning["collapse_whitespace"] is False
+    result = invoke(folder, "--out", tmp_path / "b", "--unicode-normalization", "nfkc", "--collapse-whitespace")
+    assert result.exit_code == 0, result.output
+    cleaning = load_prepared(tmp_path / "b").manifest["cleaning"]["config"]
+    assert cleaning["unicode_normalization"] == "NFKC" and cleaning["collapse_whitespace"] is True
+    assert cleaning["remove_control_characters"] is False
+    result = invoke(folder, "--out", tmp_path / "c", "--unicode-normalization", "NFX")
+    assert result.exit_code == 2 and "Received: --unicode-normalization='NFX'" in result.output
