@@ -171,3 +171,132 @@ def test_relative_and_from_imports_resolve_to_modules():
     assert _targets("klm.data.lm", relative, False, modules) == {"klm.runs"}
     names = ast.parse("from klm.data import lm, load_tokenizer").body[0]
     assert _targets("klm.runs", names, False, modules) == {"klm.data.lm", "klm.data"}
+
+
+# Packages whose import is expensive or optional: a framework (imported only
+# after `--backend` is applied, so that `klm --help` stays fast and the
+# backend choice takes effect) or an optional extra (which must not be needed
+# to import klm). A function-level import of a klm module is there to defer one
+# of these; any other needs its reason in a comment on the line or the one above.
+DEFERRED_PACKAGES = {
+    "keras",
+    "keras_hub",
+    "tensorflow",
+    "tensorflow_text",
+    "jax",
+    "torch",
+    "lm_eval",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "tf2onnx",
+    "jax2onnx",
+    "tokenizers",
+    "ai_edge_litert",
+    "gguf",
+    "llama_cpp",
+    "safetensors",
+    "fastapi",
+    "uvicorn",
+    "pydantic",
+    "transformers",
+}
+
+
+def _module_level_imports(path):
+    """`(third-party top-level names, klm import statements)` run when the module is imported."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    external, statements = set(), []
+
+    def visit(node):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(child, ast.Import):
+                external.update(alias.name.split(".")[0] for alias in child.names)
+                statements.append(child)
+            elif isinstance(child, ast.ImportFrom):
+                if not child.level:
+                    external.add((child.module or "").split(".")[0])
+                statements.append(child)
+            else:
+                visit(child)  # module-level `try:` / `if:` bodies and class bodies run at import too
+
+    visit(tree)
+    return external - {"klm"}, statements
+
+
+def deferred_packages_pulled():
+    """`{module: packages of DEFERRED_PACKAGES its import pulls in}`, following klm's module-level imports."""
+    modules = _modules()
+    direct, edges = {}, {}
+    for module, path in modules.items():
+        external, statements = _module_level_imports(path)
+        direct[module] = external & DEFERRED_PACKAGES
+        targets = set()
+        for statement in statements:
+            for target in _targets(module, statement, path.name == "__init__.py", modules):
+                targets |= {target} | {p for p in _packages_above(target) if p in modules}
+        edges[module] = targets - {module}
+    pulled = {}
+    for module in modules:
+        seen, todo, found = {module}, [module], set()
+        while todo:
+            current = todo.pop()
+            found |= direct[current]
+            for target in edges[current] - seen:
+                seen.add(target)
+                todo.append(target)
+        pulled[module] = found
+    return pulled
+
+
+def _comment_above(lines, lineno):
+    """Whether a comment line sits above line `lineno` (1-based), over the imports right above it."""
+    index = lineno - 2
+    while index >= 0 and lines[index].strip().startswith(("from ", "import ")):
+        index -= 1
+    return index >= 0 and lines[index].strip().startswith("#")
+
+
+def test_function_level_imports_defer_a_framework_or_say_why():
+    modules = _modules()
+    pulled = deferred_packages_pulled()
+    unexplained = []
+    for module, path in modules.items():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        tree = ast.parse("\n".join(lines), filename=str(path))
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for statement in ast.walk(function):
+                if not isinstance(statement, (ast.Import, ast.ImportFrom)):
+                    continue
+                targets = _targets(module, statement, path.name == "__init__.py", modules)
+                if not targets:
+                    continue  # a third-party import: deferring those is what function-level imports are for
+                # Importing klm.a.b also runs the `__init__` of the packages above it that are not loaded yet.
+                run = set(targets).union(*(_packages_above(t) - _packages_above(module) for t in targets))
+                reaches = set().union(*(pulled[m] for m in run if m in pulled and m != module))
+                commented = "#" in lines[statement.lineno - 1] or _comment_above(lines, statement.lineno)
+                if not reaches and not commented:
+                    unexplained.append(f"  {module} line {statement.lineno}: {lines[statement.lineno - 1].strip()}")
+    assert not unexplained, (
+        "Function-level imports of klm modules that pull in no framework or optional extra: move them to the "
+        "top of the module, or say why in a comment on the line above:\n" + "\n".join(sorted(set(unexplained)))
+    )
+
+
+def test_deferred_packages_follow_module_level_imports(tmp_path, monkeypatch):
+    package = tmp_path / "klm"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "light.py").write_text("import json\n")
+    (package / "heavy.py").write_text("try:\n    import keras\nexcept ImportError:\n    keras = None\n")
+    (package / "middle.py").write_text("from klm import heavy\n\n\ndef f():\n    import torch\n")
+    (package / "user.py").write_text("def f():\n    from klm import middle\n\n\ndef g():\n    from klm import light\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
+    pulled = deferred_packages_pulled()
+    assert pulled["klm.middle"] == {"keras"} and pulled["klm.light"] == set()
+    with pytest.raises(AssertionError, match=r"klm.user line 6: from klm import light"):
+        test_function_level_imports_defer_a_framework_or_say_why()

@@ -11,6 +11,9 @@ import sys
 
 import pytest
 
+# Quick tier: a missing optional package broke CI once, after a refactor moved an import.
+pytestmark = pytest.mark.smoke
+
 # The importable name of every package that only an optional extra brings (pyproject.toml).
 OPTIONAL_MODULES = [
     "lm_eval",

@@ -27,6 +27,7 @@ import os
 
 from klm.errors import ConfigError
 from klm.export.gguf_format import export_gguf
+from klm.export.hf_format import export_checkpoint_hf
 from klm.export.litert_format import export_litert
 from klm.export.onnx_format import export_onnx
 from klm.export.options import FORMATS, ExportOptions  # noqa: F401 (FORMATS re-exported)
@@ -95,8 +96,6 @@ def export_with(options):
     if export_format == "savedmodel":
         return dict(export_run(options.savedmodel_config), format="savedmodel")
     if export_format == "hf":
-        from klm.export.hf_format import export_checkpoint_hf
-
         return export_checkpoint_hf(source, out_dir, verify=verify, which=options.checkpoint)
 
     check_new_output(out_dir)

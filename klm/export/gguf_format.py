@@ -27,6 +27,7 @@ import numpy as np
 
 from klm.errors import ConfigError
 from klm.export.gguf_tensors import ARCHITECTURES, gguf_tensors, hyperparameters, read_vocabulary, unsupported_config
+from klm.export.hf_format import _write as write_hf_folder
 from klm.export.options import GGUF_TYPES
 from klm.export.publish import file_sizes, require_runtime, run_isolated_check, staged_output
 from klm.export.tokenizer_files import hf_tokenizer_json
@@ -83,8 +84,6 @@ def gguf_architecture(checkpoint):
 def write_gguf(checkpoint, path, gguf_type, scratch):
     """Writes `path`; returns what it wrote (arch, tensors by type, chat template or `None`)."""
     import gguf
-
-    from klm.export.hf_format import _write as write_hf_folder
 
     arch, pre = gguf_architecture(checkpoint)
     model, tokenizer = checkpoint.model, checkpoint.tokenizer

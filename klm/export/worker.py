@@ -18,11 +18,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from klm import backend as backend_lib
 from klm import runs
 from klm.errors import KlmError
+from klm.export.archive import build_export_archive
 from klm.export.cleanup import owned_temp_dir, run_child
 from klm.export.config import BLOCKED_MODULES, ExportError
-from klm.pretrained.checkpoint import load_run
+from klm.export.reference import keras_reference
+from klm.pretrained import load_checkpoint
+from klm.pretrained.checkpoint import backbone_max_positions, load_run
 
 # Scratch folders in $TMPDIR of the TensorFlow-only check (`owned_name`, swept by the next export).
 TF_ONLY_PREFIX = "klm-tf-only-"
@@ -138,10 +142,6 @@ def call_in_tensorflow_only_process(saved_model_dir, calls=(), load_text_ops=Tru
 
 def build_worker(request):
     """Writes the SavedModel of `request["run_dir"]` and its reference outputs (TensorFlow backend)."""
-    from klm import backend as backend_lib
-    from klm.export.archive import build_export_archive
-    from klm.export.reference import keras_reference
-
     backend_lib.use_backend("tensorflow")
     if request.get("pretrained"):
         run = pretrained_as_run(request["pretrained"])
@@ -163,9 +163,6 @@ def pretrained_as_run(spec, max_seq_len=1024):
     token, no template, texts scored up to the model's context (at most
     `max_seq_len` tokens, as `klm evaluate` cuts its windows).
     """
-    from klm.pretrained import load_checkpoint
-    from klm.pretrained.checkpoint import backbone_max_positions
-
     checkpoint = load_checkpoint(spec)
     model = checkpoint.causal_lm
     model.preprocessor = None  # the graph feeds token ids, as for a run's model

@@ -5,6 +5,7 @@ import os
 
 from klm.data.text.cleaning_config import CleaningConfig
 from klm.data.text.sources import FORMATS
+from klm.data.text.workers import usable_cpus
 from klm.data.tokenizers.training import SENTENCEPIECE_MODEL_TYPES, TOKENIZER_KINDS
 from klm.errors import ConfigError
 
@@ -184,8 +185,6 @@ class PrepareConfig:
 
     def resolved_workers(self):
         """`workers`, or the number of usable CPUs when it is `None`."""
-        from klm.data.text.workers import usable_cpus
-
         return self.workers if self.workers is not None else usable_cpus()
 
     def resolve_cleaning(self, source_kind):

@@ -290,6 +290,8 @@ def cleaning_worker(config, transform_only):
     size)`: the kept texts in order, the cleaner's counts for the block, the
     number of documents read and the block's size for the progress line.
     """
+    # Here, not at the top: a `light` worker (see above) imports these in its new process without
+    # running `klm/data/__init__.py`, which would import TensorFlow.
     from klm.data.text.cleaner import TextCleaner
     from klm.data.text.cleaning_config import CleaningConfig
     from klm.data.text.raw_lines import block_lines
