@@ -6,8 +6,10 @@ import sys
 import click
 
 from klm.cli.common import backend_option, user_errors
-from klm.cli.options import given_values, options_from
+from klm.cli.options import cli_fields, given_values, options_from
 from klm.config import GenerateConfig
+from klm.evaluation.config import EvaluateConfig
+from klm.evaluation.tasks import HarnessConfig
 
 CHECKPOINT_HELP = (
     "RUN is a klm run folder, a keras-hub preset name (gpt2_base_en), kaggle://..., hf://ORG/NAME "
@@ -32,131 +34,50 @@ precision_option = click.option(
     "eval extra: pip install klm[eval]). " + CHECKPOINT_HELP
 )
 @click.argument("run_dir", metavar="RUN", type=click.Path())
-@click.option("--data", default=None, help="Text file (language model) or labelled file (classifier).")
-@click.option(
-    "--tasks",
-    default=None,
-    help="lm-eval tasks, comma-separated (hellaswag,arc_easy,lambada_openai, or tasks of --include-path), "
-    "instead of --data.",
-)
-@click.option("--include-path", default=None, help="--tasks: a folder of your own lm-eval task YAML files.")
-@click.option("--num-fewshot", type=int, default=None, help="--tasks: few-shot examples (default: each task's).")
-@click.option("--limit", type=float, default=None, help="--tasks: documents per task (N), or a fraction of them (0.1).")
-@click.option(
-    "--apply-chat-template",
-    is_flag=True,
-    help="--tasks: render prompts with the run's chat template (SFT runs, checkpoints that ship one).",
-)
-@click.option(
-    "--output", default=None, type=click.Path(), help="--tasks: also write lm-eval's results dict (JSON) here."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-@click.option("--batch-size", type=int, default=None, help="Evaluation batch size.")
-@click.option("--text-field", default="text", show_default=True, help="Text field (JSONL) or column (CSV/TSV).")
-@click.option("--label-field", default="label", show_default=True, help="Label field (JSONL) or column (CSV/TSV).")
-@click.option(
-    "--seq-len",
-    type=int,
-    default=None,
-    help="Pretrained checkpoints: window length in tokens. Default: the model's context, at most 1024.",
-)
-@click.option(
-    "--start-token/--no-start-token",
-    "start_token",
-    default=None,
-    help="Pretrained checkpoints: start every document with the tokenizer's start token. Default: as the "
-    "checkpoint's keras-hub preprocessor does (GPT-2, Llama 3: yes; Qwen: no).",
-)
-@click.option(
-    "--max-new-tokens",
-    type=int,
-    default=None,
-    help="SFT runs: tokens to generate at most per response (greedy). Default: the run's (64).",
-)
+@options_from(EvaluateConfig)
+@options_from(HarnessConfig)
 @precision_option
 @backend_option
+@click.pass_context
 @user_errors
-def evaluate(
-    run_dir,
-    data,
-    tasks,
-    include_path,
-    num_fewshot,
-    limit,
-    apply_chat_template,
-    output,
-    as_json,
-    batch_size,
-    text_field,
-    label_field,
-    seq_len,
-    start_token,
-    max_new_tokens,
-    precision,
-    backend,
-):
+def evaluate(ctx, run_dir, precision, backend, **flags):
+    from klm.errors import ConfigError
+
+    values = given_values(ctx, flags)
+    task_options = {name: values.pop(name) for name in cli_fields(HarnessConfig) if name in values}
+    try:
+        config = EvaluateConfig(
+            run_dir=run_dir, precision=precision, backend=backend, task_options=task_options, **values
+        )
+    except ConfigError as e:
+        raise click.BadParameter(str(e)) from None
+    if config.harness is not None:
+        _evaluate_tasks(config.harness, config.json)
+        return
     from klm.evaluate import evaluate_run, format_result
 
-    if batch_size is not None and batch_size < 1:
-        raise click.BadParameter(f"Expected a positive batch size. Received: --batch-size={batch_size}")
-    if max_new_tokens is not None and max_new_tokens < 1:
-        raise click.BadParameter(f"Expected a positive number. Received: --max-new-tokens={max_new_tokens}")
-    if seq_len is not None and seq_len < 2:
-        raise click.BadParameter(f"Expected --seq-len >= 2. Received: --seq-len={seq_len}")
-    if (data is None) == (tasks is None):
-        raise click.UsageError(
-            "Expected --data FILE (perplexity, accuracy) or --tasks NAMES (lm-eval), one of them. Received: "
-            + ("neither" if data is None else "both")
-        )
-    if tasks is not None:
-        task_options = dict(include_path=include_path, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size)
-        _evaluate_tasks(run_dir, tasks, apply_chat_template, precision, as_json, output, **task_options)
-        return
-    task_flags = {"--include-path": include_path, "--num-fewshot": num_fewshot, "--limit": limit, "--output": output}
-    given = [flag for flag, value in task_flags.items() if value is not None] + (
-        ["--apply-chat-template"] if apply_chat_template else []
-    )
-    if given:
-        raise click.UsageError(f"{', '.join(given)} go with --tasks. Received: --data with {', '.join(given)}")
     result = evaluate_run(
         run_dir,
-        data,
+        config.data,
         backend=backend,
-        batch_size=batch_size,
-        text_field=text_field,
-        label_field=label_field,
-        seq_len=seq_len,
+        batch_size=config.batch_size,
+        text_field=config.text_field,
+        label_field=config.label_field,
+        seq_len=config.seq_len,
         dtype=precision,
-        add_start_token=start_token,
-        max_new_tokens=max_new_tokens,
+        add_start_token=config.start_token,
+        max_new_tokens=config.max_new_tokens,
     )
-    click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
+    click.echo(json.dumps(result, indent=2) if config.json else format_result(result))
 
 
-def _evaluate_tasks(run_dir, tasks, chat, precision, as_json, output, include_path, num_fewshot, limit, batch_size):
-    from klm.evaluation.tasks import (
-        HarnessConfig,
-        format_tables,
-        require_lm_eval,
-        results_json,
-        run_tasks,
-        write_output,
-    )
+def _evaluate_tasks(config, as_json):
+    from klm.evaluation.tasks import format_tables, require_lm_eval, results_json, run_tasks, write_output
 
-    config = HarnessConfig(
-        run_dir=run_dir,
-        tasks=tasks,
-        include_path=include_path,
-        num_fewshot=num_fewshot,
-        limit=limit,
-        batch_size=batch_size,
-        apply_chat_template=chat,
-        dtype=precision,
-    )
     require_lm_eval()
     results = run_tasks(config)
-    if output is not None:
-        write_output(results, output)
+    if config.output is not None:
+        write_output(results, config.output)
     click.echo(results_json(results) if as_json else format_tables(results))
 
 

@@ -3,8 +3,10 @@
 Each field that is a command-line option is declared with `option(default,
 help, choices=..., check=...)`: its default, its choices, its help text and
 its checks live there and nowhere else. `klm.cli.options` builds the click
-options of `klm pretrain`, `klm finetune`, `klm estimate` and `klm generate`
-from these fields (the help ends with the field's default), and
+options of every klm command but `klm prepare` from such fields (this
+module's configs; `EvaluateConfig`, `HarnessConfig`, `EstimateConfig`,
+`ExportOptions`, `ServeConfig`, `QuantizeConfig` beside their modules; the
+help ends with the field's default), and
 `__post_init__` checks every field against them (`check_fields`), naming the
 CLI flag in its errors, so the library and the command line report mistakes
 the same way. `to_dict()` gives the resolved config that is saved in the run

@@ -27,7 +27,7 @@ sums). It is the formula of `examples/benchmarks/reference_torch.py`; the
 seed at vocabulary 12,000 and T = 35 gives 17.36 MFLOP per token.
 
 The same estimates of a pretrained checkpoint (`klm estimate --from` /
-`--init-from`) live in `klm.pretrained.estimate`; it builds on the helpers
+`--init-from`) live in `klm.pretrained.checkpoint_estimate`; it builds on the helpers
 here that both share: `activation_bytes_per_token`, `time_fit` (a timed
 `model.fit`), `peak_rss_mib`, `log_to_stderr`, `format_si` and
 `format_duration`. `format_report` prints either kind of report.
@@ -400,7 +400,7 @@ def format_report(report):
     return "\n".join(lines)
 
 
-# The columns of a checkpoint report's memory table (`klm.pretrained.estimate`).
+# The columns of a checkpoint report's memory table (`klm.pretrained.checkpoint_estimate`).
 PRECISION_COLUMNS = ("float32", "bfloat16", "mixed_bfloat16")
 
 

@@ -498,18 +498,23 @@ def _field_default(class_name, name):
 @pytest.mark.smoke
 def test_every_option_default_and_choices_come_from_the_configs():
     # Generated options (klm.cli.options): unset by default, choices and default help from the dataclass.
-    # Hand-written ones (export): their defaults and choices match the library's config classes.
+    # Every command's options come from config fields now; the checks below tie constants across modules.
     import click
 
     from klm import config as klm_config
-    from klm.cli.eval_cmd import generate
+    from klm.cli.estimate_cmd import estimate
+    from klm.cli.eval_cmd import evaluate, generate
     from klm.cli.export_cmd import export
     from klm.cli.options import cli_fields
     from klm.cli.prepare_cmd import prepare
     from klm.cli.train_cmd import finetune, pretrain
     from klm.config import GenerateConfig, PretrainConfig, field_spec
     from klm.data import TOKENIZER_KINDS, CleaningConfig, PrepareConfig
+    from klm.estimate_config import EstimateConfig
+    from klm.evaluation.config import EvaluateConfig
+    from klm.evaluation.tasks import HarnessConfig
     from klm.export import ExportConfig
+    from klm.export.options import ExportOptions
     from klm.sft.config import SftConfig
 
     def options(command):
@@ -520,6 +525,9 @@ def test_every_option_default_and_choices_come_from_the_configs():
         (finetune, [klm_config.FinetuneConfig, SftConfig]),
         (generate, [GenerateConfig]),
         (prepare, [PrepareConfig, CleaningConfig]),
+        (export, [ExportOptions]),
+        (evaluate, [EvaluateConfig, HarnessConfig]),
+        (estimate, [PretrainConfig, EstimateConfig]),
     ):
         params = options(command)
         for cls in classes:
@@ -537,13 +545,15 @@ def test_every_option_default_and_choices_come_from_the_configs():
     assert list(params["format"].type.choices) == list(config_module.FORMATS)
     assert set(TOKENIZER_KINDS) <= set(klm_config.TOKENIZERS)
 
+    # The SavedModel export's library config and `klm export`'s options agree.
     export_defaults = {f.name: f.default for f in dataclasses.fields(ExportConfig)}
-    params = options(export)
-    for name in ("version", "checkpoint", "verify", "verify_max_new_tokens"):
-        assert params[name].default == export_defaults[name], name
+    option_defaults = {f.name: f.default for f in dataclasses.fields(ExportOptions)}
+    for name in ("version", "portable", "checkpoint", "verify"):
+        assert option_defaults[name] == export_defaults[name], name
+    assert option_defaults["max_new_tokens"] == export_defaults["verify_max_new_tokens"]
 
     from klm.models.presets import PRESETS
 
     assert klm_config.PRESET_NAMES == tuple(PRESETS)
-    for command in (pretrain, finetune, generate, prepare, export):
+    for command in (pretrain, finetune, generate, prepare, export, evaluate, estimate):
         assert all(param.help for param in options(command).values()), command.name

@@ -18,7 +18,7 @@ pytest.importorskip("transformers")
 from klm.config import FinetuneConfig, PretrainConfig  # noqa: E402
 from klm.estimate import format_report  # noqa: E402
 from klm.pretrained import apply_lora, load_checkpoint, testing  # noqa: E402
-from klm.pretrained.estimate import PRECISION_COLUMNS, estimate_checkpoint  # noqa: E402
+from klm.pretrained.checkpoint_estimate import PRECISION_COLUMNS, estimate_checkpoint  # noqa: E402
 
 QUIET = dict(log=lambda message: None)
 

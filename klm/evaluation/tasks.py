@@ -1,7 +1,8 @@
 """`run_tasks`: lm-evaluation-harness tasks on a klm checkpoint (`klm evaluate RUN --tasks ...`).
 
-The CLI is a thin layer over `HarnessConfig` (validated when built, errors
-naming the flag) and `run_tasks` (which runs `lm_eval.simple_evaluate` with a
+The CLI is a thin layer over `HarnessConfig` (its fields are the `--tasks`
+options of `klm evaluate`; validated when built, errors naming the flag) and
+`run_tasks` (which runs `lm_eval.simple_evaluate` with a
 `klm.evaluation.harness.KlmLM`). lm-eval is imported only here, and only
 once a task is asked for.
 """
@@ -9,6 +10,7 @@ once a task is asked for.
 import dataclasses
 import json
 
+from klm.config import check_fields, option
 from klm.errors import ConfigError
 from klm.runs import atomic_path
 
@@ -33,40 +35,44 @@ class HarnessConfig:
         max_length: the context in tokens (default: the checkpoint's).
         dtype: pretrained checkpoints: the weights' dtype.
         seed: lm-eval's seeds (few-shot sampling, sampling generation).
+        output: where `klm evaluate` also writes the results (JSON); `run_tasks` ignores it.
     """
 
     run_dir: str
-    tasks: str
-    include_path: str = None
-    num_fewshot: int = None
-    limit: float = None
-    batch_size: int = 8
-    apply_chat_template: bool = False
-    max_length: int = None
-    dtype: str = None
+    tasks: str | None = option(
+        None,
+        "lm-eval tasks, comma-separated (hellaswag,arc_easy,lambada_openai, or tasks of --include-path), "
+        "instead of --data.",
+    )
+    include_path: str | None = option(None, "--tasks: a folder of your own lm-eval task YAML files.")
+    num_fewshot: int | None = option(None, "--tasks: few-shot examples.", check="[0, inf)", default_help="each task's")
+    limit: float | None = option(
+        None, "--tasks: documents per task (N), or a fraction of them (0.1).", check="(0, inf)", default_help="all"
+    )
+    batch_size: int = option(8, check="positive", cli=False)
+    apply_chat_template: bool = option(
+        False, "--tasks: render prompts with the run's chat template (SFT runs, checkpoints that ship one)."
+    )
+    max_length: int | None = option(None, check="[2, inf)", cli=False)
+    dtype: str | None = None
     seed: int = 0
+    output: str | None = option(None, "--tasks: also write lm-eval's results dict (JSON) here.")
 
     def __post_init__(self):
+        if self.batch_size is None:
+            self.batch_size = 8
+        check_fields(self)
         names = [name.strip() for name in str(self.tasks or "").split(",") if name.strip()]
         if not names:
             raise ConfigError(f"Expected one or more task names, comma-separated. Received: --tasks={self.tasks!r}")
         self.task_names = names
-        if self.batch_size is None:
-            self.batch_size = 8
-        if self.batch_size < 1:
-            raise ConfigError(f"Expected a positive batch size. Received: --batch-size={self.batch_size}")
-        if self.num_fewshot is not None and self.num_fewshot < 0:
-            raise ConfigError(f"Expected --num-fewshot >= 0. Received: --num-fewshot={self.num_fewshot}")
-        if self.limit is not None:
-            if self.limit <= 0:
-                raise ConfigError(f"Expected a positive --limit. Received: --limit={self.limit}")
-            if self.limit >= 1:
-                if self.limit != int(self.limit):
-                    raise ConfigError(
-                        f"Expected --limit as a whole number of documents or a fraction below 1. "
-                        f"Received: --limit={self.limit}"
-                    )
-                self.limit = int(self.limit)
+        if self.limit is not None and self.limit >= 1:
+            if self.limit != int(self.limit):
+                raise ConfigError(
+                    f"Expected --limit as a whole number of documents or a fraction below 1. "
+                    f"Received: --limit={self.limit}"
+                )
+            self.limit = int(self.limit)
         if self.include_path is not None:
             from pathlib import Path
 
@@ -75,8 +81,6 @@ class HarnessConfig:
                     f"Expected a folder of task YAML files. Received: --include-path={self.include_path!r} "
                     "(not a folder)"
                 )
-        if self.max_length is not None and self.max_length < 2:
-            raise ConfigError(f"Expected --max-length >= 2. Received: --max-length={self.max_length}")
 
 
 def require_lm_eval():

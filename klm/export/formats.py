@@ -26,16 +26,14 @@ import json
 import os
 
 from klm.errors import ConfigError
-from klm.export.config import ExportConfig
 from klm.export.gguf_format import export_gguf
 from klm.export.hf_format import export_checkpoint_hf
 from klm.export.litert_format import export_litert
 from klm.export.onnx_format import export_onnx
+from klm.export.options import FORMATS, ExportOptions  # noqa: F401 (FORMATS re-exported)
 from klm.export.pipeline import export_run
 from klm.export.publish import check_new_output, require_runtime
 from klm.pretrained.checkpoint import load_checkpoint
-
-FORMATS = ("savedmodel", "hf", "onnx", "litert", "gguf")
 
 
 def export_to(
@@ -75,33 +73,30 @@ def export_to(
     export_to("gguf", "hf://HuggingFaceTB/SmolLM2-135M", "out/smollm", gguf_type="q8_0")
     ```
     """
-    if export_format not in FORMATS:
-        raise ConfigError(f"Expected --format in {', '.join(FORMATS)}. Received: --format={export_format!r}")
-    if export_format != "savedmodel" and (version is not None or portable):
-        raise ConfigError(
-            f"--version and --portable apply to --format savedmodel only. Received: --format={export_format}"
-        )
-    if gguf_type is not None and export_format != "gguf":
-        raise ConfigError(f"--gguf-type applies to --format gguf only. Received: --format={export_format}")
-    if sequence_length is not None and export_format != "litert":
-        raise ConfigError(
-            f"--litert-sequence-length applies to --format litert only. Received: --format={export_format}"
-        )
+    options = ExportOptions(
+        source=source,
+        out_dir=out_dir,
+        format=export_format,
+        checkpoint=checkpoint,
+        verify=verify,
+        version=version,
+        portable=portable,
+        max_new_tokens=max_new_tokens,
+        gguf_type=gguf_type,
+        litert_sequence_length=sequence_length,
+        backend=backend,
+    )
+    return export_with(options)
+
+
+def export_with(options):
+    """Runs the export `options` (an `ExportOptions`, already checked) describes; returns `export_to`'s result."""
+    source, out_dir, export_format, verify = options.source, options.out_dir, options.format, options.verify
     refuse_quantized(source, export_format)
     if export_format == "savedmodel":
-        config = ExportConfig(
-            run_dir=source,
-            out_dir=out_dir,
-            version=version,
-            portable=portable,
-            checkpoint=checkpoint,
-            verify=verify,
-            verify_max_new_tokens=max_new_tokens,
-            backend=backend,
-        )
-        return dict(export_run(config), format="savedmodel")
+        return dict(export_run(options.savedmodel_config), format="savedmodel")
     if export_format == "hf":
-        return export_checkpoint_hf(source, out_dir, verify=verify, which=checkpoint)
+        return export_checkpoint_hf(source, out_dir, verify=verify, which=options.checkpoint)
 
     check_new_output(out_dir)
     if export_format == "onnx":
@@ -114,13 +109,15 @@ def export_to(
         if verify:
             require_runtime("llama_cpp", "gguf", "Checking the GGUF export (llama-cpp-python)")
 
-    loaded = load_checkpoint(source, which=checkpoint)
+    loaded = load_checkpoint(source, which=options.checkpoint)
     if export_format == "onnx":
         result = export_onnx(loaded, out_dir, verify=verify)
     elif export_format == "litert":
-        result = export_litert(loaded, out_dir, verify=verify, sequence_length=sequence_length)
+        result = export_litert(loaded, out_dir, verify=verify, sequence_length=options.litert_sequence_length)
     else:
-        result = export_gguf(loaded, out_dir, gguf_type=gguf_type, verify=verify, max_new_tokens=max_new_tokens)
+        result = export_gguf(
+            loaded, out_dir, gguf_type=options.gguf_type, verify=verify, max_new_tokens=options.max_new_tokens
+        )
     result["source"] = loaded.source
     return result
 

@@ -28,12 +28,12 @@ import numpy as np
 from klm.errors import ConfigError
 from klm.export.gguf_tensors import ARCHITECTURES, gguf_tensors, hyperparameters, read_vocabulary, unsupported_config
 from klm.export.hf_format import _write as write_hf_folder
+from klm.export.options import GGUF_TYPES
 from klm.export.publish import file_sizes, require_runtime, run_isolated_check, staged_output
 from klm.export.tokenizer_files import hf_tokenizer_json
 from klm.generate import generate_text, tokens_to_list
 
 CHECK_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime_check.py")
-GGUF_TYPES = ("f32", "f16", "q8_0")
 # Largest accepted |llama.cpp - klm| logit difference: absolute for f32, relative to max |logit| otherwise.
 TOLERANCES = {"f32": 1e-3, "f16": 2e-2, "q8_0": 1e-1}
 # llama.cpp's CPU backend evaluates GELU through a float16 lookup table (GGML_GELU_FP16 in

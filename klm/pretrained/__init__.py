@@ -16,7 +16,7 @@
   by Transformers itself (`klm.export.hf_format`).
 - `estimate_checkpoint`, `format_checkpoint_report`: parameters, memory and
   step time of fine-tuning a checkpoint, `klm estimate --from`
-  (`klm.pretrained.estimate`; not imported here).
+  (`klm.pretrained.checkpoint_estimate`; not imported here).
 
 Importing this package imports no Keras; the functions import it lazily.
 """

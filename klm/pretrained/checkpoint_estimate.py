@@ -240,7 +240,7 @@ def estimate_checkpoint(config, num_classes=2, measure_steps=0, warmup_steps=2, 
     Example:
     ```python
     from klm.config import FinetuneConfig
-    from klm.pretrained.estimate import estimate_checkpoint, format_checkpoint_report
+    from klm.pretrained.checkpoint_estimate import estimate_checkpoint, format_checkpoint_report
     config = FinetuneConfig(from_run="hf://Qwen/Qwen3-0.6B", train="-", lora_rank=8)
     print(format_checkpoint_report(estimate_checkpoint(config)))
     ```

@@ -1,9 +1,9 @@
-"""Unit tests of `klm.pretrained.estimate`'s formulas (the full estimates: tests/pretrained_estimate_test.py)."""
+"""Unit tests of `klm.pretrained.checkpoint_estimate`'s formulas (full estimates: tests/pretrained_estimate_test.py)."""
 
 import pytest
 
 from klm.estimate import flops_per_token
-from klm.pretrained.estimate import checkpoint_flops_per_token, checkpoint_memory
+from klm.pretrained.checkpoint_estimate import checkpoint_flops_per_token, checkpoint_memory
 
 
 def test_checkpoint_memory_and_flops():
