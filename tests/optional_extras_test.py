@@ -10,28 +10,14 @@ import subprocess
 import sys
 
 import pytest
+from import_graph_test import DEFERRED_PACKAGES
 
 # Quick tier: a missing optional package broke CI once, after a refactor moved an import.
 pytestmark = pytest.mark.smoke
 
-# The importable name of every package that only an optional extra brings (pyproject.toml).
-OPTIONAL_MODULES = [
-    "lm_eval",
-    "onnx",
-    "onnxruntime",
-    "onnxscript",
-    "tf2onnx",
-    "jax2onnx",
-    "tokenizers",
-    "ai_edge_litert",
-    "gguf",
-    "llama_cpp",
-    "safetensors",
-    "fastapi",
-    "uvicorn",
-    "pydantic",
-    "transformers",
-]
+# The importable name of every package that only an optional extra brings (pyproject.toml): the
+# packages klm defers importing, less its required dependencies.
+OPTIONAL_MODULES = sorted(DEFERRED_PACKAGES - {"keras", "keras_hub", "tensorflow", "tensorflow_text"})
 
 
 def run_without(modules, code):
