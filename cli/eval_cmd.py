@@ -86,43 +86,20 @@ def _evaluate_tasks(config, as_json):
     "come; keras-hub samplers, key/value cache). " + CHECKPOINT_HELP
 )
 @click.argument("run_dir", metavar="RUN", type=click.Path())
-@click.option(
-    "--prompt", default=None, help="Text to continue (an SFT run: the user's prompt; its template is applied)."
-)
 @options_from(GenerateConfig)
-@click.option("--raw", is_flag=True, help="SFT runs: use the prompt as is, without the run's template.")
-@click.option(
-    "--chat",
-    is_flag=True,
-    help="SFT runs: a conversation: read one user turn per line from stdin, answer each (the conversation "
-    "so far is kept), until end of input.",
-)
-@click.option("--system", default=None, help="SFT runs: a system message for the template.")
-@click.option("--stop", multiple=True, help="Stop a response at this string (repeatable); end-of-text always stops.")
 @precision_option
 @backend_option
 @click.pass_context
 @user_errors
-def generate(ctx, run_dir, prompt, raw, chat, system, stop, precision, backend, **sampler_flags):
+def generate(ctx, run_dir, precision, backend, **flags):
     from klm.errors import ConfigError
-    from klm.generate import check_utf8_text, utf8_lines
+    from klm.generate import utf8_lines
 
-    if prompt is None and not chat:
-        raise click.UsageError("Expected --prompt TEXT (or --chat to read turns from stdin). Received: no --prompt")
-    if chat and prompt is not None:
-        raise click.UsageError("--chat reads the prompts from stdin. Received: --chat with --prompt")
     try:
-        config = GenerateConfig(
-            run_dir=run_dir, prompt=prompt or "", backend=backend, **given_values(ctx, sampler_flags)
-        )
+        config = GenerateConfig(run_dir=run_dir, backend=backend, **given_values(ctx, flags))
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    for name, value in (("--prompt", prompt), ("--system", system)):
-        if value is not None:
-            try:
-                check_utf8_text(value, name)
-            except ConfigError as e:
-                raise click.BadParameter(str(e)) from None
+    prompt, raw, chat, system, stop = config.prompt, config.raw, config.chat, config.system, tuple(config.stop)
     from klm.generate import generate_text
     from klm.pretrained import load_checkpoint
 

@@ -455,19 +455,65 @@ class FinetuneConfig(FineTuningOptions):
     head_dropout: float = option(0.1, "Dropout before the classifier head.", check="[0, 1)")
 
 
+def check_utf8_text(text, name):
+    """Raises `ConfigError` unless `text` is valid Unicode text that encodes to UTF-8.
+
+    A prompt read from the command line or stdin in bytes that are not UTF-8
+    reaches Python as lone surrogates (`surrogateescape`); the tokenizers
+    cannot encode those.
+
+    Args:
+        text: the string to check.
+        name: what it is, for the error (`"--prompt"`, `"stdin line 3"`).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = text[e.start : e.end].encode("utf-8", "surrogateescape" if _escaped(text[e.start : e.end]) else "replace")
+        raise ConfigError(
+            f"Expected {name} to be UTF-8 text; it holds bytes that are not UTF-8 ({bad!r} at character {e.start}). "
+            f"Re-encode it as UTF-8 (e.g. iconv -f latin1 -t utf-8). Received: {name}={text[:80]!r}"
+        ) from None
+    return text
+
+
+def _escaped(text):
+    return all(0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
 @dataclasses.dataclass
 class GenerateConfig:
     """Options of `klm generate`."""
 
     run_dir: str
-    prompt: str
+    prompt: str | None = option(
+        None, "Text to continue (an SFT run: the user's prompt; its template is applied).", default_help="none"
+    )
     max_new_tokens: int = option(50, "Tokens to generate at most.", check="positive")
     sampler: str = option("top_k", "Decoding strategy.", choices=SAMPLERS)
     temperature: float = option(1.0, "Softmax temperature.", check="positive")
     top_k: int = option(10, "k for --sampler top_k.", check="positive")
     top_p: float = option(0.9, "p for --sampler top_p.", check="(0, 1]")
     seed: int | None = option(None, "Random seed for sampling.")
+    raw: bool = option(False, "SFT runs: use the prompt as is, without the run's template.")
+    chat: bool = option(
+        False,
+        "SFT runs: a conversation: read one user turn per line from stdin, answer each (the conversation so far "
+        "is kept), until end of input.",
+    )
+    system: str | None = option(None, "SFT runs: a system message for the template.")
+    stop: list | None = option(
+        None, "Stop a response at this string (repeatable); end-of-text always stops.", default_help="none"
+    )
     backend: str | None = None
 
     def __post_init__(self):
         check_fields(self)
+        if self.prompt is None and not self.chat:
+            raise ConfigError("Expected --prompt TEXT (or --chat to read turns from stdin). Received: no --prompt")
+        if self.chat and self.prompt is not None:
+            raise ConfigError("--chat reads the prompts from stdin. Received: --chat with --prompt")
+        for flag, value in (("--prompt", self.prompt), ("--system", self.system)):
+            if value is not None:
+                check_utf8_text(value, flag)
+        self.stop = list(self.stop or ())

@@ -2,37 +2,12 @@
 
 import numpy as np
 
+from klm.config import check_utf8_text
 from klm.errors import ConfigError, KlmError, RunDirError
 from klm.sft.conversations import Conversation
 from klm.sft.encoding import conversation_pieces, encode_pieces, fit_prompt, tokens_to_list
 from klm.sft.prompt_template import template_from_dict
 from klm.tasks import get_task, task_for_config
-
-
-def check_utf8_text(text, name):
-    """Raises `ConfigError` unless `text` is valid Unicode text that encodes to UTF-8.
-
-    A prompt read from the command line or stdin in bytes that are not UTF-8
-    reaches Python as lone surrogates (`surrogateescape`); the tokenizers
-    cannot encode those.
-
-    Args:
-        text: the string to check.
-        name: what it is, for the error (`"--prompt"`, `"stdin line 3"`).
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        bad = text[e.start : e.end].encode("utf-8", "surrogateescape" if _escaped(text[e.start : e.end]) else "replace")
-        raise ConfigError(
-            f"Expected {name} to be UTF-8 text; it holds bytes that are not UTF-8 ({bad!r} at character {e.start}). "
-            f"Re-encode it as UTF-8 (e.g. iconv -f latin1 -t utf-8). Received: {name}={text[:80]!r}"
-        ) from None
-    return text
-
-
-def _escaped(text):
-    return all(0xDC80 <= ord(c) <= 0xDCFF for c in text)
 
 
 def utf8_lines(stream, name="stdin"):
